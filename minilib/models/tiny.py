@@ -1,0 +1,74 @@
+"""Tiny randomly-initialised models of every supported family, for unit tests.
+
+Each is seeded (the same weights every time), has 2 blocks, hidden size 64 and an FFN of 128
+neurons, and uses a real tokenizer: GPT-2's BPE for the decoders, MiniLM's WordPiece for BERT.
+"""
+
+from __future__ import annotations
+
+import torch
+
+HIDDEN, FFN, LAYERS, HEADS = 64, 128, 2, 4
+
+
+def _configs(vocab: int, pad: int):
+    from transformers import BertConfig, GPT2Config, Gemma3TextConfig, LlamaConfig, OPTConfig, PhiConfig
+    common = dict(vocab_size=vocab, pad_token_id=pad)
+    return {
+        "tiny-gpt2": lambda: GPT2Config(n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=FFN,
+                                        n_positions=256, bos_token_id=50256, eos_token_id=50256, **common),
+        "tiny-bert": lambda: BertConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                                        intermediate_size=FFN, max_position_embeddings=256, **common),
+        "tiny-opt": lambda: OPTConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                                      ffn_dim=FFN, max_position_embeddings=256, word_embed_proj_dim=HIDDEN,
+                                      bos_token_id=50256, eos_token_id=50256, **common),
+        "tiny-llama": lambda: LlamaConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                                          num_key_value_heads=2, intermediate_size=FFN, max_position_embeddings=256,
+                                          tie_word_embeddings=True, bos_token_id=50256, eos_token_id=50256,
+                                          **common),
+        "tiny-phi": lambda: PhiConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                                      intermediate_size=FFN, max_position_embeddings=256, partial_rotary_factor=0.5,
+                                      bos_token_id=50256, eos_token_id=50256, **common),
+        "tiny-gemma3": lambda: Gemma3TextConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                                num_attention_heads=HEADS, num_key_value_heads=1, head_dim=16,
+                                                intermediate_size=FFN, max_position_embeddings=256,
+                                                sliding_window=64, bos_token_id=50256, eos_token_id=50256,
+                                                **common),
+    }
+
+
+TINY = ("tiny-gpt2", "tiny-bert", "tiny-opt", "tiny-llama", "tiny-phi", "tiny-gemma3")
+
+
+def tiny_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    from minilib import assets
+    from minilib.models.tokenizers import gpt2_tokenizer
+    if name == "tiny-bert":
+        return AutoTokenizer.from_pretrained(assets.fetch("minilm-l6"))
+    tok = gpt2_tokenizer()
+    tok.pad_token = tok.eos_token
+    return tok
+
+
+def tiny_model(name: str, task: str | None = None, num_labels: int | None = None, seed: int = 0):
+    """``(model, tokenizer)`` for a tiny random model; the same seed gives the same weights."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+    if name not in TINY:
+        raise ValueError(f"unknown tiny model {name!r}; choose one of {TINY}")
+    tok = tiny_tokenizer(name)
+    config = _configs(len(tok), tok.pad_token_id)[name]()
+    if task is None:
+        task = "base" if name == "tiny-bert" else "causal-lm"
+    if task == "sequence-classification":
+        config.num_labels = num_labels or 2
+        cls = AutoModelForSequenceClassification
+    else:
+        cls = {"causal-lm": AutoModelForCausalLM, "base": AutoModel}.get(task)
+        if cls is None:
+            raise ValueError(f"unknown task {task!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls.from_config(config, dtype=torch.float32)
+    return model.eval(), tok

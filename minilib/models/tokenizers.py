@@ -1,0 +1,95 @@
+"""The real GPT-2 tokenizer, rebuilt offline from the ``gpt2.tiktoken`` file shipped by openai-whisper.
+
+``tiktoken`` files list each token's bytes with its rank; Hugging Face's byte-level BPE wants a
+``vocab.json`` (token string -> id) and a ``merges.txt`` (ordered pairs).  The merge that creates a
+token of rank r is found by running BPE on its bytes with only the merges of rank < r: that ends in
+exactly two parts, and those are the pair.  No library does this conversion offline, hence this
+module.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from minilib import assets
+
+EOT = "<|endoftext|>"
+EOT_ID = 50256
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable unicode characters."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _merge_parts(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
+    parts = [bytes([b]) for b in token]
+    while True:
+        best, best_i = None, None
+        for i in range(len(parts) - 1):
+            r = ranks.get(parts[i] + parts[i + 1])
+            if r is not None and r < max_rank and (best is None or r < best):
+                best, best_i = r, i
+        if best is None:
+            return parts
+        parts = parts[:best_i] + [parts[best_i] + parts[best_i + 1]] + parts[best_i + 2:]
+
+
+def tiktoken_to_hf(tiktoken_file: Path, out_dir: Path) -> None:
+    """Write ``vocab.json`` and ``merges.txt`` for GPT-2 from a ``.tiktoken`` rank file."""
+    ranks: dict[bytes, int] = {}
+    for line in Path(tiktoken_file).read_text().splitlines():
+        if line.strip():
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok)] = int(rank)
+    if len(ranks) != EOT_ID:
+        raise assets.AssetError(f"{tiktoken_file} has {len(ranks)} tokens, expected {EOT_ID} (GPT-2)")
+    enc = bytes_to_unicode()
+    to_str = lambda b: "".join(enc[x] for x in b)  # noqa: E731
+    vocab = {to_str(t): r for t, r in ranks.items()}
+    vocab[EOT] = EOT_ID
+    merges = []
+    for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(tok) < 2:
+            continue
+        parts = _merge_parts(ranks, tok, rank)
+        if len(parts) != 2:
+            raise assets.AssetError(f"token of rank {rank} is not the merge of two tokens")
+        merges.append(f"{to_str(parts[0])} {to_str(parts[1])}")
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def gpt2_tokenizer_dir() -> Path:
+    """A Hugging Face tokenizer folder for GPT-2, built once in the cache."""
+    src = assets.fetch("gpt2-bpe") / "gpt2.tiktoken"
+
+    def build(stage: Path) -> None:
+        from transformers import GPT2TokenizerFast
+        tiktoken_to_hf(src, stage)
+        vocab = json.loads((stage / "vocab.json").read_text())
+        merges = [tuple(line.split(" ")) for line in (stage / "merges.txt").read_text().splitlines()[1:]]
+        tok = GPT2TokenizerFast(vocab=vocab, merges=merges, unk_token=EOT, bos_token=EOT, eos_token=EOT,
+                                model_max_length=1024)
+        tok.save_pretrained(stage)
+
+    return assets.derived("gpt2-tokenizer", build, inputs={"tiktoken": "openai-whisper==20250625", "v": 2})
+
+
+def gpt2_tokenizer():
+    """The real GPT-2 tokenizer (``GPT2TokenizerFast``), offline."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(gpt2_tokenizer_dir())
