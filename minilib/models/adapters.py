@@ -110,6 +110,13 @@ class Adapter:
                 return getattr(model, p)
         return None
 
+    def lm_logits(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from final hidden states (output of ``base(model)``): the LM head, plus the
+        logit soft-capping some families configure.  Lets callers compute logits only where needed."""
+        logits = model.get_output_embeddings()(hidden)
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
     def linear_layers(self, block: nn.Module) -> dict[str, nn.Module]:
         """Every linear layer of a block, by dotted name, in registration order."""
         return {n: m for n, m in block.named_modules() if n and is_linear(m)}
