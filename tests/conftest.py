@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from minilib.hooks import count_hooks
+from minilib.models import load
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded real decoder (SmolLM2-135M), loaded once per session."""
+    return load("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    return load("minilm-l6")
+
+
+@pytest.fixture(params=["tiny-gpt2", "tiny-bert", "tiny-opt", "tiny-llama", "tiny-phi", "tiny-gemma3"])
+def tiny(request):
+    """Each tiny random family in turn (fresh copy per test)."""
+    return load(request.param)
+
+
+@pytest.fixture(params=["tiny-gpt2", "tiny-opt", "tiny-llama", "tiny-phi", "tiny-gemma3"])
+def tiny_decoder(request):
+    return load(request.param)
+
+
+@pytest.fixture
+def no_hook_leak():
+    """Use as: ``def test_x(tiny, no_hook_leak): ...; no_hook_leak(model)`` at the end."""
+    def check(model, before=0):
+        assert count_hooks(model) == before, "hooks leaked on the model"
+    return check
