@@ -16,7 +16,7 @@ notebook, ``params.json``, ``results.json`` (the notebook's ``results_path`` is 
 Command line::
 
     python -m minilib.runner sweep sweeps/anatomy.yaml [--force]
-    python -m minilib.runner reproduce          # sweeps/reproduce.yaml: every notebook on its defaults
+    python -m minilib.runner reproduce          # sweeps/reproduce*.yaml: every notebook on its defaults
     python -m minilib.runner prepare-tests build/nbtest   # small-parameter copies for nbval
 """
 
@@ -137,6 +137,7 @@ def prepare_tests(out_dir: str | os.PathLike, params_dir: str | os.PathLike = RO
     """Copies of the notebooks with the small test parameters of ``tests/notebooks/<stem>.yaml``
     injected (papermill's parameterisation, not executed), for ``pytest --nbval-lax``."""
     import nbformat
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,7 @@ def prepare_tests(out_dir: str | os.PathLike, params_dir: str | os.PathLike = RO
             raise FileNotFoundError(f"{spec} names notebook {nb_path.name}, which does not exist")
         params = yaml.safe_load(spec.read_text()) or {}
         params.setdefault("results_path", str((out_dir / "results" / f"{spec.stem}.json").resolve()))
-        nb = nbformat.read(nb_path, as_version=4)
+        nb = load_notebook_node(str(nb_path))
         nb = parameterize_notebook(nb, params, kernel_name=KERNEL)
         target = out_dir / nb_path.name
         nbformat.write(nb, target)
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
     if a.cmd == "sweep":
         run_sweep(a.spec, a.runs_dir, a.force)
     elif a.cmd == "reproduce":
-        run_sweep(ROOT / "sweeps" / "reproduce.yaml", ROOT / "runs", a.force, results_dir=ROOT / "results")
+        for spec in sorted((ROOT / "sweeps").glob("reproduce*.yaml")):
+            run_sweep(spec, ROOT / "runs", a.force, results_dir=ROOT / "results")
     else:
         for f in prepare_tests(a.out_dir):
             print(f)
