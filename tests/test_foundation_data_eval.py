@@ -283,7 +283,7 @@ def test_model_report_counts_what_was_zeroed():
     row = rep["layers"].set_index("layer").loc["model.decoder.layers.0.fc1"]
     assert row["sparsity"] == pytest.approx(0.5)
     assert rep["checkpoint_bytes"] > 4 * params * 0.99 and rep["tokens_per_s"] > 0
-    assert (layer_sparsity(model)["sparsity"] > 0).sum() == 1
+    assert (layer_sparsity(model)["sparsity"] > 0.4).sum() == 1  # (the tied head has a zero padding row)
 
 
 def test_tqdm_progress_bars_are_optional(capsys):
