@@ -1,0 +1,69 @@
+"""A ratio sweep: for each method and ratio, prune a copy of the model, then measure task accuracy,
+perplexity (decoders), parameters, checkpoint bytes and CPU forward latency.  One tidy row each."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from minilib.anatomy.decision import decision_accuracy
+from minilib.eval.perplexity import perplexity
+from minilib.eval.report import checkpoint_bytes, count_parameters, forward_throughput
+from minilib.pruning.apply import apply_ffn_masks
+from minilib.pruning.masks import check_ratio, mask_ffn
+
+# a method: model -> keep-masks for a ratio; built by ``method_masks``
+MaskFn = Callable[[object, float], list]
+
+
+def method_masks(scores: Callable, profile=None, preserved=None, strength: float = 1.0,
+                 max_layer_ratio: float = 0.9) -> MaskFn:
+    """A method from a score function ``scores(model) -> list[tensor]`` and the mask options."""
+    def masks(model, ratio):
+        return mask_ffn(scores(model), ratio, profile, preserved, strength, max_layer_ratio)
+    return masks
+
+
+def measure(model, tokenizer, head, task, ppl_ids=None, ppl_seqlen: int = 256, ppl_windows: int = 4,
+            batch_size: int = 32, max_length: int = 128, latency_seqlen: int = 64, latency_repeats: int = 3) -> dict:
+    """Accuracy (Wilson CI), perplexity (if ``ppl_ids``), parameters, checkpoint bytes, latency."""
+    row = {}
+    acc = decision_accuracy(model, tokenizer, head, task, "test", batch_size, max_length)
+    row.update({"acc": acc["acc"], "ci95_low": acc["ci95_low"], "ci95_high": acc["ci95_high"], "n_test": acc["n"]})
+    if ppl_ids is not None:
+        row["perplexity"] = perplexity(model, ppl_ids, ppl_seqlen, max_windows=ppl_windows)
+    row["params"] = count_parameters(model)[0]
+    row["checkpoint_bytes"] = checkpoint_bytes(model)
+    row["latency_s"] = forward_throughput(model, latency_seqlen, 1, latency_repeats)["latency_s"]
+    return row
+
+
+def ratio_sweep(loaded, head, task, methods: dict[str, MaskFn], ratios: list[float], ppl_ids=None,
+                verbose: bool = True, **measure_kw) -> pd.DataFrame:
+    """Rows ``method, ratio, ffn_ratio (achieved), acc, ci95_*, perplexity, params, checkpoint_bytes,
+    latency_s``.  Ratio 0 is the dense model, measured once and shared by every method."""
+    for r in ratios:
+        check_ratio(r)
+    rows, dense = [], None
+    for r in sorted(set(float(x) for x in ratios)):
+        for name, masks_fn in methods.items():
+            t = time.perf_counter()
+            if r == 0:
+                if dense is None:
+                    dense = measure(loaded.model, loaded.tokenizer, head, task, ppl_ids, **measure_kw)
+                rows.append({"method": name, "ratio": 0.0, "ffn_ratio": 0.0, "param_ratio": 0.0, **dense})
+                continue
+            model = copy.deepcopy(loaded.model)
+            rep = apply_ffn_masks(model, masks_fn(model, r), verbose=False)
+            row = measure(model, loaded.tokenizer, head, task, ppl_ids, **measure_kw)
+            rows.append({"method": name, "ratio": r, "ffn_ratio": rep["ffn_ratio"], "param_ratio": rep["param_ratio"], **row})
+            del model
+            if verbose:
+                print(f"[sweep] {name:>10s} ratio {r:.2f}: achieved FFN ratio {rep['ffn_ratio']:.3f}, "
+                      f"acc {row['acc']:.3f}" + (f", ppl {row['perplexity']:.2f}" if 'perplexity' in row else "")
+                      + f" ({time.perf_counter() - t:.0f}s)", flush=True)
+    return pd.DataFrame(rows)
