@@ -1,0 +1,3 @@
+from tools.anatomy_notebooks import anatomy_notebook
+
+anatomy_notebook("BERT")

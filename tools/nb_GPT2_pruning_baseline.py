@@ -1,0 +1,3 @@
+from tools.anatomy_notebooks import baseline_notebook
+
+baseline_notebook("GPT2")
