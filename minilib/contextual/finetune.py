@@ -104,10 +104,10 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, t
                 opt.step()
                 sched.step()
                 step += 1
-                res.history.append({"step": step, "epoch": epoch, "train_loss": float(loss), "dev_ppl": None,
+                res.history.append({"step": step, "epoch": epoch, "train_loss": loss.item(), "dev_ppl": None,
                                     "lr": sched.get_last_lr()[0]})
                 if step % eval_every == 0 or step == total:
-                    if evaluate(step, epoch, float(loss)):
+                    if evaluate(step, epoch, loss.item()):
                         done = True
                         res.stopped = f"dev perplexity reached the target at step {step}"
                         break
