@@ -85,7 +85,13 @@ def tokenize_text(tokenizer, text: str, chunk_chars: int = 20000) -> torch.Tenso
         start = end
     if not chunks:
         raise CorpusError("cannot tokenize an empty text")
-    enc = tokenizer(chunks, add_special_tokens=False)["input_ids"]
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # chunks may exceed model_max_length; windows are cut later
+    try:
+        enc = tokenizer(chunks, add_special_tokens=False)["input_ids"]
+    finally:
+        hf_logging.set_verbosity(level)
     return torch.tensor([t for ids in enc for t in ids], dtype=torch.long)
 
 
