@@ -1,0 +1,98 @@
+from tools.make_notebook import write_notebook
+
+write_notebook("notebooks/contextual_pruning.ipynb", [
+    ("md", """# Contextual pruning (Mini-GPTs)
+
+A general model made smaller for one domain (Valicenti et al., *Mini-GPTs: Efficient Large Language
+Models through Contextual Pruning*).  For each domain corpus:
+
+1. a calibration pass (on the *calib* split) gives the normalized L1 norm of every neuron's outputs
+   (`minilib.contextual.stats`);
+2. FFN neurons under a threshold ε are **removed** (up/gate rows, down columns); attention rows are
+   skipped (shape constraints, see `docs/contextual.md`);
+3. with `prune_embeddings`, the vocabulary is cut to the tokens seen in *calib + train*: the
+   embedding and the (tied) LM head shrink, and a remapped tokenizer reads and writes text as before;
+4. the pruned model is fine-tuned on *train* (AdamW, cosine), stopping once *dev* perplexity is at the
+   dense model's level, keeping the best checkpoint;
+5. perplexity on *test* and MCQ accuracy are measured before pruning, after pruning and after
+   fine-tuning.  Calib/train/dev/test are disjoint token ranges of the corpus."""),
+    ("params", """model = "smollm2-135m"          # embedded decoder (vocab 49152, tied embeddings)
+domains = ["wiki", "tiny", "code"]  # embedded domain corpora
+mcq_sets = {"wiki": "arc_easy", "tiny": "piqa", "code": "mmlu:high_school_computer_science"}  # MCQ per domain (None: skip)
+thresholds = [0.001, 0.01, 0.1]   # ε on the normalized L1 norm (paper grid: 1e-5, 1e-3, 1e-1)
+prune_embeddings = True           # vocabulary pruning by token frequency on/off
+min_count = 1                     # keep tokens seen at least this often in calib + train
+mcq_n = 32                        # MCQ items per domain
+calib_windows = 16                # calibration windows of `seqlen` tokens
+seqlen = 256                      # calibration / evaluation window length
+eval_windows = 4                  # test and dev windows for perplexity
+epochs = 1                        # maximum fine-tuning epochs
+ft_steps = 12                     # maximum fine-tuning steps (2 CPU cores: keep small)
+ft_seqlen = 128
+ft_batch = 4
+ft_lr = 5e-5
+ft_eval_every = 4                 # dev evaluation every n steps (early stopping)
+seed = 0
+device = "cpu"
+results_path = "../results/contextual_pruning.json\""""),
+    ("code", """import time
+import pandas as pd
+import torch
+from minilib.models import load
+from minilib.contextual import run_domain, best_reduction
+from minilib.contextual.figures import plot_recovery, plot_size_vs_perplexity
+from minilib.results import write_results
+
+torch.manual_seed(seed)
+t0 = time.time()
+m = load(model, device=device)
+print(m.adapter.family, sum(p.numel() for p in m.model.parameters()) / 1e6, "M parameters")"""),
+    ("code", """runs = {}
+for d in domains:
+    runs[d] = run_domain(m.model, m.tokenizer, d, mcq_sets.get(d), eps_grid=thresholds, prune_embeddings=prune_embeddings,
+                         min_count=min_count, mcq_n=mcq_n, calib_windows=calib_windows, seqlen=seqlen,
+                         eval_windows=eval_windows, ft_steps=ft_steps, ft_epochs=epochs, ft_seqlen=ft_seqlen,
+                         ft_batch=ft_batch, ft_lr=ft_lr, ft_eval_every=ft_eval_every, seed=seed, device=device,
+                         verbose=False)
+records = pd.DataFrame([r for d in domains for r in runs[d]["records"]])
+curves = pd.DataFrame([c for d in domains for c in runs[d]["curves"]])
+print({d: round(runs[d]["seconds"]) for d in domains}, "seconds per domain")"""),
+    ("md", """## Neurons under each threshold
+
+Share of neurons whose normalized L1 norm is under ε, per layer kind (first domain).  The norm is
+relative to the layer's most active neuron, so ε = 1e-5 and 1e-3 select almost nothing in a trained
+model: no neuron is silent on a whole domain."""),
+    ("code", """runs[domains[0]]["stats_summary"]"""),
+    ("md", """## Size-reduction table
+
+Threshold × stage → % of dense size, test perplexity, MCQ accuracy (acc / acc_norm)."""),
+    ("code", """cols = ["domain", "eps", "stage", "size_pct", "vocab", "ffn_neurons_removed", "fallback_rate", "ppl", "acc", "acc_norm"]
+table = records[[c for c in cols if c in records.columns]].copy()
+table["eps"] = table["eps"].map(lambda e: "dense" if pd.isna(e) else f"{e:g}")
+table.round(4)"""),
+    ("md", """## Largest reduction at or below dense perplexity (after fine-tuning)"""),
+    ("code", """best = {d: best_reduction(records.to_dict("records"), d) for d in domains}
+summary = pd.DataFrame([{"domain": d, "dense_ppl": records[(records.domain == d) & (records.stage == "dense")]["ppl"].iloc[0],
+                         "best_eps": b["eps"] if b else None, "size_pct": b["size_pct"] if b else None,
+                         "reduction_pct": 100 - b["size_pct"] if b else 0.0, "ppl": b["ppl"] if b else None}
+                        for d, b in best.items()])
+summary.round(3)"""),
+    ("code", """tag = model.replace("/", "_")
+plot_size_vs_perplexity(records, f"contextual_size_vs_ppl_{tag}")
+if len(curves):
+    plot_recovery(curves, records, f"contextual_recovery_{tag}")"""),
+    ("code", """write_results(results_path, {
+    "notebook": "contextual_pruning",
+    "parameters": {"model": model, "domains": domains, "mcq_sets": mcq_sets, "thresholds": thresholds,
+                   "prune_embeddings": prune_embeddings, "min_count": min_count, "mcq_n": mcq_n,
+                   "calib_windows": calib_windows, "seqlen": seqlen, "eval_windows": eval_windows, "epochs": epochs,
+                   "ft_steps": ft_steps, "ft_seqlen": ft_seqlen, "ft_batch": ft_batch, "ft_lr": ft_lr, "seed": seed},
+    "metrics": {**{f"{r['domain']}_best_reduction_pct": r["reduction_pct"] for r in summary.to_dict("records")},
+                "seconds": time.time() - t0},
+    "records": records.to_dict("records"),
+    "curves": curves.to_dict("records"),
+    "best": summary.to_dict("records"),
+    "splits": {d: runs[d]["splits"] for d in domains},
+    "stats_summary": {d: runs[d]["stats_summary"].to_dict("records") for d in domains},
+})"""),
+])
