@@ -160,6 +160,9 @@ def collect_anatomy(model, tokenizer, texts: list[str], labels=None, batch_size:
     stash: dict = {}
 
     def take(x):  # (B, T, ...) -> (B, ...) at the decision token
+        B, T = stash["bt"]
+        if x.dim() == 2 and x.shape[0] == B * T:  # some families (OPT) flatten tokens inside the FFN
+            x = x.view(B, T, -1)
         return x[torch.arange(x.shape[0], device=x.device), stash["pos"]].float()
 
     def on_block(i):
@@ -185,6 +188,7 @@ def collect_anatomy(model, tokenizer, texts: list[str], labels=None, batch_size:
         for idx, enc in _batches(tokenizer, texts, batch_size, max_length):
             enc = enc.to(device)
             stash.clear()
+            stash["bt"] = tuple(enc["attention_mask"].shape)
             stash["pos"] = adapter.decision_positions(enc["attention_mask"])
             h = base(**enc).last_hidden_state
             idx_t = torch.as_tensor(idx)
