@@ -6,11 +6,11 @@ from tools.make_notebook import write_notebook
 
 FAMILY = {
     "BERT": dict(model="minilm-l6", hub="bert-base-uncased", what="encoder", token="`[CLS]`",
-                 template="{text}", n_train=2000, n_test=2000, batch_size=64,
+                 template="{text}", n_train=1000, n_test=600, batch_size=64,
                  ratios="[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]",
                  embedded="the embedded `minilm-l6` (all-MiniLM-L6-v2, a real 6-layer BERT encoder)"),
     "GPT2": dict(model="smollm2-135m", hub="gpt2", what="decoder", token="the last token",
-                 template="{text}\\nIs it sarcastic?", n_train=600, n_test=400, batch_size=32,
+                 template="{text}\\nIs it sarcastic?", n_train=600, n_test=150, batch_size=32,
                  ratios="[0.0, 0.1, 0.3, 0.5, 0.7]",
                  embedded="the embedded `smollm2-135m` (SmolLM2-135M-Instruct, a real 30-layer Llama-family decoder)"),
 }
@@ -33,7 +33,7 @@ n_train = {f['n_train']}                   # examples for the head (and the anat
 n_test = {f['n_test']}                    # held-out examples for accuracy
 seed = 0
 batch_size = {f['batch_size']}
-max_length = 64
+max_length = 128
 device = "cpu"{extra}
 results_path = "../results/{stem}.json\"'''
 
@@ -130,7 +130,7 @@ def _sweep_params(f, stem, extra=""):
     return _common_params(f, stem, f'''
 ratios = {f['ratios']}   # fraction of FFN neurons removed
 ppl_corpus = "wiki"              # perplexity (decoders only), test split
-ppl_windows = 4
+ppl_windows = 2
 ppl_seqlen = 256
 save_ratio = 0.3                 # ratio of the pruned model that is saved and reloaded''' + extra)
 
@@ -176,8 +176,8 @@ def strategy_notebook(fam: str, uniform_ablation: bool) -> None:
     f, stem = FAMILY[fam], f"{fam}_pruning_strategy"
     extra = f'''
 preserve_fraction = 0.01         # per layer, the most decision-aligned neurons are never removed
-profile_strength = 1.0           # layer budget share ~ profile ** -strength (0 = uniform)
-max_layer_ratio = 0.9            # no layer loses more than this fraction
+profile_strength = 0.5           # layer budget share ~ profile ** -strength (0 = uniform)
+max_layer_ratio = 0.8            # no layer loses more than this fraction
 score_kind = "abs_proj"          # anatomy score: mean |projection of the contribution on the decision vector|
 uniform_ablation = {uniform_ablation}         # also run the anatomy score with a uniform budget
 anatomy_dir = ""                 # "" = $MINILIB_CACHE/anatomy (written by {fam}_anatomy)

@@ -98,7 +98,7 @@ def decision_features(model, tokenizer, texts: list[str], batch_size: int = 32, 
     return out
 
 
-def fit_head(features: torch.Tensor, labels, l2: float = 1e-3, max_iter: int = 200, seed: int = 0) -> nn.Linear:
+def fit_head(features: torch.Tensor, labels, l2: float = 0.1, max_iter: int = 200, seed: int = 0) -> nn.Linear:
     """Logistic regression (L-BFGS, fp32) on standardised features, folded back into one ``nn.Linear``."""
     torch.manual_seed(seed)
     x = features.float()
@@ -163,7 +163,7 @@ def load_head(path: str | Path) -> nn.Linear:
     return head.eval()
 
 
-def trained_head(loaded, task: DecisionTask, batch_size: int = 32, max_length: int = 128, l2: float = 1e-3,
+def trained_head(loaded, task: DecisionTask, batch_size: int = 32, max_length: int = 128, l2: float = 0.1,
                  features: torch.Tensor | None = None, cache: bool = True) -> tuple[nn.Linear, dict]:
     """The head-only classifier for ``task`` on ``loaded`` (a ``LoadedModel``), from the cache when
     present.  ``features`` (of ``task.train``) skips the feature pass, e.g. when they came from

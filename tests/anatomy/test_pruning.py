@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from minilib.anatomy import Anatomy, collect_anatomy
+from minilib.anatomy import Anatomy
 from minilib.models.surgery import ffn_widths
 from minilib.pruning import (apply_ffn_masks, layer_budgets, layer_profile, load_pruned, mask_ffn, preserved_neurons,
                              save_pruned, score_anatomy, score_magnitude, score_random, zero_ffn_neurons)
@@ -65,7 +65,6 @@ def test_budgets_sum_cap_and_profile():
 
 
 def _fake_anatomy(model, seed=0):
-    an = collect_anatomy(model, None, [], batch_size=1) if False else None  # noqa: F841 (no texts needed)
     from minilib.anatomy.collect import NEURON_ARRAYS, model_signature
     sig = model_signature(model)
     g = np.random.default_rng(seed)
