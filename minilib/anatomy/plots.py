@@ -28,10 +28,11 @@ def plot_layer_curves(anatomy, title: str = ""):
 def plot_neuron_heatmap(anatomy, kind: str = "neuron_cos", title: str = ""):
     """Layer x neuron heatmap, neurons sorted within each layer (descending)."""
     arr = np.sort(np.asarray(anatomy[kind]), axis=1)[:, ::-1]
-    lim = float(np.abs(arr).max()) or 1.0
+    lim = float(np.percentile(np.abs(arr), 99.5)) or 1.0  # robust: a few outliers would wash the map out
     fig, ax = plt.subplots(figsize=(7, 0.18 * arr.shape[0] + 2))
     im = ax.imshow(arr, aspect="auto", cmap="RdBu_r", vmin=-lim if arr.min() < 0 else 0, vmax=lim,
                    interpolation="nearest")
+    ax.grid(False)
     ax.set_xlabel("neuron (sorted within layer)")
     ax.set_ylabel("layer")
     ax.set_title(title or kind)
