@@ -37,9 +37,16 @@ def n_pruned(numel: int, sparsity: float) -> int:
 
 def mask_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k`` lowest-scoring entries of ``scores`` (over the whole tensor)."""
-    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        mask[scores.flatten().argsort(stable=True)[:k]] = True
+    flat = scores.flatten()
+    n = flat.numel()
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    kth = flat.kthvalue(k).values  # selection, not a sort
+    mask = flat < kth
+    ties = (flat == kth).nonzero().flatten()[: k - int(mask.sum())]  # ties: the first by position
+    mask[ties] = True
     return mask.view_as(scores)
 
 

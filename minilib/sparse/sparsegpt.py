@@ -141,33 +141,45 @@ class SparseGPT:
         trivial = not nm and sparsity == 0 and quant is None  # nothing to prune: W stays as it is
         for i1 in range(0, 0 if trivial else cols, blocksize):
             i2 = min(i1 + blocksize, cols)
-            W1, U1, M1 = W[:, i1:i2], U[i1:i2, i1:i2], mask[:, i1:i2]
+            b = i2 - i1
+            U1 = U[i1:i2, i1:i2]
             d = torch.diag(U1)
-            if not nm and sparsity > 0:  # adaptive mask for this block, per layer
-                seen_so_far += i2 - i1
-                score = score_obs(W1, d)
-                for j, (a, b) in enumerate(bounds):
-                    k = n_pruned((b - a) * seen_so_far, sparsity) - pruned_so_far[j]
-                    M1[a:b] = mask_smallest(score[a:b], k)
+            # the block transposed, (b, rows): a column of W is a contiguous row here
+            Wb = W[:, i1:i2].t().contiguous()
+            Mb = torch.zeros_like(Wb, dtype=torch.bool)
+            if not nm and sparsity > 0:  # adaptive mask for this block, chosen per layer
+                seen_so_far += b
+                score = score_obs(Wb.t(), d).t()  # (b, rows)
+                for j, (a, z) in enumerate(bounds):
+                    k = n_pruned((z - a) * seen_so_far, sparsity) - pruned_so_far[j]
+                    Mb[:, a:z] = mask_smallest(score[:, a:z], k)
                     pruned_so_far[j] += k
-            E1 = torch.zeros_like(W1)
-            for j1 in range(0, i2 - i1, subblock):
-                j2 = min(j1 + subblock, i2 - i1)
+            fast = not nm and quant is None  # mask known up front: err = w * mask / d
+            if fast:
+                Md = Mb.to(Wb.dtype) / d[:, None]
+            Eb = torch.zeros_like(Wb)
+            for j1 in range(0, b, subblock):
+                j2 = min(j1 + subblock, b)
                 for i in range(j1, j2):
-                    if nm and i % m == 0:
-                        M1[:, i:i + m] = mask_nm(score_obs(W1[:, i:i + m], d[i:i + m]), n, m, self.names)
-                    w = W1[:, i]
-                    q = quant(w) if quant is not None else w.clone()
-                    q.masked_fill_(M1[:, i], 0.0)
-                    err = (w - q) / d[i]
-                    W1[:, i] = q
+                    w = Wb[i]
+                    if fast:
+                        err = w * Md[i]
+                    else:
+                        if nm and i % m == 0:
+                            Mb[i:i + m] = mask_nm(score_obs(Wb[i:i + m].t(), d[i:i + m]), n, m, self.names).t()
+                        q = quant(w) if quant is not None else w.clone()
+                        q.masked_fill_(Mb[i], 0.0)
+                        err = (w - q) / d[i]
+                        Wb[i] = q
                     if i + 1 < j2:
-                        W1[:, i + 1:j2].addr_(err, U1[i, i + 1:j2], alpha=-1.0)
-                    E1[:, i] = err
-                if j2 < i2 - i1:
-                    W1[:, j2:].addmm_(E1[:, j1:j2], U1[j1:j2, j2:], alpha=-1.0)
-            if i2 < cols:
-                W[:, i2:].addmm_(E1, U[i1:i2, i2:], alpha=-1.0)
+                        Wb[i + 1:j2].addr_(U1[i, i + 1:j2], err, alpha=-1.0)
+                    Eb[i] = err
+                if j2 < b:  # the rest of the block gets this sub-block's errors at once
+                    Wb[j2:].addmm_(U1[j1:j2, j2:].t(), Eb[j1:j2], alpha=-1.0)
+            W[:, i1:i2] = Wb.t()
+            mask[:, i1:i2] = Mb.t()
+            if i2 < cols:  # lazy update of every later block
+                W[:, i2:].addmm_(Eb.t(), U[i1:i2, i2:], alpha=-1.0)
 
         W.masked_fill_(mask, 0.0)  # exact zeros
         elapsed = time.perf_counter() - t0
