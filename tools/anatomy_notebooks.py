@@ -26,7 +26,7 @@ setting for users who have the Hugging Face hub."""
 
 
 def _common_params(f, stem, extra=""):
-    return f'''model = "{f['model']}"          # embedded {f['what']}; "{f['hub']}" = original setting (needs the hub)
+    return f'''model = "{f['model']}"          # embedded {f['what']}; "{f['hub']}" reproduces the original setting (needs the hub)
 dataset = "sarcasm"              # or "sst2" (872 examples) or a .jsonl with text,label
 template = "{f['template']}"     # how a text is shown to the model
 n_train = {f['n_train']}                   # examples for the head (and the anatomy pass)
@@ -66,7 +66,7 @@ statistics.  All of it comes from **one pass with hooks** that are removed after
 are stored (npz) under a key and reused by `{fam}_pruning_strategy`.
 
 """ + DECISION_MD.format(**f)),
-        ("params", _common_params(f, stem, '\nanatomy_dir = ""             # "" = $MINILIB_CACHE/anatomy')),
+        ("params", _common_params(f, stem, '\nanatomy_dir = ""             # empty: $MINILIB_CACHE/anatomy')),
         ("code", SETUP),
         ("md", "## One hooked pass over the training examples"),
         ("code", """an, an_info = anatomy_for(m, task, batch_size, max_length, directory=anatomy_dir or None)
@@ -180,7 +180,7 @@ profile_strength = 0.5           # layer budget share ~ profile ** -strength (0 
 max_layer_ratio = 0.8            # no layer loses more than this fraction
 score_kind = "abs_proj"          # anatomy score: mean |projection of the contribution on the decision vector|
 uniform_ablation = {uniform_ablation}         # also run the anatomy score with a uniform budget
-anatomy_dir = ""                 # "" = $MINILIB_CACHE/anatomy (written by {fam}_anatomy)
+anatomy_dir = ""                 # empty: $MINILIB_CACHE/anatomy (written by {fam}_anatomy)
 baseline_path = "../results/{fam}_pruning_baseline.json"   # reused when its parameters match'''
     write_notebook(f"notebooks/{stem}.ipynb", [
         ("md", f"""# Anatomy-guided structured FFN pruning of a {f['what']}
