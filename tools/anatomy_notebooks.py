@@ -176,7 +176,7 @@ def strategy_notebook(fam: str, uniform_ablation: bool) -> None:
     f, stem = FAMILY[fam], f"{fam}_pruning_strategy"
     extra = f'''
 preserve_fraction = 0.01         # per layer, the most decision-aligned neurons are never removed
-profile_strength = 0.5           # layer budget share ~ profile ** -strength (0 = uniform)
+profile_strength = 0.5           # layer budget share ~ profile^(-strength); 0 gives a uniform budget
 max_layer_ratio = 0.8            # no layer loses more than this fraction
 score_kind = "abs_proj"          # anatomy score: mean |projection of the contribution on the decision vector|
 uniform_ablation = {uniform_ablation}         # also run the anatomy score with a uniform budget
