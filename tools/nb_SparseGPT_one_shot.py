@@ -1,0 +1,135 @@
+from tools.make_notebook import write_notebook
+
+write_notebook("notebooks/SparseGPT_one_shot.ipynb", [
+    ("md", """# SparseGPT one-shot pruning, with magnitude and Wanda baselines
+
+One-shot post-training pruning as in *SparseGPT: Massive Language Models Can Be Accurately Pruned in
+One-Shot* (Frantar & Alistarh, 2023), against magnitude pruning and Wanda (Sun et al., 2023).
+Calibration windows come from the `calib` split of the C4 text; perplexity is measured on the held-out
+`test` split of the Wikipedia text (non-overlapping windows), zero-shot MCQ accuracy with the
+lm-eval definitions.  All logic is in `minilib.sparse`; see `docs/sparsegpt.md`."""),
+    ("params", """model = "smollm2-135m"          # embedded decoder (any supported family works)
+calib_corpus = "c4"             # calibration text (calib split)
+eval_corpus = "wiki"            # perplexity text (held-out test split)
+nsamples = 16                   # calibration windows
+seqlen = 512                    # tokens per calibration window
+seed = 0                        # calibration sampling seed
+method = "sparsegpt"            # method of the detailed runs (per-layer error, quantization, composition)
+sparsity = 0.5                  # sparsity of the detailed runs
+nm = "2:4"                      # N:M pattern compared across methods ("" to skip)
+wbits = 4                       # joint quantization of the detailed run (16 = none)
+sweep_sparsities = [0.5, 0.7]   # unstructured sparsities compared across methods
+ffn_keep = 0.75                 # composition: fraction of FFN neurons kept before one-shot pruning
+eval_seqlen = 512
+eval_windows = 8                # perplexity windows (test split)
+mcq_set = "sciq"
+mcq_n = 50                      # MCQ items for the dense model and each method at `sparsity`
+device = "cpu"
+results_path = "../results/SparseGPT_one_shot.json\""""),
+    ("code", """import pandas as pd
+import matplotlib.pyplot as plt
+from minilib.models import load
+from minilib.data import corpus_splits, load_mcq
+from minilib.sparse import METHODS, calibration_set
+from minilib.sparse.study import run_setting
+from minilib.plotting import save_figure, method_color
+from minilib.results import write_results
+
+tokenizer = load(model).tokenizer
+calib = calibration_set(tokenizer, calib_corpus, nsamples, seqlen, seed)
+test_ids = corpus_splits(tokenizer, eval_corpus)["test"]
+mcq_items = load_mcq(mcq_set, n=mcq_n)
+common = dict(test_ids=test_ids, calib=calib, eval_seqlen=eval_seqlen, eval_windows=eval_windows, device=device)
+print(f"calibration {tuple(calib.shape)} from {calib_corpus}, {len(test_ids)} test tokens of {eval_corpus}")"""),
+    ("md", """## The three methods across sparsities
+
+Every run starts from a fresh copy of the model.  `achieved_sparsity` is what the pruning reported
+(zeros over the weights of every linear layer in the blocks); `mean_rel_error` is the mean over layers
+of each layer's reconstruction error on the calibration inputs, relative to its output energy."""),
+    ("code", """rows, reports = [], {}
+r, _ = run_setting(model, None, mcq_items=mcq_items, **common)
+rows.append(r)
+settings = [(s, "") for s in sweep_sparsities] + ([(0.5, nm)] if nm else [])
+for s, pattern in settings:
+    for meth in METHODS:
+        items = mcq_items if (s == sparsity and not pattern) else None
+        r, rep = run_setting(model, meth, sparsity=s, nm=pattern, mcq_items=items, **common)
+        rows.append(r)
+        reports[(meth, s, pattern)] = rep
+runs = pd.DataFrame(rows)
+runs[["method", "sparsity", "nm", "achieved_sparsity", "perplexity", "mean_rel_error", "prune_s"] +
+     [c for c in ("acc", "acc_norm") if c in runs]].round(4)"""),
+    ("code", """dense_ppl = runs.loc[runs.method == "dense", "perplexity"].item()
+fig, ax = plt.subplots(figsize=(6, 4))
+uns = runs[(runs.nm == "") & (runs.method != "dense")]
+for meth, g in uns.groupby("method"):
+    g = g.sort_values("sparsity")
+    ax.plot(g.sparsity, g.perplexity, marker="o", label=meth, color=method_color(meth))
+    nmrow = runs[(runs.method == meth) & (runs.nm != "")]
+    if len(nmrow):
+        ax.scatter(nmrow.sparsity, nmrow.perplexity, marker="s", s=60, color=method_color(meth),
+                   edgecolor="k", label=f"{meth} {nm}")
+ax.axhline(dense_ppl, color="k", ls="--", label="dense")
+ax.set_yscale("log"); ax.set_xlabel("sparsity"); ax.set_ylabel(f"perplexity ({eval_corpus} test)")
+ax.set_title(f"{model}: one-shot pruning"); ax.legend(fontsize=8)
+save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=False)"""),
+    ("md", """## Reconstruction error per layer (unstructured, `sparsity`)
+
+SparseGPT minimises exactly this quantity layer by layer; Wanda and magnitude only choose a mask."""),
+    ("code", """layers = pd.concat([reports[(m_, sparsity, "")].layers.assign(method=m_) for m_ in METHODS if (m_, sparsity, "") in reports])
+layers["type"] = layers["layer"].str.split(".").str[-1]
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+for meth, g in layers.groupby("method"):
+    per_block = g.groupby("block")["rel_error"].mean()
+    axes[0].plot(per_block.index, per_block.values, marker=".", label=meth, color=method_color(meth))
+axes[0].set_xlabel("block"); axes[0].set_ylabel("relative reconstruction error"); axes[0].set_yscale("log")
+axes[0].legend(); axes[0].set_title("mean over the block's layers")
+g = layers[layers.method == method]
+for t, gt in g.groupby("type"):
+    axes[1].plot(gt.block, gt.rel_error, marker=".", label=t)
+axes[1].set_xlabel("block"); axes[1].set_yscale("log"); axes[1].legend(fontsize=7); axes[1].set_title(f"{method}, per layer")
+save_figure(fig, f"sparsegpt_layer_error_{model.replace('/', '_')}", close=False)
+layers.groupby(["method", "type"])["rel_error"].mean().unstack().round(4)"""),
+    ("md", """## Joint quantization, and composition with structured FFN pruning
+
+The detailed method runs jointly with `wbits`-bit per-channel quantization (inside the solver for
+SparseGPT).  Then the FFNs are first physically shrunk to `ffn_keep` of their neurons (magnitude
+score, `minilib.models.surgery.remove_ffn_neurons`), and the shrunk model is pruned one-shot and
+quantized: the two compose, and the parameter and nonzero counts multiply down."""),
+    ("code", """extra = []
+r, rep_q = run_setting(model, method, sparsity=sparsity, wbits=wbits, **common)
+extra.append({**r, "setting": f"{method} {sparsity:.0%} + {wbits}-bit"})
+r, _ = run_setting(model, None, ffn_keep=ffn_keep, **common)
+extra.append({**r, "setting": f"FFN keep {ffn_keep:.0%}"})
+r, rep_c = run_setting(model, method, sparsity=sparsity, ffn_keep=ffn_keep, **common)
+extra.append({**r, "setting": f"FFN keep {ffn_keep:.0%} + {method} {sparsity:.0%}"})
+r, rep_cq = run_setting(model, method, sparsity=sparsity, wbits=wbits, ffn_keep=ffn_keep, **common)
+extra.append({**r, "setting": f"FFN keep {ffn_keep:.0%} + {method} {sparsity:.0%} + {wbits}-bit"})
+extra = pd.DataFrame(extra)
+extra[["setting", "params", "nonzeros", "achieved_sparsity", "perplexity"]].round(4)"""),
+    ("code", """def ppl(meth, s=sparsity, pattern=""):
+    sel = runs[(runs.method == meth) & (runs.sparsity == s) & (runs.nm == pattern)]
+    return float(sel.perplexity.iloc[0]) if len(sel) else float("nan")
+
+metrics = {"dense_ppl": dense_ppl,
+           **{f"ppl_{m_}_{sparsity:g}": ppl(m_) for m_ in METHODS},
+           "order_holds_unstructured": ppl("sparsegpt") < ppl("wanda") < ppl("magnitude")}
+if nm:
+    metrics.update({f"ppl_{m_}_{nm}": ppl(m_, 0.5, nm) for m_ in METHODS})
+    metrics["order_holds_nm"] = ppl("sparsegpt", 0.5, nm) < ppl("wanda", 0.5, nm) < ppl("magnitude", 0.5, nm)
+if "acc" in runs:
+    metrics.update({f"mcq_acc_{r_.method}": r_.acc for r_ in runs.itertuples() if r_.acc == r_.acc})
+metrics.update({f"ppl_{s_}": p_ for s_, p_ in zip(extra.setting, extra.perplexity)})
+metrics"""),
+    ("code", """write_results(results_path, {
+    "notebook": "SparseGPT_one_shot",
+    "parameters": {"model": model, "calib_corpus": calib_corpus, "eval_corpus": eval_corpus, "nsamples": nsamples,
+                   "seqlen": seqlen, "seed": seed, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
+                   "sweep_sparsities": sweep_sparsities, "ffn_keep": ffn_keep, "eval_seqlen": eval_seqlen,
+                   "eval_windows": eval_windows, "mcq_set": mcq_set, "mcq_n": mcq_n, "device": device},
+    "metrics": metrics,
+    "records": [{"kind": "run", **r_} for r_ in runs.to_dict("records")]
+               + [{"kind": "composition", **r_} for r_ in extra.to_dict("records")]
+               + [{"kind": "layer", **r_} for r_ in layers.drop(columns=["group"], errors="ignore").to_dict("records")],
+})"""),
+])
