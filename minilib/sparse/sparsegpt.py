@@ -58,11 +58,12 @@ def cholesky_inverse_upper(H: torch.Tensor, percdamp: float, names: str, retries
     damp = percdamp * mean_diag if mean_diag > 0 else percdamp
     eye = torch.eye(H.shape[0], device=H.device, dtype=H.dtype)
     for _ in range(retries + 1):
-        L, info = torch.linalg.cholesky_ex(H + damp * eye)
+        # U = flip(inv(chol(flip(H)))): one Cholesky and one triangular inverse, no refactorisation.
+        # (J H J = L L^T  =>  H^-1 = (J L^-1 J)^T (J L^-1 J), and J L^-1 J is upper triangular.)
+        L, info = torch.linalg.cholesky_ex((H + damp * eye).flip(0, 1))
         if int(info) == 0:
-            Hinv = torch.cholesky_inverse(L)
-            U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
-            if int(info) == 0 and torch.isfinite(U).all():
+            U = torch.linalg.solve_triangular(L, eye, upper=False).flip(0, 1)
+            if torch.isfinite(U).all():
                 return U, damp
         damp *= 10
     raise HessianError(f"{names}: the Hessian is not positive definite even with dampening {damp / 10:.3g} "
