@@ -54,7 +54,7 @@ def run_domain(model, tokenizer, domain: str, mcq: str | None = None, eps_grid=(
     dense = evaluate(model, tokenizer, sp["test"], items, seqlen, eval_windows, dev_ids=sp["dev"])
     size0 = size_by_type(model)
     records = [{**tag, "eps": None, "stage": "dense", "params": size0["total"], "size_pct": 100.0,
-                "embedding_params": size0["embedding"], "ffn_params": size0["ffn"], "fallback_rate": 0.0, **dense}]
+                **{f"{k}_params": v for k, v in size0.items() if k != "total"}, "fallback_rate": 0.0, **dense}]
     if verbose:
         print(f"[{domain}] dense: {dense}")
     stats = domain_stats(model, sp["calib"], calib_windows, seqlen, seed=seed, device=device)
@@ -71,7 +71,7 @@ def run_domain(model, tokenizer, domain: str, mcq: str | None = None, eps_grid=(
             tok.map_ids(sp["test"].tolist())
         size = size_by_type(m)
         base = {**tag, "eps": eps, "params": size["total"], "size_pct": 100.0 * size["total"] / size0["total"],
-                "embedding_params": size["embedding"], "ffn_params": size["ffn"],
+                **{f"{k}_params": v for k, v in size.items() if k != "total"},
                 "vocab": vrep.get("vocab_after", size0["embedding"] and len(tokenizer)),
                 "ffn_neurons_removed": rep.as_dict()["ffn_neurons_removed"] if rep else 0,
                 "fallback_rate": tok.fallback_count / max(1, tok.token_count) if isinstance(tok, RemappedTokenizer) else 0.0}
