@@ -157,3 +157,22 @@ def test_model_on_cpu_block_on_device_argument():
     m, _, ad = load("tiny-llama")
     rep = prune_model(m, "wanda", 0.5, calib=_calib(), device="cpu")
     assert next(m.parameters()).device.type == "cpu" and rep.overall["sparsity"] == 0.5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_semi_structured_needs_cuda():
+    from minilib.sparse import to_semi_structured
+    m, _, _ = load("tiny-llama")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        to_semi_structured(m)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_semi_structured_matches_dense_on_cuda():
+    from minilib.sparse import to_semi_structured
+    m, _, ad = load("tiny-llama", device="cuda")
+    prune_model(m, "magnitude", nm=(2, 4))
+    x = _calib().cuda()
+    ref = _hidden(m.half(), ad, x)
+    info = to_semi_structured(m)
+    assert torch.allclose(_hidden(m, ad, x), ref, atol=5e-2) or not info["converted"]
