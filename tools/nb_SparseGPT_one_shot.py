@@ -17,7 +17,7 @@ seed = 0                        # calibration sampling seed
 method = "sparsegpt"            # method of the detailed runs (per-layer error, quantization, composition)
 sparsity = 0.5                  # sparsity of the detailed runs
 nm = "2:4"                      # N:M pattern compared across methods ("" to skip)
-wbits = 4                       # joint quantization of the detailed run (16 = none)
+wbits = 4                       # joint quantization bits of the detailed run, 16 for none
 sweep_sparsities = [0.5, 0.7]   # unstructured sparsities compared across methods
 ffn_keep = 0.75                 # composition: fraction of FFN neurons kept before one-shot pruning
 eval_seqlen = 512
