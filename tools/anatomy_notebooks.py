@@ -217,23 +217,31 @@ top = max(ratios)
 keep = strategy(m.model, top)
 lost = sum(int((p & ~k).sum()) for p, k in zip(preserved, keep))
 print(f"at ratio {top}: {lost} preserved neurons removed (must be 0)"); assert lost == 0"""),
-        ("code", """methods = {"anatomy": strategy}
-if uniform_ablation:
-    methods["anatomy-uniform"] = method_masks(lambda mod: score_anatomy(mod, an, score_kind))
-df = ratio_sweep(m, head, task, methods, ratios, ppl_ids, **kw)
-base = None
-if os.path.isfile(baseline_path):
+        ("code", """def load_baselines():
+    \"\"\"The baseline rows of {fam}_pruning_baseline when its parameters match ours, else None.\"\"\"
+    if not os.path.isfile(baseline_path):
+        return None
     b = json.load(open(baseline_path))
     same = all(b["parameters"].get(k) == v for k, v in dict(model=model, dataset=dataset, template=template, n_train=n_train,
                                                             n_test=n_test, seed=seed, max_length=max_length).items())
-    if same and set(ratios) <= set(b["parameters"]["ratios"]):
-        base = pd.DataFrame(b["records"]); base = base[base.ratio.isin(ratios)]; print("baselines reused from", baseline_path)
+    if not (same and set(ratios) <= set(b["parameters"]["ratios"])):
+        return None
+    print("baselines reused from", baseline_path)
+    return pd.DataFrame(b["records"]).query("ratio in @ratios")
+
+base = load_baselines()
+methods = {"anatomy": strategy}
+if uniform_ablation:
+    methods["anatomy-uniform"] = method_masks(lambda mod: score_anatomy(mod, an, score_kind))
+dense = base[base.ratio == 0].iloc[0].to_dict() if base is not None and 0.0 in set(base.ratio) else None
+df = ratio_sweep(m, head, task, methods, ratios, ppl_ids, dense=dense, **kw)
+base = load_baselines() if base is None else base   # it may have finished meanwhile
 if base is None:
     base = ratio_sweep(m, head, task, {"random": method_masks(lambda mod: score_random(mod, seed)), "magnitude": method_masks(score_magnitude)},
                        ratios, ppl_ids, **kw)
 allm = pd.concat([df, base], ignore_index=True)
 table = allm.pivot_table(index="ratio", columns="method", values="acc")
-table.round(3)"""),
+table.round(3)""".replace("{fam}", fam)),
         ("code", """save_figure(plots.plot_accuracy_vs_pruned(allm, f"{model} on {dataset}: strategy vs baselines", majority), f"{tag}_pruning_strategy_accuracy")
 save_figure(plots.plot_cost(allm, f"{model}: cost of FFN pruning"), f"{tag}_pruning_strategy_cost")"""),
         ("md", "## Saving the strategy's pruned model"),

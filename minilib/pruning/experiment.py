@@ -43,12 +43,15 @@ def measure(model, tokenizer, head, task, ppl_ids=None, ppl_seqlen: int = 256, p
 
 
 def ratio_sweep(loaded, head, task, methods: dict[str, MaskFn], ratios: list[float], ppl_ids=None,
-                verbose: bool = True, **measure_kw) -> pd.DataFrame:
+                verbose: bool = True, dense: dict | None = None, **measure_kw) -> pd.DataFrame:
     """Rows ``method, ratio, ffn_ratio (achieved), acc, ci95_*, perplexity, params, checkpoint_bytes,
-    latency_s``.  Ratio 0 is the dense model, measured once and shared by every method."""
+    latency_s``.  Ratio 0 is the dense model, measured once and shared by every method (or taken
+    from ``dense``, a row measured before on the same model and task)."""
     for r in ratios:
         check_ratio(r)
-    rows, dense = [], None
+    rows = []
+    if dense is not None:
+        dense = {k: v for k, v in dense.items() if k not in ("method", "ratio", "ffn_ratio", "param_ratio")}
     for r in sorted(set(float(x) for x in ratios)):
         for name, masks_fn in methods.items():
             t = time.perf_counter()
