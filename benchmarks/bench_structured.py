@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
+import time
 
 import torch
 
-from minilib.eval import forward_throughput, layer_sparsity
+from minilib.eval import layer_sparsity
 from minilib.models import load
 from minilib.models.adapters import adapter_for
 from minilib.pruning import apply_ffn_masks, mask_ffn, score_random
@@ -28,26 +30,47 @@ def forward_flops(model, seqlen: int, is_decoder: bool) -> float:
     return seqlen * (2 * lin + attn)
 
 
+@torch.no_grad()
+def _time(model, x) -> float:
+    t = time.perf_counter()
+    model(input_ids=x)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--seqlen", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     m = load(a.model)
-    dense_flops = forward_flops(m.model, a.seqlen, m.adapter.is_decoder)
-    dense = forward_throughput(m.model, a.seqlen, 1, a.repeats)["latency_s"]
-    print(f"{a.model}: seqlen {a.seqlen}, {a.threads} threads, median of {a.repeats}; dense latency {dense * 1e3:.1f} ms")
-    print(f"{'FFN removed':>12s} {'latency ms':>11s} {'measured':>9s} {'ideal (FLOPs)':>14s}")
-    for ratio in (0.1, 0.3, 0.5):
+    ratios = (0.1, 0.3, 0.5)
+    models = {0.0: m.model}
+    for r in ratios:  # random, seeded, independent per layer
         pm = copy.deepcopy(m.model)
-        apply_ffn_masks(pm, mask_ffn(score_random(pm, 0), ratio), verbose=False)
-        lat = forward_throughput(pm, a.seqlen, 1, a.repeats)["latency_s"]
-        ideal = forward_flops(pm, a.seqlen, m.adapter.is_decoder) / dense_flops
-        print(f"{ratio:>12.0%} {lat * 1e3:>11.1f} {lat / dense:>9.3f} {ideal:>14.3f}")
-        del pm
+        apply_ffn_masks(pm, mask_ffn(score_random(pm, 0), r), verbose=False)
+        models[r] = pm.eval()
+    dense_flops = forward_flops(m.model, a.seqlen, m.adapter.is_decoder)
+    x = torch.randint(0, m.model.get_input_embeddings().num_embeddings, (1, a.seqlen),
+                      generator=torch.Generator().manual_seed(0))
+    for mod in models.values():
+        _time(mod, x)  # warm-up
+    # interleaved rounds (dense, 10%, 30%, 50%, dense, ...) so that load drift on a shared machine
+    # hits every model alike; the ratio is the median over rounds of pruned/dense in the same round
+    times = {r: [] for r in models}
+    for _ in range(a.repeats):
+        for r, mod in models.items():
+            times[r].append(_time(mod, x))
+    dense = statistics.median(times[0.0])
+    print(f"{a.model}: seqlen {a.seqlen}, batch 1, {a.threads} threads, {a.repeats} interleaved rounds; "
+          f"dense median {dense * 1e3:.1f} ms")
+    print(f"{'FFN removed':>12s} {'median ms':>10s} {'measured ratio':>15s} {'ideal (FLOPs)':>14s}")
+    for r in ratios:
+        ratio = statistics.median(t / d for t, d in zip(times[r], times[0.0]))
+        ideal = forward_flops(models[r], a.seqlen, m.adapter.is_decoder) / dense_flops
+        print(f"{r:>12.0%} {statistics.median(times[r]) * 1e3:>10.1f} {ratio:>15.3f} {ideal:>14.3f}")
 
 
 if __name__ == "__main__":
