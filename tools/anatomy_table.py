@@ -32,10 +32,9 @@ def main() -> None:
         hi = df.pivot_table(index="ratio", columns="method", values="ci95_high")
         cols = [c for c in ["anatomy", "anatomy-uniform", "random", "magnitude"] if c in acc.columns]
         extra = "perplexity" if "perplexity" in df and df["perplexity"].notna().any() else None
-        head = "| % FFN removed | " + " | ".join(cols) + (" | ppl anatomy / random / magnitude" if extra else "") + " | params (M) | latency / dense |"
+        head = "| % FFN removed | " + " | ".join(cols) + (" | ppl anatomy / random / magnitude" if extra else "") + " | params (M) | checkpoint (MB) |"
         print(head)
         print("|" + "---|" * (head.count("|") - 1))
-        dense_lat = df.loc[df.ratio == 0, "latency_s"].median()
         for r in acc.index:
             cells = [f"{acc.loc[r, c]:.3f} [{lo.loc[r, c]:.2f}, {hi.loc[r, c]:.2f}]" for c in cols]
             row = f"| {100 * r:.0f} | " + " | ".join(cells)
@@ -43,7 +42,7 @@ def main() -> None:
                 pp = df[df.ratio == r].set_index("method")["perplexity"]
                 row += " | " + " / ".join(f"{pp.get(c, float('nan')):.1f}" for c in ["anatomy", "random", "magnitude"])
             sub = df[(df.ratio == r) & (df.method == "anatomy")]
-            row += f" | {sub['params'].iloc[0] / 1e6:.1f} | {sub['latency_s'].iloc[0] / dense_lat:.2f} |"
+            row += f" | {sub['params'].iloc[0] / 1e6:.1f} | {sub['checkpoint_bytes'].iloc[0] / 1e6:.1f} |"
             print(row)
         print(f"\nstrategy beats the best baseline at ratios: {st['metrics']['ratios_strategy_beats_best_baseline']}\n")
 
