@@ -16,10 +16,14 @@ from minilib.models.surgery import remove_ffn_neurons
 
 
 def score_ffn_neurons(ffn: FFN) -> torch.Tensor:
-    """Magnitude score per neuron ``(width,)``: ``||up_i|| * ||down_:,i||`` (times ``||gate_i||`` if gated)."""
-    s = weight_oi(ffn.up).float().norm(dim=1) * weight_oi(ffn.down).float().norm(dim=0)
+    """Magnitude score per neuron ``(width,)``: ``max|up_i| * max|down_:,i|`` (times ``max|gate_i|`` if gated).
+
+    The max (not the L2 norm) keeps the few neurons with one outsized weight (the "super weights" of
+    small Llama-style models): on SmolLM2 removing 10% of every FFN by the L2-norm product gave a
+    perplexity above 8,000, by this score about 20 (dense about 13)."""
+    s = weight_oi(ffn.up).float().abs().amax(dim=1) * weight_oi(ffn.down).float().abs().amax(dim=0)
     if ffn.gate is not None:
-        s = s * weight_oi(ffn.gate).float().norm(dim=1)
+        s = s * weight_oi(ffn.gate).float().abs().amax(dim=1)
     return s
 
 
