@@ -8,7 +8,6 @@ a local folder, a GGUF file, or a Hugging Face hub id (for users online).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -208,6 +207,3 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
             f"({', '.join(TINY)}), not a local path, and not loadable from the Hugging Face hub "
             f"({type(e).__name__}: {str(e)[:200]})") from e
 
-
-def model_config_dict(model: nn.Module) -> dict:
-    return json.loads(model.config.to_json_string())
