@@ -23,7 +23,7 @@ $(STAMP): requirements.lock pyproject.toml | $(PY)
 	touch $@
 
 setup: $(STAMP)
-	$(PY) -m minilib.assets prepare
+	$(PY) -m minilib prepare
 
 test: setup
 	rm -rf $(NBTEST)

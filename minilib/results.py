@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from minilib.io import write_text
 
 
 def _plain(o):
@@ -33,13 +34,8 @@ def _plain(o):
 
 def write_results(path: str | os.PathLike, results: dict) -> Path:
     """Write ``results`` as JSON (numpy/torch/pandas values made plain), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(_plain(results), f, indent=1)
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(_plain(results), indent=1)  # fails before anything is written
+    return write_text(path, text)
 
 
 def read_results(path: str | os.PathLike) -> dict:

@@ -35,3 +35,10 @@ def no_hook_leak():
     def check(model, before=0):
         assert count_hooks(model) == before, "hooks leaked on the model"
     return check
+
+
+def pytest_configure(config):
+    # helpers beside the tests (e.g. the plain port of the reference SparseGPT) import by file name
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent / "prune"))

@@ -41,8 +41,10 @@ results_path = "../results/{stem}.json\"'''
 SETUP = """import json, os
 import numpy as np, pandas as pd, torch
 from minilib.models import load
-from minilib.anatomy import decision_task, anatomy_for, trained_head, decision_accuracy
-from minilib.anatomy import plots
+from minilib.eval.decision import decision_task, decision_accuracy
+from minilib.studies.anatomy import anatomy_for
+from minilib.train.heads import trained_head
+from minilib import plotting as plots
 from minilib.plotting import save_figure
 from minilib.results import write_results
 
@@ -104,7 +106,9 @@ top.round(3)"""),
 
 
 SWEEP_SETUP = """from minilib.data import corpus_splits
-from minilib.pruning import ratio_sweep, method_masks, score_random, score_magnitude, save_pruned, load_pruned, apply_ffn_masks, mask_ffn
+from minilib.studies.structured import ratio_sweep, method_masks, baseline_methods
+from minilib.prune import score_neurons_norm, mask_neurons, remove_neurons
+from minilib.models import save_model, load_model
 head, head_info = trained_head(m, task, batch_size, max_length)
 ppl_ids = corpus_splits(m.tokenizer, ppl_corpus)["test"] if m.adapter.is_decoder else None
 majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
@@ -112,16 +116,16 @@ kw = dict(batch_size=batch_size, max_length=max_length, ppl_windows=ppl_windows,
 print(head_info)"""
 
 SAVE_CHECK = """import copy, tempfile
-from minilib.anatomy import decision_logits
+from minilib.eval.decision import decision_logits
 pruned = copy.deepcopy(m.model)
-rep = apply_ffn_masks(pruned, {masks})
+rep = remove_neurons(pruned, {masks}, method="{method}", target={{"ratio": save_ratio}})
 texts = task.texts("test")[:32]
 with tempfile.TemporaryDirectory() as d:
-    save_pruned(pruned, m.tokenizer, d, plan={{"method": "{method}", "ratio": save_ratio, **rep}}, head=head)
+    save_model(pruned, m.tokenizer, d, extra={{"pruning": rep.as_dict()}}, head=head, overwrite=True)
     saved_bytes = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
-    re, re_head = load_pruned(d, device=device)
-    diff = np.abs(decision_logits(pruned, m.tokenizer, head, texts) - decision_logits(re.model, re.tokenizer, re_head, texts)).max()
-print(f"saved {{saved_bytes/1e6:.1f}} MB (safetensors + plan + tokenizer); reloaded widths {{re.plan['reshaped'] and sorted(set(rep['widths_after']))}}; max |logit diff| = {{diff:.2e}}")
+    re = load_model(d, device=device)
+    diff = np.abs(decision_logits(pruned, m.tokenizer, head, texts) - decision_logits(re.model, re.tokenizer, re.head, texts)).max()
+print(f"saved {{saved_bytes/1e6:.1f}} MB (safetensors + plan + tokenizer); reloaded widths {{re.plan['reshaped'] and sorted(set(rep.after['ffn_widths']))}}; max |logit diff| = {{diff:.2e}}")
 assert diff < 1e-4
 del pruned, re"""
 
@@ -155,13 +159,13 @@ checkpoint bytes and CPU forward latency.  The head is the cached head-only clas
         ("params", _sweep_params(f, stem)),
         ("code", SETUP),
         ("code", SWEEP_SETUP),
-        ("code", """methods = {"random": method_masks(lambda mod: score_random(mod, seed)), "magnitude": method_masks(score_magnitude)}
+        ("code", """methods = baseline_methods(seed)
 df = ratio_sweep(m, head, task, methods, ratios, ppl_ids, **kw)
 df.round(4)"""),
         ("code", """save_figure(plots.plot_accuracy_vs_pruned(df, f"{model} on {dataset}: baselines", majority), f"{tag}_pruning_baseline_accuracy")
 save_figure(plots.plot_cost(df, f"{model}: cost of FFN pruning"), f"{tag}_pruning_baseline_cost")"""),
         ("md", "## Saving a pruned model: safetensors + JSON plan, reloaded with one function"),
-        ("code", SAVE_CHECK.format(masks="mask_ffn(score_magnitude(pruned), save_ratio)", method="magnitude")),
+        ("code", SAVE_CHECK.format(masks="mask_neurons(score_neurons_norm(pruned), save_ratio)", method="magnitude")),
         ("code", """write_results(results_path, {
     "notebook": "{stem}", "parameters": {"model": model, "dataset": dataset, "template": template, "n_train": n_train,
                                          "n_test": n_test, "seed": seed, "max_length": max_length, "ratios": ratios},
@@ -204,7 +208,8 @@ print(an_info)"""),
         ("code", SWEEP_SETUP.replace("head, head_info = trained_head(m, task, batch_size, max_length)",
                                      'head, head_info = trained_head(m, task, batch_size, max_length, features=torch.as_tensor(an["features"]))')),
         ("md", "## Layer profile, budgets and preserved neurons"),
-        ("code", """from minilib.pruning import layer_profile, preserved_neurons, layer_budgets, score_anatomy
+        ("code", """from minilib.studies.anatomy import layer_profile, preserved_neurons
+from minilib.prune import layer_budgets, score_neurons_anatomy
 profile = layer_profile(an)
 preserved = preserved_neurons(an, preserve_fraction)
 widths = [len(p) for p in preserved]
@@ -212,10 +217,10 @@ budget = pd.DataFrame({"layer": range(len(widths)), "profile": profile, "preserv
                        **{f"removed@{r}": layer_budgets(widths, r, profile, profile_strength, max_layer_ratio, [int(p.sum()) for p in preserved])
                           for r in ratios if r > 0}})
 budget.round(3)"""),
-        ("code", """strategy = method_masks(lambda mod: score_anatomy(mod, an, score_kind), profile, preserved, profile_strength, max_layer_ratio)
+        ("code", """strategy = method_masks(lambda mod: score_neurons_anatomy(mod, an, score_kind), profile, preserved, profile_strength, max_layer_ratio)
 top = max(ratios)
-keep = strategy(m.model, top)
-lost = sum(int((p & ~k).sum()) for p, k in zip(preserved, keep))
+prune_masks = strategy(m.model, top)
+lost = sum(int((p & k).sum()) for p, k in zip(preserved, prune_masks))
 print(f"at ratio {top}: {lost} preserved neurons removed (must be 0)"); assert lost == 0"""),
         ("code", """def load_baselines():
     \"\"\"The baseline rows of {fam}_pruning_baseline when its parameters match ours, else None.\"\"\"
@@ -232,13 +237,12 @@ print(f"at ratio {top}: {lost} preserved neurons removed (must be 0)"); assert l
 base = load_baselines()
 methods = {"anatomy": strategy}
 if uniform_ablation:
-    methods["anatomy-uniform"] = method_masks(lambda mod: score_anatomy(mod, an, score_kind))
+    methods["anatomy-uniform"] = method_masks(lambda mod: score_neurons_anatomy(mod, an, score_kind))
 dense = base[base.ratio == 0].iloc[0].to_dict() if base is not None and 0.0 in set(base.ratio) else None
 df = ratio_sweep(m, head, task, methods, ratios, ppl_ids, dense=dense, **kw)
 base = load_baselines() if base is None else base   # it may have finished meanwhile
 if base is None:
-    base = ratio_sweep(m, head, task, {"random": method_masks(lambda mod: score_random(mod, seed)), "magnitude": method_masks(score_magnitude)},
-                       ratios, ppl_ids, **kw)
+    base = ratio_sweep(m, head, task, baseline_methods(seed), ratios, ppl_ids, **kw)
 allm = pd.concat([df, base], ignore_index=True)
 table = allm.pivot_table(index="ratio", columns="method", values="acc")
 table.round(3)""".replace("{fam}", fam)),

@@ -7,7 +7,7 @@ One-shot post-training pruning as in *SparseGPT: Massive Language Models Can Be 
 One-Shot* (Frantar & Alistarh, 2023), against magnitude pruning and Wanda (Sun et al., 2023).
 Calibration windows come from the `calib` split of the C4 text; perplexity is measured on the held-out
 `test` split of the Wikipedia text (non-overlapping windows), zero-shot MCQ accuracy with the
-lm-eval definitions.  All logic is in `minilib.sparse`; see `docs/sparsegpt.md`."""),
+lm-eval definitions.  All logic is in `minilib.prune` and `minilib.studies.sparsegpt`; see `docs/sparsegpt.md`."""),
     ("params", """model = "smollm2-135m"          # embedded decoder (any supported family works)
 calib_corpus = "c4"             # calibration text (calib split)
 eval_corpus = "wiki"            # perplexity text (held-out test split)
@@ -27,12 +27,12 @@ mcq_n = 40                      # MCQ items for the dense model and each method 
 device = "cpu"
 results_path = "../results/SparseGPT_one_shot.json\""""),
     ("code", """import pandas as pd
-import matplotlib.pyplot as plt
 from minilib.models import load
 from minilib.data import corpus_splits, load_mcq
-from minilib.sparse import METHODS, calibration_set
-from minilib.sparse.study import run_setting
-from minilib.plotting import save_figure, method_color
+from minilib.data import calibration_set
+from minilib.prune import METHODS
+from minilib.studies.sparsegpt import run_setting
+from minilib.plotting import save_figure, plot_ppl_vs_sparsity, plot_layer_error
 from minilib.results import write_results
 
 tokenizer = load(model).tokenizer
@@ -62,41 +62,21 @@ runs = pd.DataFrame(rows)
 runs[["method", "sparsity", "nm", "achieved_sparsity", "perplexity", "mean_rel_error", "prune_s"] +
      [c for c in ("acc", "acc_norm") if c in runs]].round(4)"""),
     ("code", """dense_ppl = runs.loc[runs.method == "dense", "perplexity"].item()
-fig, ax = plt.subplots(figsize=(6, 4))
-uns = runs[(runs.nm == "") & (runs.method != "dense")]
-for meth, g in uns.groupby("method"):
-    g = g.sort_values("sparsity")
-    ax.plot(g.sparsity, g.perplexity, marker="o", label=meth, color=method_color(meth))
-    nmrow = runs[(runs.method == meth) & (runs.nm != "")]
-    if len(nmrow):
-        ax.scatter(nmrow.sparsity, nmrow.perplexity, marker="s", s=60, color=method_color(meth),
-                   edgecolor="k", label=f"{meth} {nm}")
-ax.axhline(dense_ppl, color="k", ls="--", label="dense")
-ax.set_yscale("log"); ax.set_xlabel("sparsity"); ax.set_ylabel(f"perplexity ({eval_corpus} test)")
-ax.set_title(f"{model}: one-shot pruning"); ax.legend(fontsize=8)
+fig = plot_ppl_vs_sparsity(runs, dense_ppl, nm, eval_corpus, f"{model}: one-shot pruning")
 save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=False)"""),
     ("md", """## Reconstruction error per layer (unstructured, `sparsity`)
 
 SparseGPT minimises exactly this quantity layer by layer; Wanda and magnitude only choose a mask."""),
     ("code", """layers = pd.concat([reports[(m_, sparsity, "")].layers.assign(method=m_) for m_ in METHODS if (m_, sparsity, "") in reports])
 layers["type"] = layers["layer"].str.split(".").str[-1]
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-for meth, g in layers.groupby("method"):
-    per_block = g.groupby("block")["rel_error"].mean()
-    axes[0].plot(per_block.index, per_block.values, marker=".", label=meth, color=method_color(meth))
-axes[0].set_xlabel("block"); axes[0].set_ylabel("relative reconstruction error"); axes[0].set_yscale("log")
-axes[0].legend(); axes[0].set_title("mean over the block's layers")
-g = layers[layers.method == method]
-for t, gt in g.groupby("type"):
-    axes[1].plot(gt.block, gt.rel_error, marker=".", label=t)
-axes[1].set_xlabel("block"); axes[1].set_yscale("log"); axes[1].legend(fontsize=7); axes[1].set_title(f"{method}, per layer")
+fig = plot_layer_error(layers, method)
 save_figure(fig, f"sparsegpt_layer_error_{model.replace('/', '_')}", close=False)
 layers.groupby(["method", "type"])["rel_error"].mean().unstack().round(4)"""),
     ("md", """## Joint quantization, and composition with structured FFN pruning
 
 The detailed method runs jointly with `wbits`-bit per-channel quantization (inside the solver for
 SparseGPT).  Then the FFNs are first physically shrunk to `ffn_keep` of their neurons (magnitude
-score, `minilib.models.surgery.remove_ffn_neurons`), and the shrunk model is pruned one-shot and
+score, `minilib.studies.sparsegpt.shrink_ffns`), and the shrunk model is pruned one-shot and
 quantized: the two compose, and the parameter and nonzero counts multiply down."""),
     ("code", """extra = []
 r, rep_q = run_setting(model, method, sparsity=sparsity, wbits=wbits, **common)

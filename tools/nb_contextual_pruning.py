@@ -7,7 +7,7 @@ A general model made smaller for one domain (Valicenti et al., *Mini-GPTs: Effic
 Models through Contextual Pruning*).  For each domain corpus:
 
 1. a calibration pass (on the *calib* split) gives the normalized L1 norm of every neuron's outputs
-   (`minilib.contextual.stats`);
+   (`minilib.studies.contextual`);
 2. FFN neurons under a threshold ε are **removed** (up/gate rows, down columns); attention rows are
    skipped (shape constraints, see `docs/contextual.md`);
 3. with `prune_embeddings`, the vocabulary is cut to the tokens seen in *calib + train*: the
@@ -39,8 +39,8 @@ results_path = "../results/contextual_pruning.json\""""),
 import pandas as pd
 import torch
 from minilib.models import load
-from minilib.contextual import run_domain, best_reduction
-from minilib.contextual.figures import plot_recovery, plot_size_vs_perplexity
+from minilib.studies.contextual import run_domain, best_reduction
+from minilib.plotting import plot_recovery, plot_size_vs_perplexity, save_figure
 from minilib.results import write_results
 
 torch.manual_seed(seed)
@@ -78,9 +78,9 @@ summary = pd.DataFrame([{"domain": d, "dense_ppl": records[(records.domain == d)
                         for d, b in best.items()])
 summary.round(3)"""),
     ("code", """tag = model.replace("/", "_")
-plot_size_vs_perplexity(records, f"contextual_size_vs_ppl_{tag}")
+save_figure(plot_size_vs_perplexity(records), f"contextual_size_vs_ppl_{tag}")
 if len(curves):
-    plot_recovery(curves, records, f"contextual_recovery_{tag}")"""),
+    save_figure(plot_recovery(curves, records), f"contextual_recovery_{tag}")"""),
     ("code", """write_results(results_path, {
     "notebook": "contextual_pruning",
     "parameters": {"model": model, "domains": domains, "mcq_sets": mcq_sets, "thresholds": thresholds,

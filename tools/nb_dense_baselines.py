@@ -14,32 +14,21 @@ mcq_sets = ["sciq", "arc_easy", "piqa"]
 mcq_n = 200                     # items per MCQ set (first n)
 device = "cpu"
 results_path = "../results/dense_baselines.json\""""),
-    ("code", """import pandas as pd
-import matplotlib.pyplot as plt
-from minilib.models import load
-from minilib.data import corpus_splits, load_mcq
-from minilib.eval import perplexity, mcq_accuracy, model_report
-from minilib.plotting import save_figure
+    ("code", """from minilib.models import load
+from minilib.eval import model_report
+from minilib.studies.dense import perplexity_table, mcq_table
+from minilib.plotting import save_figure, plot_dense_baselines
 from minilib.results import write_results
 
 m = load(model, device=device)
 print(m.adapter.family, sum(p.numel() for p in m.model.parameters()) / 1e6, "M parameters")"""),
-    ("code", """ppl = []
-for c in corpora:
-    sp = corpus_splits(m.tokenizer, c)
-    ppl.append({"corpus": c, "test_tokens": len(sp["test"]),
-                "perplexity": perplexity(m.model, sp["test"], seqlen, max_windows=max_windows)})
-ppl = pd.DataFrame(ppl)
+    ("code", """ppl = perplexity_table(m.model, m.tokenizer, corpora, seqlen, max_windows)
 ppl"""),
-    ("code", """mcq = pd.DataFrame([{"task": t, **mcq_accuracy(m.model, m.tokenizer, load_mcq(t, n=mcq_n))} for t in mcq_sets])
+    ("code", """mcq = mcq_table(m.model, m.tokenizer, mcq_sets, mcq_n)
 mcq"""),
     ("code", """rep = model_report(m.model)
 {k: v for k, v in rep.items() if k != "layers"}"""),
-    ("code", """fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-axes[0].bar(ppl["corpus"], ppl["perplexity"]); axes[0].set_ylabel("perplexity (test split)"); axes[0].set_yscale("log")
-axes[1].bar(mcq["task"], mcq["acc"], label="acc"); axes[1].scatter(mcq["task"], mcq["chance"], color="k", marker="_", s=400, label="chance")
-axes[1].set_ylabel("accuracy"); axes[1].legend()
-fig.suptitle(f"{model}: dense baselines")
+    ("code", """fig = plot_dense_baselines(ppl, mcq, f"{model}: dense baselines")
 save_figure(fig, f"dense_baselines_{model.replace('/', '_')}")"""),
     ("code", """write_results(results_path, {
     "notebook": "dense_baselines", "parameters": {"model": model, "seqlen": seqlen, "max_windows": max_windows, "mcq_n": mcq_n},

@@ -166,3 +166,10 @@ def corpus_splits(tokenizer, source: str | Path, fractions: dict[str, float] | N
                   max_chars: int | None = None) -> TokenSplits:
     """Tokenize a corpus and cut it into disjoint parts (default: calib/train/dev/test)."""
     return split_tokens(load_tokens(tokenizer, source, max_chars), fractions or DEFAULT_FRACTIONS)
+
+
+def calibration_set(tokenizer, corpus: str | Path = "c4", nsamples: int = 32, seqlen: int = 512,
+                    seed: int = 0) -> torch.Tensor:
+    """``nsamples`` seeded random windows ``[nsamples, seqlen]`` from the ``calib`` split of ``corpus``
+    (the SparseGPT/Wanda calibration protocol, on held-in text only)."""
+    return calibration_windows(corpus_splits(tokenizer, corpus)["calib"], nsamples, seqlen, seed)

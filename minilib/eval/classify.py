@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from minilib.eval.perplexity import model_device
+from minilib.device import model_device
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from minilib.data.tasks import MCQItem, validate_mcq
-from minilib.eval.perplexity import model_device
+from minilib.device import model_device
 from minilib.models.adapters import adapter_for
 
 

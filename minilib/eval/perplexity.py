@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from minilib.data.corpora import eval_windows
+from minilib.device import model_device
 from minilib.models.adapters import adapter_for
 
 
@@ -22,8 +23,13 @@ def check_seqlen(model, seqlen: int) -> None:
         raise ValueError(f"seqlen must be at least 2 to predict a token, got {seqlen}")
 
 
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
+def lm_nll(model, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token negative log-likelihood (nats) of token windows ``x`` ``[B, T]``: every position
+    but the last predicts the next token.  ``reduction`` as in ``F.cross_entropy``.  The one loss that
+    evaluation and fine-tuning share."""
+    logits = model(input_ids=x).logits
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1),
+                           reduction=reduction)
 
 
 @torch.no_grad()
@@ -35,9 +41,7 @@ def nll_windows(model, windows: torch.Tensor, batch_size: int = 4, progress: boo
     show = progress if progress is not None else len(batches) > 8
     for i in tqdm(batches, desc="perplexity", disable=not show, leave=False):
         x = windows[i:i + batch_size].to(device)
-        logits = model(input_ids=x).logits
-        total += F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                 x[:, 1:].reshape(-1), reduction="sum").item()
+        total += lm_nll(model, x, reduction="sum").item()
         count += x[:, 1:].numel()
     return total, count
 

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from minilib.eval.perplexity import model_device
+from minilib.device import model_device
 from minilib.models.linear import is_linear, weight_oi
 
 
@@ -37,6 +37,38 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         total += p.numel()
         nz += int(torch.count_nonzero(p))
     return total, nz
+
+
+def parameters_by_type(model: nn.Module) -> dict[str, int]:
+    """Parameters by part of the model: ``embedding``, ``attention``, ``ffn``, ``norm``, ``head``
+    (an untied LM or classifier head), ``other`` (e.g. position embeddings), and ``total``.  Tied
+    tensors count once; where things are comes from the family adapter."""
+    from minilib.models.adapters import adapter_for
+    adapter = adapter_for(model)
+    seen, out = set(), {"embedding": 0, "attention": 0, "ffn": 0, "norm": 0, "head": 0, "other": 0}
+
+    def add(kind, params):
+        for p in params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                out[kind] += p.numel()
+
+    add("embedding", adapter.input_embeddings(model).parameters())
+    head = adapter.head(model)
+    if head is not None:
+        add("head", head.parameters())
+    for block in adapter.blocks(model):
+        ffn = adapter.ffn(block)
+        add("ffn", [p for part in ("up", "gate", "down") if getattr(ffn, part) is not None
+                    for p in getattr(ffn, part).parameters()])
+        add("attention", [p for m in adapter.attention(block).values() for p in m.parameters()])
+        add("norm", [p for m in adapter.norms(block).values() for p in m.parameters()])
+    fn = adapter.final_norm(model)
+    if fn is not None:
+        add("norm", fn.parameters())
+    add("other", model.parameters())
+    out["total"] = sum(out.values())
+    return out
 
 
 def checkpoint_bytes(model: nn.Module) -> int:

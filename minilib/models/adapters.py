@@ -67,7 +67,9 @@ class Adapter:
     ffn_paths: dict[str, str | None]
     attn_paths: dict[str, str]
     final_norm_path: str | None
-    ffn_config_key: str  # config attribute holding the intermediate size
+    ffn_config_key: str  # config attribute holding the intermediate size (uniform FFN width)
+    norm_paths: tuple[str, ...] = ()  # the normalisation layers of one block (paths inside the block)
+    ffn_flat_tokens: bool = False  # the FFN sees tokens flattened to (B*T, features) (OPT)
     max_pos_keys: tuple[str, ...] = ("max_position_embeddings",)
     head_paths: tuple[str, ...] = field(default=("score", "classifier"))
 
@@ -102,7 +104,7 @@ class Adapter:
 
     def head(self, model: nn.Module) -> nn.Module | None:
         """The LM head (output embeddings) or classifier head, or None for a bare encoder."""
-        out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        out = self.lm_head(model)
         if out is not None:
             return out
         for p in self.head_paths:
@@ -113,9 +115,30 @@ class Adapter:
     def lm_logits(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         """Logits from final hidden states (output of ``base(model)``): the LM head, plus the
         logit soft-capping some families configure.  Lets callers compute logits only where needed."""
-        logits = model.get_output_embeddings()(hidden)
+        logits = self.lm_head(model)(hidden)
         cap = getattr(model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
+
+    def lm_head(self, model: nn.Module) -> nn.Module | None:
+        """The LM head (output embeddings), or None for models without one."""
+        return model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+    def norms(self, block: nn.Module) -> dict[str, nn.Module]:
+        """The normalisation layers of a block, by path."""
+        return {p: get_path(block, p) for p in self.norm_paths}
+
+    def ffn_width(self, config) -> int:
+        """The FFN width the config declares (``ffn_config_key``)."""
+        v = getattr(config, self.ffn_config_key, None)
+        if v is None and self.family == "gpt2":  # GPT-2 leaves n_inner unset: 4 * hidden
+            v = 4 * config.n_embd
+        return int(v)
+
+    def tokens_3d(self, x: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
+        """An FFN-internal tensor as ``(B, T, features)`` (undoes ``ffn_flat_tokens``)."""
+        if self.ffn_flat_tokens and x.dim() == 2:
+            return x.view(batch, seq, -1)
+        return x
 
     def linear_layers(self, block: nn.Module) -> dict[str, nn.Module]:
         """Every linear layer of a block, by dotted name, in registration order."""
@@ -146,23 +169,28 @@ _GATED_FFN = {"up": "mlp.up_proj", "gate": "mlp.gate_proj", "act": "mlp.act_fn",
 ADAPTERS: dict[str, Adapter] = {a.family: a for a in [
     Adapter("gpt2", ("gpt2",), True, "h",
             {"up": "mlp.c_fc", "gate": None, "act": "mlp.act", "down": "mlp.c_proj"},
-            {"qkv": "attn.c_attn", "o": "attn.c_proj"}, "ln_f", "n_inner", ("n_positions",)),
+            {"qkv": "attn.c_attn", "o": "attn.c_proj"}, "ln_f", "n_inner", ("ln_1", "ln_2"),
+            max_pos_keys=("n_positions",)),
     Adapter("bert", ("bert",), False, "encoder.layer",
             {"up": "intermediate.dense", "gate": None, "act": "intermediate.intermediate_act_fn",
              "down": "output.dense"},
             {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-             "o": "attention.output.dense"}, None, "intermediate_size"),
+             "o": "attention.output.dense"}, None, "intermediate_size",
+            ("attention.output.LayerNorm", "output.LayerNorm")),
     Adapter("opt", ("opt",), True, "decoder.layers",
             {"up": "fc1", "gate": None, "act": "activation_fn", "down": "fc2"},
             {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
-             "o": "self_attn.out_proj"}, "decoder.final_layer_norm", "ffn_dim"),
-    Adapter("llama", ("llama",), True, "layers", _GATED_FFN, _LLAMA_LIKE_ATTN, "norm", "intermediate_size"),
+             "o": "self_attn.out_proj"}, "decoder.final_layer_norm", "ffn_dim",
+            ("self_attn_layer_norm", "final_layer_norm"), ffn_flat_tokens=True),
+    Adapter("llama", ("llama",), True, "layers", _GATED_FFN, _LLAMA_LIKE_ATTN, "norm", "intermediate_size",
+            ("input_layernorm", "post_attention_layernorm")),
     Adapter("phi", ("phi",), True, "layers",
             {"up": "mlp.fc1", "gate": None, "act": "mlp.activation_fn", "down": "mlp.fc2"},
             {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
-             "o": "self_attn.dense"}, "final_layernorm", "intermediate_size"),
+             "o": "self_attn.dense"}, "final_layernorm", "intermediate_size", ("input_layernorm",)),
     Adapter("gemma3", ("gemma3_text", "gemma3"), True, "layers", _GATED_FFN, _LLAMA_LIKE_ATTN, "norm",
-            "intermediate_size"),
+            "intermediate_size", ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                                  "post_feedforward_layernorm", "self_attn.q_norm", "self_attn.k_norm")),
 ]}
 
 SUPPORTED_FAMILIES = tuple(ADAPTERS)

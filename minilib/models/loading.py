@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from minilib import assets
+from minilib.device import resolve_device
 from minilib.models.adapters import Adapter, UnsupportedModelError, adapter_for
 
 TASKS = ("causal-lm", "sequence-classification", "base")
@@ -32,6 +33,8 @@ class LoadedModel:
     tokenizer: object
     adapter: Adapter
     name: str = ""
+    plan: dict | None = None       # for a model saved by minilib.models.save_model: its saved plan
+    head: nn.Module | None = None  # and its decision head, if one was saved with it
 
     def __iter__(self):  # allows ``model, tok, adapter = load(...)``
         return iter((self.model, self.tokenizer, self.adapter))
@@ -39,13 +42,6 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` means CUDA when present, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # --- embedded models ----------------------------------------------------------------------------
@@ -130,7 +126,7 @@ def _default_task(adapter: Adapter) -> str:
     return "causal-lm" if adapter.is_decoder else "base"
 
 
-def _finish(model: nn.Module, tok, adapter: Adapter, name: str, dtype, device) -> LoadedModel:
+def finish_loading(model: nn.Module, tok, adapter: Adapter, name: str, dtype, device) -> LoadedModel:
     model.to(device=resolve_device(device), dtype=dtype)
     model.eval()
     if tok is not None and tok.pad_token is None and tok.eos_token is not None:
@@ -155,11 +151,11 @@ def _from_folder(path: str, task: str | None, num_labels: int | None, dtype, dev
         clean.load_state_dict(model.state_dict(), strict=False)
         model = clean
     tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file, **kw)
-    return _finish(model, tok, adapter, name, dtype, device)
+    return finish_loading(model, tok, adapter, name, dtype, device)
 
 
 def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | None = None,
-         dtype: torch.dtype = torch.float32, device: str | torch.device | None = "cpu",
+         dtype: torch.dtype = torch.float32, device: str | torch.device | None = "auto",
          **hub_kwargs) -> LoadedModel:
     """Load a model, its tokenizer and its family adapter.
 
@@ -173,14 +169,15 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
     * a Hugging Face hub id such as ``gpt2``, ``bert-base-uncased``, ``facebook/opt-125m``.
 
     ``task`` is ``causal-lm`` (decoders' default), ``base`` (encoders' default) or
-    ``sequence-classification`` (with ``num_labels``).  ``device=None`` picks CUDA when present.
+    ``sequence-classification`` (with ``num_labels``).  ``device="auto"`` (the default) picks CUDA when
+    present, else the CPU.
     """
     from minilib.models.tiny import TINY, tiny_model
 
     name = str(name)
     if name in TINY:
         model, tok = tiny_model(name, task=task, num_labels=num_labels)
-        return _finish(model, tok, adapter_for(model), name, dtype, device)
+        return finish_loading(model, tok, adapter_for(model), name, dtype, device)
     if name in EMBEDDED:
         return _from_folder(str(EMBEDDED[name]()), task, num_labels, dtype, device, name)
     path = Path(name).expanduser()
@@ -191,8 +188,8 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
     if path.exists():
         if not (path / "config.json").is_file():
             raise UnknownModelError(f"{path} exists but is not a model folder (no config.json)")
-        if (path / "minilib_plan.json").is_file():  # a pruned model saved by minilib
-            from minilib.models.surgery import load_model
+        from minilib.models.saving import is_saved_model, load_model
+        if is_saved_model(path):  # a reshaped model saved by minilib (its own tokenizer, plan, head)
             return load_model(path, dtype=dtype, device=device)
         return _from_folder(str(path), task, num_labels, dtype, device, name)
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:

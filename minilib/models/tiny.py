@@ -37,7 +37,10 @@ def _configs(vocab: int, pad: int):
     }
 
 
-TINY = ("tiny-gpt2", "tiny-bert", "tiny-opt", "tiny-llama", "tiny-phi", "tiny-gemma3")
+# the real tokenizer each tiny model uses: MiniLM's WordPiece for the encoder, GPT-2's BPE otherwise
+TOKENIZER = {"tiny-gpt2": "gpt2", "tiny-bert": "wordpiece", "tiny-opt": "gpt2", "tiny-llama": "gpt2",
+             "tiny-phi": "gpt2", "tiny-gemma3": "gpt2"}
+TINY = tuple(TOKENIZER)
 
 
 def tiny_tokenizer(name: str):
@@ -45,7 +48,7 @@ def tiny_tokenizer(name: str):
 
     from minilib import assets
     from minilib.models.tokenizers import gpt2_tokenizer
-    if name == "tiny-bert":
+    if TOKENIZER[name] == "wordpiece":
         return AutoTokenizer.from_pretrained(assets.fetch("minilm-l6"))
     tok = gpt2_tokenizer()
     tok.pad_token = tok.eos_token
@@ -55,12 +58,14 @@ def tiny_tokenizer(name: str):
 def tiny_model(name: str, task: str | None = None, num_labels: int | None = None, seed: int = 0):
     """``(model, tokenizer)`` for a tiny random model; the same seed gives the same weights."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from minilib.models.adapters import adapter_for
     if name not in TINY:
         raise ValueError(f"unknown tiny model {name!r}; choose one of {TINY}")
     tok = tiny_tokenizer(name)
     config = _configs(len(tok), tok.pad_token_id)[name]()
     if task is None:
-        task = "base" if name == "tiny-bert" else "causal-lm"
+        task = "causal-lm" if adapter_for(config).is_decoder else "base"
     if task == "sequence-classification":
         config.num_labels = num_labels or 2
         cls = AutoModelForSequenceClassification

@@ -1,0 +1,186 @@
+"""Save and load any reshaped model: pruned FFNs, a pruned vocabulary, sparse weights, a task head.
+
+One folder, written atomically (``minilib.io.atomic_dir``):
+
+* ``model.safetensors`` -- the tensors (no pickle anywhere);
+* ``config.json`` and the base tokenizer's files;
+* ``minilib_plan.json`` -- the family, the model class, the config, the shape of every module that
+  differs from what the config builds, and ``extra`` (e.g. the ``PruneReport`` summary);
+* ``vocab_map.json`` -- with a ``RemappedTokenizer``: kept ids, fallback, fingerprint;
+* ``decision_head.safetensors`` -- with a decision head (``minilib.eval.decision``).
+
+``load_model`` rebuilds the architecture from the config, resizes the reshaped modules, then loads
+the tensors strictly.  A vocabulary-pruned model always comes back with its own remapped tokenizer,
+or fails with ``PlanMismatchError``; it never silently gets the base tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from minilib.io import atomic_dir
+from minilib.models.adapters import adapter_for, get_path, set_path
+from minilib.models.linear import in_features, is_linear, out_features, resized_like
+from minilib.models.surgery import PlanMismatchError
+from minilib.models.vocab import CONFIG_KEY, MAP_FILE, RemappedTokenizer, VocabMap
+
+PLAN_FILE = "minilib_plan.json"
+PLAN_VERSION = 1
+HEAD_FILE = "decision_head.safetensors"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _shapes(model: nn.Module) -> dict[str, list]:
+    out = {}
+    for name, m in model.named_modules():
+        if is_linear(m):
+            out[name] = ["linear", out_features(m), in_features(m)]
+        elif isinstance(m, nn.Embedding):
+            out[name] = ["embedding", m.num_embeddings, m.embedding_dim]
+    return out
+
+
+def is_saved_model(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder written by ``save_model``."""
+    return (Path(path) / PLAN_FILE).is_file()
+
+
+def save_head(head: nn.Linear, path: str | os.PathLike, meta: dict | None = None) -> Path:
+    """A linear decision head as safetensors (weight, bias, string metadata), atomically."""
+    from safetensors.torch import save_file
+
+    from minilib.io import atomic_file
+    with atomic_file(path) as tmp:
+        save_file({"weight": head.weight.detach().cpu().contiguous(), "bias": head.bias.detach().cpu().contiguous()},
+                  str(tmp), metadata={k: str(v) for k, v in (meta or {}).items()})
+    return Path(path)
+
+
+def load_head(path: str | os.PathLike) -> nn.Linear:
+    from safetensors.torch import load_file
+    t = load_file(str(path))
+    if set(t) != {"weight", "bias"} or t["weight"].dim() != 2:
+        raise PlanMismatchError(f"{path} is not a linear decision head (tensors {sorted(t)})")
+    head = nn.Linear(t["weight"].shape[1], t["weight"].shape[0])
+    with torch.no_grad():
+        head.weight.copy_(t["weight"])
+        head.bias.copy_(t["bias"])
+    return head.eval()
+
+
+def save_model(model: nn.Module, tokenizer, path: str | os.PathLike, extra: dict | None = None,
+               head: nn.Linear | None = None, overwrite: bool = False) -> Path:
+    """Save a (possibly reshaped) model, its tokenizer (a ``RemappedTokenizer`` keeps its mapping)
+    and optionally a decision head, as one folder written atomically.
+
+    An existing folder is replaced only if it is a model saved here (or empty, or ``overwrite=True``);
+    any other folder raises ``minilib.io.DestinationError`` and is left untouched."""
+    from safetensors.torch import save_model as st_save
+
+    path = Path(path)
+    adapter = adapter_for(model)
+    remapped = isinstance(tokenizer, RemappedTokenizer)
+    if remapped:
+        tokenizer.check_model(model)
+    elif getattr(model.config, CONFIG_KEY, None) is not None:
+        raise PlanMismatchError("this model's vocabulary was pruned; save it with its RemappedTokenizer "
+                                "(the base tokenizer would give it ids it does not have)")
+    with torch.device("meta"):
+        fresh = type(model)(model.config)
+    ref, cur = _shapes(fresh), _shapes(model)
+    del fresh
+    if set(ref) != set(cur):
+        raise PlanMismatchError(f"module names differ from the config-built {type(model).__name__}: "
+                                f"{sorted(set(ref) ^ set(cur))[:5]}")
+    plan = {
+        "version": PLAN_VERSION,
+        "family": adapter.family,
+        "class": type(model).__name__,
+        "config": json.loads(model.config.to_json_string()),
+        "reshaped": {k: v for k, v in cur.items() if v != ref[k]},
+        "vocab_pruned": remapped,
+        "has_head": head is not None,
+        "extra": extra or {},
+    }
+    with atomic_dir(path, is_ours=is_saved_model, overwrite=overwrite) as stage:
+        st_save(model, str(stage / WEIGHTS_FILE))
+        model.config.save_pretrained(stage)
+        base = tokenizer.base if remapped else tokenizer
+        if base is not None:
+            base.save_pretrained(stage)
+        if remapped:
+            (stage / MAP_FILE).write_text(json.dumps(tokenizer.vmap.to_json()))
+        if head is not None:
+            save_head(head, stage / HEAD_FILE)
+        (stage / PLAN_FILE).write_text(json.dumps(plan, indent=1))
+    return path
+
+
+def read_plan(path: str | os.PathLike) -> dict:
+    f = Path(path) / PLAN_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"{path} has no {PLAN_FILE}: not a model saved by minilib.models.save_model")
+    try:
+        plan = json.loads(f.read_text())
+    except ValueError as e:
+        raise PlanMismatchError(f"{f} is not valid JSON ({e})") from e
+    if plan.get("version") != PLAN_VERSION:
+        raise PlanMismatchError(f"{f}: plan version {plan.get('version')}, expected {PLAN_VERSION}")
+    return plan
+
+
+def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="auto"):
+    """Load a folder written by ``save_model``: a ``LoadedModel`` whose ``plan`` is the saved plan,
+    whose tokenizer is remapped when the vocabulary was pruned, and whose ``head`` is the saved
+    decision head (or None)."""
+    import transformers
+    from safetensors.torch import load_model as st_load
+    from transformers import AutoConfig, AutoTokenizer
+
+    from minilib.models.loading import finish_loading
+
+    path = Path(path)
+    plan = read_plan(path)
+    config = AutoConfig.from_pretrained(path)
+    cls = getattr(transformers, plan["class"], None)
+    if cls is None:
+        raise PlanMismatchError(f"{path}: model class {plan['class']!r} is not in this transformers version")
+    model = cls(config)
+    for name, (kind, a, b) in plan["reshaped"].items():
+        old = get_path(model, name)
+        if kind == "linear":
+            set_path(model, name, resized_like(old, a, b))
+        else:  # resize in place: keeps subclasses such as Gemma's scaled embedding
+            old.weight = nn.Parameter(torch.empty(a, b))
+            old.num_embeddings = a
+            if old.padding_idx is not None and old.padding_idx >= a:
+                old.padding_idx = None
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    st_load(model, str(path / WEIGHTS_FILE), strict=True)
+    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
+    vocab_pruned = plan.get("vocab_pruned") or plan.get("extra", {}).get("vocab_pruned") \
+        or getattr(config, CONFIG_KEY, None) is not None
+    if vocab_pruned:
+        f = path / MAP_FILE
+        if not f.is_file():
+            raise PlanMismatchError(f"{path}: the vocabulary of this model was pruned but {MAP_FILE} is missing; "
+                                    "without it no tokenizer matches the model's ids")
+        if tok is None:
+            raise PlanMismatchError(f"{path}: the vocabulary was pruned but the base tokenizer was not saved")
+        if tok.pad_token is None and tok.eos_token is not None:
+            tok.pad_token = tok.eos_token
+        remapped = RemappedTokenizer(tok, VocabMap.from_json(json.loads(f.read_text())))
+        remapped.check_model(model)
+        loaded = finish_loading(model, None, adapter_for(model), str(path), dtype, device)
+        loaded.tokenizer = remapped
+    else:
+        loaded = finish_loading(model, tok, adapter_for(model), str(path), dtype, device)
+    loaded.plan = plan
+    loaded.head = load_head(path / HEAD_FILE).to(loaded.device) if (path / HEAD_FILE).is_file() else None
+    return loaded

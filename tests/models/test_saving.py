@@ -1,0 +1,92 @@
+"""Saving reshaped models: one folder, atomic, never clobbering a user's folder, always with the
+model's own tokenizer and head."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from minilib.io import DestinationError
+from minilib.models import (PlanMismatchError, RemappedTokenizer, ffn_widths, is_saved_model, load, load_model,
+                            remove_ffn_neurons, save_model, token_counts)
+from minilib.prune import mask_vocab, remove_vocab
+
+TEXT = "Once upon a time there was a little cat. The cat liked to play in the sun. " * 80
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        return model(input_ids=x).logits
+
+
+def _vocab_pruned():
+    m = load("tiny-llama")
+    ids = torch.tensor(m.tokenizer(TEXT, add_special_tokens=False)["input_ids"])
+    tok, _ = remove_vocab(m.model, m.tokenizer, mask_vocab(token_counts(ids, 50257), m.tokenizer))
+    return m.model, tok, ids
+
+
+def test_refuses_a_folder_it_did_not_write(tmp_path):
+    m = load("tiny-gpt2")
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "thesis.tex").write_text("do not delete")
+    with pytest.raises(DestinationError, match="not written by minilib"):
+        save_model(m.model, m.tokenizer, target)
+    assert (target / "thesis.tex").read_text() == "do not delete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    save_model(m.model, m.tokenizer, target, overwrite=True)  # asked for: replaced
+    assert is_saved_model(target) and not (target / "thesis.tex").exists()
+
+
+def test_replaces_a_saved_model_atomically(tmp_path):
+    m = load("tiny-gpt2")
+    p = save_model(m.model, m.tokenizer, tmp_path / "m", extra={"v": 1})
+    remove_ffn_neurons(m.model, 0, torch.arange(64))
+    save_model(m.model, m.tokenizer, p, extra={"v": 2})
+    back = load(p)
+    assert back.plan["extra"] == {"v": 2} and ffn_widths(back.model) == [64, 128]
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["m"]
+
+
+def test_vocab_pruned_model_comes_back_with_its_tokenizer(tmp_path):
+    model, tok, ids = _vocab_pruned()
+    head = torch.nn.Linear(64, 2)
+    p = save_model(model, tok, tmp_path / "m", head=head)
+    files = {q.name for q in Path(p).iterdir()}
+    assert {"vocab_map.json", "model.safetensors", "minilib_plan.json", "decision_head.safetensors"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pkl", ".pth")) for f in files)
+    for back in (load(p), load_model(p)):  # both entry points
+        assert isinstance(back.tokenizer, RemappedTokenizer) and back.tokenizer.vmap.kept == tok.vmap.kept
+        x = torch.tensor(tok.map_ids(ids[:40].tolist()))[None]
+        torch.testing.assert_close(_logits(back.model, x), _logits(model, x))
+        torch.testing.assert_close(back.head.weight, head.weight)
+        assert back.tokenizer.decode(back.tokenizer.encode("the little cat")) == "the little cat"
+
+
+def test_missing_vocab_map_is_an_error(tmp_path):
+    model, tok, _ = _vocab_pruned()
+    p = save_model(model, tok, tmp_path / "m")
+    (p / "vocab_map.json").unlink()
+    with pytest.raises(PlanMismatchError, match="vocab_map.json is missing"):
+        load(p)
+
+
+def test_pruned_vocabulary_needs_its_tokenizer_to_save(tmp_path):
+    model, tok, _ = _vocab_pruned()
+    with pytest.raises(PlanMismatchError, match="RemappedTokenizer"):
+        save_model(model, tok.base, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_corrupt_plan_is_a_clear_error(tmp_path):
+    m = load("tiny-opt")
+    p = save_model(m.model, m.tokenizer, tmp_path / "m")
+    (p / "minilib_plan.json").write_text("{not json")
+    with pytest.raises(PlanMismatchError, match="not valid JSON"):
+        load(p)
+    plan = {"version": 1, "class": "NoSuchModel", "reshaped": {}, "extra": {}}
+    (p / "minilib_plan.json").write_text(json.dumps(plan))
+    with pytest.raises(PlanMismatchError, match="NoSuchModel"):
+        load(p)

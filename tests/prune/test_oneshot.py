@@ -1,0 +1,206 @@
+"""One-shot pruning (magnitude, Wanda, SparseGPT) over the block-by-block pass, on every tiny family
+(GPT-2 Conv1D included)."""
+
+import pytest
+import torch
+
+from minilib.calib import CalibrationError, capture_block_inputs
+from minilib.data import calibration_set
+from minilib.models import load, load_model, save_model
+from minilib.models.linear import weight_oi
+from minilib.prune import METHODS, SparsityError, is_nm, prune_model, to_semi_structured
+from minilib.studies.sparsegpt import shrink_ffns
+
+
+def _calib(n=4, seqlen=32, seed=0):
+    return torch.randint(0, 1000, (n, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def _hidden(m, ad, x):
+    with torch.no_grad():
+        return ad.base(m)(input_ids=x).last_hidden_state
+
+
+def _masks(m, ad):
+    return [(weight_oi(l) == 0).clone() for b in ad.blocks(m) for l in ad.linear_layers(b).values()]
+
+
+def test_sparsity_zero_leaves_outputs_unchanged(tiny, no_hook_leak):
+    m, _, ad = tiny
+    x = _calib()
+    before = _hidden(m, ad, x)
+    rep = prune_model(m, "sparsegpt", 0.0, calib=x)
+    assert torch.allclose(_hidden(m, ad, x), before, atol=1e-5)
+    assert rep.overall["zeros"] == 0
+    no_hook_leak(m)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("sparsity", [0.3, 0.8])
+def test_exact_fraction_per_method(method, sparsity, tiny_decoder, no_hook_leak):
+    m, _, ad = tiny_decoder
+    rep = prune_model(m, method, sparsity, calib=_calib())
+    df = rep.layers
+    # what the report says is what is in the model
+    zeros = [int((weight_oi(l) == 0).sum()) for b in ad.blocks(m) for l in ad.linear_layers(b).values()]
+    assert sorted(zeros) == sorted(df["zeros"].tolist())
+    if method == "wanda":  # exact per output row
+        for b in ad.blocks(m):
+            for l in ad.linear_layers(b).values():
+                w = weight_oi(l)
+                assert ((w == 0).sum(1) == round(sparsity * w.shape[1])).all()
+    else:  # exact per layer
+        assert (df["zeros"] == (df["params"] * sparsity).round().astype(int)).all()
+    assert rep.overall["sparsity"] == pytest.approx(sparsity, abs=0.01)  # per-row rounding
+    no_hook_leak(m)
+
+
+@pytest.mark.parametrize("method,nm", [("magnitude", (2, 4)), ("wanda", (2, 4)), ("sparsegpt", (2, 4)),
+                                       ("sparsegpt", (4, 8))])
+def test_nm_every_family(method, nm, tiny):
+    m, _, ad = tiny
+    rep = prune_model(m, method, nm=nm, calib=_calib())
+    for b in ad.blocks(m):
+        for l in ad.linear_layers(b).values():
+            w = weight_oi(l)
+            assert ((w.view(w.shape[0], -1, nm[1]) == 0).sum(-1) == nm[0]).all()
+    assert rep.sparsity == nm[0] / nm[1] and rep.target == {"nm": f"{nm[0]}:{nm[1]}"}
+
+
+def test_same_seed_same_masks():
+    out = []
+    for _ in range(2):
+        m, tok, ad = load("tiny-llama")
+        prune_model(m, "sparsegpt", 0.5, calib=calibration_set(tok, "tiny", 4, 32, seed=7))
+        out.append(_masks(m, ad))
+    assert all(torch.equal(a, b) for a, b in zip(*out))
+    m, tok, ad = load("tiny-llama")
+    prune_model(m, "sparsegpt", 0.5, calib=calibration_set(tok, "tiny", 4, 32, seed=8))
+    assert not all(torch.equal(a, b) for a, b in zip(out[0], _masks(m, ad)))
+
+
+def test_sparsegpt_lowest_error_on_tiny():
+    errs = {}
+    for method in METHODS:
+        m, _, ad = load("tiny-llama")
+        errs[method] = prune_model(m, method, 0.5, calib=_calib(8, 64)).overall["mean_rel_error"]
+    assert errs["sparsegpt"] < errs["wanda"] and errs["sparsegpt"] < errs["magnitude"]
+
+
+def test_hooks_never_leak_even_on_error(no_hook_leak):
+    m, _, ad = load("tiny-llama")
+    x = _calib()
+    x[0, 0] = 10 ** 6  # out-of-vocabulary id: refused before anything runs
+    with pytest.raises(CalibrationError, match=r"token ids must lie in \[0, 50257\)"):
+        prune_model(m, "sparsegpt", 0.5, calib=x)
+
+    def boom(*a, **k):
+        raise RuntimeError("boom inside block 1")
+    ad.ffn(ad.blocks(m)[1]).up.forward = boom  # fails half-way through the pass
+    with pytest.raises(RuntimeError, match="boom"):
+        prune_model(m, "sparsegpt", 0.5, calib=_calib())
+    no_hook_leak(m)
+    assert all(type(b).__name__ != "_Catcher" for b in ad.blocks(m))  # blocks restored
+
+
+def test_float_or_empty_calibration_is_refused():
+    m, _, _ = load("tiny-llama")
+    with pytest.raises(CalibrationError, match="integer token ids"):
+        prune_model(m, "wanda", 0.5, calib=_calib().float())
+    with pytest.raises(CalibrationError, match="non-empty"):
+        prune_model(m, "wanda", 0.5, calib=torch.zeros(0, 8, dtype=torch.long))
+    with pytest.raises(CalibrationError, match="maximum positions"):
+        prune_model(m, "wanda", 0.5, calib=torch.zeros(1, 300, dtype=torch.long))
+
+
+def test_capture_records_all_kwargs():
+    m, _, ad = load("tiny-gemma3")
+    cap = capture_block_inputs(m, _calib(4, 16), batch_size=2)
+    assert len(cap.hidden) == 2 and cap.hidden[0].shape == (2, 16, 64)
+    kw = cap.args[0][0][1]
+    assert "position_embeddings" in kw and isinstance(kw["position_embeddings"], tuple)
+    assert len(cap.args) == ad.n_blocks(m)
+
+
+def test_joint_quantization():
+    m, _, ad = load("tiny-opt")
+    prune_model(m, "sparsegpt", nm=(2, 4), wbits=3, calib=_calib())
+    for b in ad.blocks(m):
+        for l in ad.linear_layers(b).values():
+            w = weight_oi(l)
+            assert is_nm(w, 2, 4)
+            assert max(len(torch.unique(r)) for r in w) <= 8
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    (dict(sparsity=1.0), SparsityError, r"\[0, 1\)"),
+    (dict(sparsity=-0.5), SparsityError, r"\[0, 1\)"),
+    (dict(nm=(4, 4)), SparsityError, "N < M"),
+    (dict(nm=(2, 5)), SparsityError, "not divisible by M=5"),
+    (dict(wbits=1), SparsityError, "wbits"),
+    (dict(wbits=20), SparsityError, "wbits"),
+    (dict(calib="none"), CalibrationError, "calibration"),
+    (dict(calib="short"), CalibrationError, "at least as many calibration tokens"),
+])
+def test_bad_input(kwargs, err, match):
+    m, _, ad = load("tiny-llama")
+    calib = {"none": None, "short": _calib(1, 16)}.get(kwargs.pop("calib", ""), _calib())
+    with pytest.raises(err, match=match):
+        prune_model(m, "sparsegpt", calib=calib, **kwargs)
+
+
+def test_save_and_load_pruned(tmp_path):
+    m, tok, ad = load("tiny-llama")
+    shrink_ffns(m, 0.5)
+    rep = prune_model(m, "sparsegpt", nm=(2, 4), calib=_calib())
+    save_model(m, tok, tmp_path / "pruned", extra={"pruning": rep.summary()})
+    m2, _, ad2 = load_model(tmp_path / "pruned")
+    assert all(torch.equal(a, b) for a, b in zip(_masks(m, ad), _masks(m2, ad2)))
+    x = _calib()
+    assert torch.allclose(_hidden(m, ad, x), _hidden(m2, ad2, x), atol=1e-5)
+
+
+def test_composition_with_ffn_removal():
+    m, _, ad = load("tiny-gpt2")
+    info = shrink_ffns(m, 0.5)
+    assert info.after["ffn_widths"] == [64, 64] and info.ffn_neurons_removed == 128
+    rep = prune_model(m, "sparsegpt", nm=(2, 4), wbits=4, calib=_calib())
+    assert rep.overall["sparsity"] >= 0.5
+    down = rep.layers[rep.layers.layer == "mlp.c_proj"]
+    assert (down["in"] == 64).all()
+
+
+def test_model_on_cpu_block_on_device_argument():
+    m, _, ad = load("tiny-llama")
+    rep = prune_model(m, "wanda", 0.5, calib=_calib(), device="cpu")
+    assert next(m.parameters()).device.type == "cpu" and rep.overall["sparsity"] == 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the device differs from the model's)")
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_model_on_cpu_blocks_on_cuda_same_result(method):
+    a, _, ad = load("tiny-llama", device="cpu")
+    b, _, _ = load("tiny-llama", device="cpu")
+    calib = _calib(16, 64)
+    prune_model(a, method, 0.5, calib=calib, device="cpu")
+    prune_model(b, method, 0.5, calib=calib if method != "magnitude" else None, device="cuda")
+    assert next(b.parameters()).device.type == "cpu"  # the model stayed where it was
+    for wa, wb in zip(_masks(a, ad), _masks(b, ad)):
+        assert (wa != wb).float().mean() < 0.01  # same masks up to float ties
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_semi_structured_needs_cuda():
+    m, _, _ = load("tiny-llama")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        to_semi_structured(m)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_semi_structured_matches_dense_on_cuda():
+    m, _, ad = load("tiny-llama", device="cuda")
+    prune_model(m, "magnitude", nm=(2, 4))
+    x = _calib().cuda()
+    ref = _hidden(m.half(), ad, x)
+    info = to_semi_structured(m)
+    assert torch.allclose(_hidden(m, ad, x), ref, atol=5e-2) or not info["converted"]
