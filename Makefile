@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup assets test test-fast reproduce figures bench clean
+.PHONY: setup assets test test-fast reproduce figures bench clean notebooks
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ figures: reproduce
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+notebooks: $(STAMP)  # after editing a notebooks/*.py twin: update the .ipynb, strip outputs
+	$(PY) -m jupytext --sync notebooks/*.py
+	$(PY) -m nbstripout notebooks/*.ipynb
 
 clean:
 	rm -rf build runs $(VENV)

@@ -1,14 +1,29 @@
-from tools.make_notebook import write_notebook
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (minilib)
+#     language: python
+#     name: minilib
+# ---
 
-write_notebook("notebooks/SparseGPT_one_shot.ipynb", [
-    ("md", """# SparseGPT one-shot pruning, with magnitude and Wanda baselines
+# %% [markdown]
+# # SparseGPT one-shot pruning, with magnitude and Wanda baselines
+#
+# One-shot post-training pruning as in *SparseGPT: Massive Language Models Can Be Accurately Pruned in
+# One-Shot* (Frantar & Alistarh, 2023), against magnitude pruning and Wanda (Sun et al., 2023).
+# Calibration windows come from the `calib` split of the C4 text; perplexity is measured on the held-out
+# `test` split of the Wikipedia text (non-overlapping windows), zero-shot MCQ accuracy with the
+# lm-eval definitions.  All logic is in `minilib.prune` and `minilib.studies.sparsegpt`; see `docs/sparsegpt.md`.
 
-One-shot post-training pruning as in *SparseGPT: Massive Language Models Can Be Accurately Pruned in
-One-Shot* (Frantar & Alistarh, 2023), against magnitude pruning and Wanda (Sun et al., 2023).
-Calibration windows come from the `calib` split of the C4 text; perplexity is measured on the held-out
-`test` split of the Wikipedia text (non-overlapping windows), zero-shot MCQ accuracy with the
-lm-eval definitions.  All logic is in `minilib.prune` and `minilib.studies.sparsegpt`; see `docs/sparsegpt.md`."""),
-    ("params", """model = "smollm2-135m"          # embedded decoder (any supported family works)
+# %% tags=["parameters"]
+model = "smollm2-135m"          # embedded decoder (any supported family works)
 calib_corpus = "c4"             # calibration text (calib split)
 eval_corpus = "wiki"            # perplexity text (held-out test split)
 nsamples = 8                    # calibration windows (at least as many tokens as the widest layer input)
@@ -25,8 +40,10 @@ eval_windows = 4                # perplexity windows (test split)
 mcq_set = "sciq"
 mcq_n = 40                      # MCQ items for the dense model and each method at `sparsity`
 device = "cpu"
-results_path = "../results/SparseGPT_one_shot.json\""""),
-    ("code", """import pandas as pd
+results_path = "../results/SparseGPT_one_shot.json"
+
+# %%
+import pandas as pd
 from minilib.models import load
 from minilib.data import corpus_splits, load_mcq
 from minilib.data import calibration_set
@@ -40,13 +57,17 @@ calib = calibration_set(tokenizer, calib_corpus, nsamples, seqlen, seed)
 test_ids = corpus_splits(tokenizer, eval_corpus)["test"]
 mcq_items = load_mcq(mcq_set, n=mcq_n)
 common = dict(test_ids=test_ids, calib=calib, eval_seqlen=eval_seqlen, eval_windows=eval_windows, device=device)
-print(f"calibration {tuple(calib.shape)} from {calib_corpus}, {len(test_ids)} test tokens of {eval_corpus}")"""),
-    ("md", """## The three methods across sparsities
+print(f"calibration {tuple(calib.shape)} from {calib_corpus}, {len(test_ids)} test tokens of {eval_corpus}")
 
-Every run starts from a fresh copy of the model.  `achieved_sparsity` is what the pruning reported
-(zeros over the weights of every linear layer in the blocks); `mean_rel_error` is the mean over layers
-of each layer's reconstruction error on the calibration inputs, relative to its output energy."""),
-    ("code", """rows, reports = [], {}
+# %% [markdown]
+# ## The three methods across sparsities
+#
+# Every run starts from a fresh copy of the model.  `achieved_sparsity` is what the pruning reported
+# (zeros over the weights of every linear layer in the blocks); `mean_rel_error` is the mean over layers
+# of each layer's reconstruction error on the calibration inputs, relative to its output energy.
+
+# %%
+rows, reports = [], {}
 r, _ = run_setting(model, None, mcq_items=mcq_items, **common)
 rows.append(r)
 settings = [(s, "") for s in sweep_sparsities] + ([(0.5, nm)] if nm else [])
@@ -60,25 +81,35 @@ for s, pattern in settings:
         reports[(meth, s, pattern)] = rep
 runs = pd.DataFrame(rows)
 runs[["method", "sparsity", "nm", "achieved_sparsity", "perplexity", "mean_rel_error", "prune_s"] +
-     [c for c in ("acc", "acc_norm") if c in runs]].round(4)"""),
-    ("code", """dense_ppl = runs.loc[runs.method == "dense", "perplexity"].item()
-fig = plot_ppl_vs_sparsity(runs, dense_ppl, nm, eval_corpus, f"{model}: one-shot pruning")
-save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=False)"""),
-    ("md", """## Reconstruction error per layer (unstructured, `sparsity`)
+     [c for c in ("acc", "acc_norm") if c in runs]].round(4)
 
-SparseGPT minimises exactly this quantity layer by layer; Wanda and magnitude only choose a mask."""),
-    ("code", """layers = pd.concat([reports[(m_, sparsity, "")].layers.assign(method=m_) for m_ in METHODS if (m_, sparsity, "") in reports])
+# %%
+dense_ppl = runs.loc[runs.method == "dense", "perplexity"].item()
+fig = plot_ppl_vs_sparsity(runs, dense_ppl, nm, eval_corpus, f"{model}: one-shot pruning")
+save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=False)
+
+# %% [markdown]
+# ## Reconstruction error per layer (unstructured, `sparsity`)
+#
+# SparseGPT minimises exactly this quantity layer by layer; Wanda and magnitude only choose a mask.
+
+# %%
+layers = pd.concat([reports[(m_, sparsity, "")].layers.assign(method=m_) for m_ in METHODS if (m_, sparsity, "") in reports])
 layers["type"] = layers["layer"].str.split(".").str[-1]
 fig = plot_layer_error(layers, method)
 save_figure(fig, f"sparsegpt_layer_error_{model.replace('/', '_')}", close=False)
-layers.groupby(["method", "type"])["rel_error"].mean().unstack().round(4)"""),
-    ("md", """## Joint quantization, and composition with structured FFN pruning
+layers.groupby(["method", "type"])["rel_error"].mean().unstack().round(4)
 
-The detailed method runs jointly with `wbits`-bit per-channel quantization (inside the solver for
-SparseGPT).  Then the FFNs are first physically shrunk to `ffn_keep` of their neurons (magnitude
-score, `minilib.studies.sparsegpt.shrink_ffns`), and the shrunk model is pruned one-shot and
-quantized: the two compose, and the parameter and nonzero counts multiply down."""),
-    ("code", """extra = []
+# %% [markdown]
+# ## Joint quantization, and composition with structured FFN pruning
+#
+# The detailed method runs jointly with `wbits`-bit per-channel quantization (inside the solver for
+# SparseGPT).  Then the FFNs are first physically shrunk to `ffn_keep` of their neurons (magnitude
+# score, `minilib.studies.sparsegpt.shrink_ffns`), and the shrunk model is pruned one-shot and
+# quantized: the two compose, and the parameter and nonzero counts multiply down.
+
+# %%
+extra = []
 r, rep_q = run_setting(model, method, sparsity=sparsity, wbits=wbits, **common)
 extra.append({**r, "setting": f"{method} {sparsity:.0%} + {wbits}-bit"})
 r, _ = run_setting(model, None, ffn_keep=ffn_keep, **common)
@@ -86,8 +117,11 @@ extra.append({**r, "setting": f"FFN keep {ffn_keep:.0%}"})
 r, rep_cq = run_setting(model, method, sparsity=sparsity, wbits=wbits, ffn_keep=ffn_keep, **common)
 extra.append({**r, "setting": f"FFN keep {ffn_keep:.0%} + {method} {sparsity:.0%} + {wbits}-bit"})
 extra = pd.DataFrame(extra)
-extra[["setting", "params", "nonzeros", "achieved_sparsity", "perplexity"]].round(4)"""),
-    ("code", """def ppl(meth, s=sparsity, pattern=""):
+extra[["setting", "params", "nonzeros", "achieved_sparsity", "perplexity"]].round(4)
+
+
+# %%
+def ppl(meth, s=sparsity, pattern=""):
     sel = runs[(runs.method == meth) & (runs.sparsity == s) & (runs.nm == pattern)]
     return float(sel.perplexity.iloc[0]) if len(sel) else float("nan")
 
@@ -100,8 +134,10 @@ if nm:
 if "acc" in runs:
     metrics.update({f"mcq_acc_{r_.method}": r_.acc for r_ in runs.itertuples() if r_.acc == r_.acc})
 metrics.update({f"ppl_{s_}": p_ for s_, p_ in zip(extra.setting, extra.perplexity)})
-metrics"""),
-    ("code", """write_results(results_path, {
+metrics
+
+# %%
+write_results(results_path, {
     "notebook": "SparseGPT_one_shot",
     "parameters": {"model": model, "calib_corpus": calib_corpus, "eval_corpus": eval_corpus, "nsamples": nsamples,
                    "seqlen": seqlen, "seed": seed, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
@@ -111,5 +147,4 @@ metrics"""),
     "records": [{"kind": "run", **r_} for r_ in runs.to_dict("records")]
                + [{"kind": "composition", **r_} for r_ in extra.to_dict("records")]
                + [{"kind": "layer", **r_} for r_ in layers.drop(columns=["group"], errors="ignore").to_dict("records")],
-})"""),
-])
+})

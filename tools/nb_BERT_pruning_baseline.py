@@ -1,3 +1,0 @@
-from tools.anatomy_notebooks import baseline_notebook
-
-baseline_notebook("BERT")
