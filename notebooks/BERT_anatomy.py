@@ -34,17 +34,25 @@
 # setting for users who have the Hugging Face hub.
 
 # %% tags=["parameters"]
-model = "minilm-l6"          # embedded encoder; "bert-base-uncased" reproduces the original setting (needs the hub)
-dataset = "sarcasm"              # or "sst2" (872 examples) or a .jsonl with text,label
-template = "{text}"     # how a text is shown to the model
-n_train = 1000                   # examples for the head (and the anatomy pass)
-n_test = 600                    # held-out examples for accuracy
+profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
+model = None                     # None: from the profile (test: minilm-l6, default: minilm-l6, paper: bert-base-uncased if the hub is reachable)
+dataset = None                   # "sarcasm" (28,614 headlines), "sst2" (872) or a .jsonl with text,label; None: profile
+template = "{text}"       # how a text is shown to the model
+n_train = None                   # examples for the head (and the anatomy pass); None: profile
+n_test = None                    # held-out examples for accuracy; None: profile
 seed = 0
-batch_size = 64
+batch_size = None
 max_length = 128
-device = "cpu"
-anatomy_dir = ""             # empty: $MINILIB_CACHE/anatomy
-results_path = "../results/BERT_anatomy.json"
+anatomy_dir = ""                 # "": $MINILIB_CACHE/anatomy
+device = "auto"                  # "auto": CUDA when present, else CPU
+results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+
+# %%
+# Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
+from minilib.params import resolve
+from minilib.studies.anatomy import NOTEBOOKS
+globals().update(resolve("BERT_anatomy", globals(), *NOTEBOOKS["BERT_anatomy"]))
 
 # %%
 import json, os
@@ -88,9 +96,9 @@ layers = an.layer_summary()
 layers.round(3)
 
 # %%
-save_figure(plots.plot_layer_curves(an, f"{model}: cosine with the final decision vector"), f"{tag}_anatomy_layers")
-save_figure(plots.plot_neuron_heatmap(an, "neuron_cos", f"{model}: neuron contribution cos (sorted)"), f"{tag}_anatomy_heatmap")
-save_figure(plots.plot_neuron_distribution(an, "neuron_cos", f"{model}: distribution of neuron cos"), f"{tag}_anatomy_neuron_hist")
+save_figure(plots.plot_layer_curves(an, f"{model}: cosine with the final decision vector"), f"{tag}_anatomy_layers", directory=figures_dir)
+save_figure(plots.plot_neuron_heatmap(an, "neuron_cos", f"{model}: neuron contribution cos (sorted)"), f"{tag}_anatomy_heatmap", directory=figures_dir)
+save_figure(plots.plot_neuron_distribution(an, "neuron_cos", f"{model}: distribution of neuron cos"), f"{tag}_anatomy_neuron_hist", directory=figures_dir)
 
 # %% [markdown]
 # ## Per neuron: the most decision-aligned neurons
@@ -104,7 +112,7 @@ top.round(3)
 
 # %%
 write_results(results_path, {
-    "notebook": "BERT_anatomy", "parameters": {"model": model, "dataset": dataset, "template": template, "n_train": n_train,
+    "notebook": "BERT_anatomy", "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train,
                                          "n_test": n_test, "seed": seed, "max_length": max_length},
     "metrics": {**{k: acc[k] for k in ["acc", "ci95_low", "ci95_high", "n"]}, "majority": majority,
                 "head_cached": head_info["cached"], "anatomy_key": an_info["key"],

@@ -37,21 +37,29 @@
 # setting for users who have the Hugging Face hub.
 
 # %% tags=["parameters"]
-model = "minilm-l6"          # embedded encoder; "bert-base-uncased" reproduces the original setting (needs the hub)
-dataset = "sarcasm"              # or "sst2" (872 examples) or a .jsonl with text,label
-template = "{text}"     # how a text is shown to the model
-n_train = 1000                   # examples for the head (and the anatomy pass)
-n_test = 600                    # held-out examples for accuracy
+profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
+model = None                     # None: from the profile (test: minilm-l6, default: minilm-l6, paper: bert-base-uncased if the hub is reachable)
+dataset = None                   # "sarcasm" (28,614 headlines), "sst2" (872) or a .jsonl with text,label; None: profile
+template = "{text}"       # how a text is shown to the model
+n_train = None                   # examples for the head (and the anatomy pass); None: profile
+n_test = None                    # held-out examples for accuracy; None: profile
 seed = 0
-batch_size = 64
+batch_size = None
 max_length = 128
-device = "cpu"
-ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]   # fraction of FFN neurons removed
+ratios = None                    # fractions of FFN neurons removed; None: profile
 ppl_corpus = "wiki"              # perplexity (decoders only), test split
-ppl_windows = 2
-ppl_seqlen = 256
+ppl_windows = None
+ppl_seqlen = None
 save_ratio = 0.3                 # ratio of the pruned model that is saved and reloaded
-results_path = "../results/BERT_pruning_baseline.json"
+device = "auto"                  # "auto": CUDA when present, else CPU
+results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+
+# %%
+# Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
+from minilib.params import resolve
+from minilib.studies.structured import NOTEBOOKS
+globals().update(resolve("BERT_pruning_baseline", globals(), *NOTEBOOKS["BERT_pruning_baseline"]))
 
 # %%
 import json, os
@@ -86,8 +94,8 @@ df = ratio_sweep(m, head, task, methods, ratios, ppl_ids, **kw)
 df.round(4)
 
 # %%
-save_figure(plots.plot_accuracy_vs_pruned(df, f"{model} on {dataset}: baselines", majority), f"{tag}_pruning_baseline_accuracy")
-save_figure(plots.plot_cost(df, f"{model}: cost of FFN pruning"), f"{tag}_pruning_baseline_cost")
+save_figure(plots.plot_accuracy_vs_pruned(df, f"{model} on {dataset}: baselines", majority), f"{tag}_pruning_baseline_accuracy", directory=figures_dir)
+save_figure(plots.plot_cost(df, f"{model}: cost of FFN pruning"), f"{tag}_pruning_baseline_cost", directory=figures_dir)
 
 # %% [markdown]
 # ## Saving a pruned model: safetensors + JSON plan, reloaded with one function
@@ -109,7 +117,7 @@ del pruned, re
 
 # %%
 write_results(results_path, {
-    "notebook": "BERT_pruning_baseline", "parameters": {"model": model, "dataset": dataset, "template": template, "n_train": n_train,
+    "notebook": "BERT_pruning_baseline", "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train,
                                          "n_test": n_test, "seed": seed, "max_length": max_length, "ratios": ratios},
     "metrics": {"dense_acc": float(df.loc[df.ratio == 0, "acc"].iloc[0]), "majority": majority, "reload_max_diff": float(diff),
                 "n_test": int(df["n_test"].iloc[0])},

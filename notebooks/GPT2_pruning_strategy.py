@@ -36,28 +36,36 @@
 # setting for users who have the Hugging Face hub.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"          # embedded decoder; "gpt2" reproduces the original setting (needs the hub)
-dataset = "sarcasm"              # or "sst2" (872 examples) or a .jsonl with text,label
-template = "{text}\nIs it sarcastic?"     # how a text is shown to the model
-n_train = 600                   # examples for the head (and the anatomy pass)
-n_test = 150                    # held-out examples for accuracy
+profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
+model = None                     # None: from the profile (test: tiny-gpt2, default: smollm2-135m, paper: gpt2 if the hub is reachable)
+dataset = None                   # "sarcasm" (28,614 headlines), "sst2" (872) or a .jsonl with text,label; None: profile
+template = "{text}\nIs it sarcastic?"       # how a text is shown to the model
+n_train = None                   # examples for the head (and the anatomy pass); None: profile
+n_test = None                    # held-out examples for accuracy; None: profile
 seed = 0
-batch_size = 32
+batch_size = None
 max_length = 128
-device = "cpu"
-ratios = [0.0, 0.1, 0.3, 0.5, 0.7]   # fraction of FFN neurons removed
+ratios = None                    # fractions of FFN neurons removed; None: profile
 ppl_corpus = "wiki"              # perplexity (decoders only), test split
-ppl_windows = 2
-ppl_seqlen = 256
+ppl_windows = None
+ppl_seqlen = None
 save_ratio = 0.3                 # ratio of the pruned model that is saved and reloaded
-preserve_fraction = 0.01         # per layer, the most decision-aligned neurons are never removed
-profile_strength = 0.5           # layer budget share ~ profile^(-strength); 0 gives a uniform budget
+preserve_fraction = None         # per layer, the most decision-aligned neurons are never removed; None: profile
+profile_strength = 0.5           # layer budget share ~ layer_profile^(-strength); 0 gives a uniform budget
 max_layer_ratio = 0.8            # no layer loses more than this fraction
 score_kind = "abs_proj"          # anatomy score: mean |projection of the contribution on the decision vector|
-uniform_ablation = False         # also run the anatomy score with a uniform budget
-anatomy_dir = ""                 # empty: $MINILIB_CACHE/anatomy (written by GPT2_anatomy)
-baseline_path = "../results/GPT2_pruning_baseline.json"   # reused when its parameters match
-results_path = "../results/GPT2_pruning_strategy.json"
+uniform_ablation = None          # also run the anatomy score with a uniform budget; None: profile
+anatomy_dir = ""                 # "": $MINILIB_CACHE/anatomy (written by GPT2_anatomy)
+baseline_path = ""               # "": results/GPT2_pruning_baseline.json of the repository (reused when its parameters match)
+device = "auto"                  # "auto": CUDA when present, else CPU
+results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+
+# %%
+# Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
+from minilib.params import resolve
+from minilib.studies.structured import NOTEBOOKS
+globals().update(resolve("GPT2_pruning_strategy", globals(), *NOTEBOOKS["GPT2_pruning_strategy"]))
 
 # %%
 import json, os
@@ -114,16 +122,20 @@ print(f"at ratio {top}: {lost} preserved neurons removed (must be 0)"); assert l
 
 
 # %%
+from minilib.params import ROOT
+baseline_file = baseline_path or str(ROOT / "results" / "GPT2_pruning_baseline.json")
+
+
 def load_baselines():
     """The baseline rows of GPT2_pruning_baseline when its parameters match ours, else None."""
-    if not os.path.isfile(baseline_path):
+    if not os.path.isfile(baseline_file):
         return None
-    b = json.load(open(baseline_path))
+    b = json.load(open(baseline_file))
     same = all(b["parameters"].get(k) == v for k, v in dict(model=model, dataset=dataset, template=template, n_train=n_train,
                                                             n_test=n_test, seed=seed, max_length=max_length).items())
     if not (same and set(ratios) <= set(b["parameters"]["ratios"])):
         return None
-    print("baselines reused from", baseline_path)
+    print("baselines reused from", baseline_file)
     return pd.DataFrame(b["records"]).query("ratio in @ratios")
 
 base = load_baselines()
@@ -140,8 +152,8 @@ table = allm.pivot_table(index="ratio", columns="method", values="acc")
 table.round(3)
 
 # %%
-save_figure(plots.plot_accuracy_vs_pruned(allm, f"{model} on {dataset}: strategy vs baselines", majority), f"{tag}_pruning_strategy_accuracy")
-save_figure(plots.plot_cost(allm, f"{model}: cost of FFN pruning"), f"{tag}_pruning_strategy_cost")
+save_figure(plots.plot_accuracy_vs_pruned(allm, f"{model} on {dataset}: strategy vs baselines", majority), f"{tag}_pruning_strategy_accuracy", directory=figures_dir)
+save_figure(plots.plot_cost(allm, f"{model}: cost of FFN pruning"), f"{tag}_pruning_strategy_cost", directory=figures_dir)
 
 # %% [markdown]
 # ## Saving the strategy's pruned model
@@ -164,7 +176,7 @@ del pruned, re
 # %%
 best_base = table.drop(columns=[c for c in table.columns if c.startswith("anatomy")]).max(axis=1)
 write_results(results_path, {
-    "notebook": "GPT2_pruning_strategy", "parameters": {"model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
+    "notebook": "GPT2_pruning_strategy", "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
                                          "seed": seed, "max_length": max_length, "ratios": ratios, "preserve_fraction": preserve_fraction,
                                          "profile_strength": profile_strength, "max_layer_ratio": max_layer_ratio, "score_kind": score_kind},
     "metrics": {"dense_acc": float(table.loc[0.0].iloc[0]) if 0.0 in table.index else None, "majority": majority,

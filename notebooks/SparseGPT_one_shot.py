@@ -23,24 +23,32 @@
 # lm-eval definitions.  All logic is in `minilib.prune` and `minilib.studies.sparsegpt`; see `docs/sparsegpt.md`.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"          # embedded decoder (any supported family works)
-calib_corpus = "c4"             # calibration text (calib split)
-eval_corpus = "wiki"            # perplexity text (held-out test split)
-nsamples = 8                    # calibration windows (at least as many tokens as the widest layer input)
-seqlen = 256                    # tokens per calibration window
-seed = 0                        # calibration sampling seed
-method = "sparsegpt"            # method of the detailed runs (per-layer error, quantization, composition)
-sparsity = 0.5                  # sparsity of the detailed runs
-nm = "2:4"                      # N:M pattern compared across methods ("" to skip)
-wbits = 4                       # joint quantization bits of the detailed run, 16 for none
-sweep_sparsities = [0.5, 0.7]   # unstructured sparsities compared across methods
-ffn_keep = 0.9                  # composition: fraction of FFN neurons kept before one-shot pruning
-eval_seqlen = 512
-eval_windows = 4                # perplexity windows (test split)
+profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
+model = None                     # None: from the profile (test: tiny-llama, default: smollm2-135m, paper: facebook/opt-125m if the hub is reachable)
+calib_corpus = "c4"              # calibration text (calib split)
+eval_corpus = "wiki"             # perplexity text (held-out test split)
+nsamples = None                  # calibration windows (at least as many tokens as the widest layer input)
+seqlen = None                    # tokens per calibration window
+seed = 0                         # calibration sampling seed
+method = "sparsegpt"             # method of the detailed runs (per-layer error, quantization, composition)
+sparsity = 0.5                   # sparsity of the detailed runs
+nm = "2:4"                       # N:M pattern compared across methods ("" to skip)
+wbits = 4                        # joint quantization bits of the detailed run, 16 for none
+sweep_sparsities = None          # unstructured sparsities compared across methods
+ffn_keep = 0.9                   # composition: fraction of FFN neurons kept before one-shot pruning
+eval_seqlen = None
+eval_windows = None              # perplexity windows of the test split (0 = all)
 mcq_set = "sciq"
-mcq_n = 40                      # MCQ items for the dense model and each method at `sparsity`
-device = "cpu"
-results_path = "../results/SparseGPT_one_shot.json"
+mcq_n = None                     # MCQ items for the dense model and each method at `sparsity` (0 = all)
+device = "auto"                  # "auto": CUDA when present, else CPU
+results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+
+# %%
+# Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
+from minilib.params import resolve
+from minilib.studies.sparsegpt import NOTEBOOKS
+globals().update(resolve("SparseGPT_one_shot", globals(), *NOTEBOOKS["SparseGPT_one_shot"]))
 
 # %%
 import pandas as pd
@@ -55,8 +63,8 @@ from minilib.results import write_results
 tokenizer = load(model).tokenizer
 calib = calibration_set(tokenizer, calib_corpus, nsamples, seqlen, seed)
 test_ids = corpus_splits(tokenizer, eval_corpus)["test"]
-mcq_items = load_mcq(mcq_set, n=mcq_n)
-common = dict(test_ids=test_ids, calib=calib, eval_seqlen=eval_seqlen, eval_windows=eval_windows, device=device)
+mcq_items = load_mcq(mcq_set, n=mcq_n or None)
+common = dict(test_ids=test_ids, calib=calib, eval_seqlen=eval_seqlen, eval_windows=eval_windows or None, device=device)
 print(f"calibration {tuple(calib.shape)} from {calib_corpus}, {len(test_ids)} test tokens of {eval_corpus}")
 
 # %% [markdown]
@@ -70,7 +78,7 @@ print(f"calibration {tuple(calib.shape)} from {calib_corpus}, {len(test_ids)} te
 rows, reports = [], {}
 r, _ = run_setting(model, None, mcq_items=mcq_items, **common)
 rows.append(r)
-settings = [(s, "") for s in sweep_sparsities] + ([(0.5, nm)] if nm else [])
+settings = [(s, "") for s in sorted(set(sweep_sparsities) | {sparsity})] + ([(0.5, nm)] if nm else [])
 for s, pattern in settings:
     for meth in METHODS:
         detailed = s == sparsity and not pattern  # MCQ and per-layer error only here
@@ -86,7 +94,7 @@ runs[["method", "sparsity", "nm", "achieved_sparsity", "perplexity", "mean_rel_e
 # %%
 dense_ppl = runs.loc[runs.method == "dense", "perplexity"].item()
 fig = plot_ppl_vs_sparsity(runs, dense_ppl, nm, eval_corpus, f"{model}: one-shot pruning")
-save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=False)
+save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=False, directory=figures_dir)
 
 # %% [markdown]
 # ## Reconstruction error per layer (unstructured, `sparsity`)
@@ -97,7 +105,7 @@ save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=F
 layers = pd.concat([reports[(m_, sparsity, "")].layers.assign(method=m_) for m_ in METHODS if (m_, sparsity, "") in reports])
 layers["type"] = layers["layer"].str.split(".").str[-1]
 fig = plot_layer_error(layers, method)
-save_figure(fig, f"sparsegpt_layer_error_{model.replace('/', '_')}", close=False)
+save_figure(fig, f"sparsegpt_layer_error_{model.replace('/', '_')}", close=False, directory=figures_dir)
 layers.groupby(["method", "type"])["rel_error"].mean().unstack().round(4)
 
 # %% [markdown]
@@ -139,7 +147,7 @@ metrics
 # %%
 write_results(results_path, {
     "notebook": "SparseGPT_one_shot",
-    "parameters": {"model": model, "calib_corpus": calib_corpus, "eval_corpus": eval_corpus, "nsamples": nsamples,
+    "parameters": {"profile": profile, "model": model, "calib_corpus": calib_corpus, "eval_corpus": eval_corpus, "nsamples": nsamples,
                    "seqlen": seqlen, "seed": seed, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
                    "sweep_sparsities": sweep_sparsities, "ffn_keep": ffn_keep, "eval_seqlen": eval_seqlen,
                    "eval_windows": eval_windows, "mcq_set": mcq_set, "mcq_n": mcq_n, "device": device},

@@ -31,25 +31,33 @@
 #    fine-tuning.  Calib/train/dev/test are disjoint token ranges of the corpus.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"          # embedded decoder (vocab 49152, tied embeddings)
-domains = ["wiki", "tiny", "code"]  # embedded domain corpora
-mcq_sets = {"wiki": "arc_easy", "tiny": "piqa", "code": "mmlu:high_school_computer_science"}  # MCQ per domain (None: skip)
-thresholds = [0.001, 0.01, 0.1]   # ε on the normalized L1 norm (paper grid: 1e-5, 1e-3, 1e-1)
-prune_embeddings = True           # vocabulary pruning by token frequency on/off
-min_count = 1                     # keep tokens seen at least this often in calib + train
-mcq_n = 32                        # MCQ items per domain
-calib_windows = 16                # calibration windows of `seqlen` tokens
-seqlen = 256                      # calibration / evaluation window length
-eval_windows = 4                  # test and dev windows for perplexity
-epochs = 1                        # maximum fine-tuning epochs
-ft_steps = 12                     # maximum fine-tuning steps (2 CPU cores: keep small)
-ft_seqlen = 128
-ft_batch = 4
+profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
+model = None                     # None: from the profile (test: tiny-llama, default: smollm2-135m, paper: microsoft/phi-1_5 if the hub is reachable)
+domains = None                   # embedded domain corpora
+mcq_sets = None                  # MCQ set per domain (None for a domain: skip)
+thresholds = None                # ε on the normalized L1 norm (paper grid: 1e-5, 1e-3, 1e-1)
+prune_embeddings = True          # vocabulary pruning by token frequency on/off
+min_count = 1                    # keep tokens seen at least this often in calib + train
+mcq_n = None                     # MCQ items per domain (0 = the whole set)
+calib_windows = None             # calibration windows of `seqlen` tokens
+seqlen = None                    # calibration / evaluation window length
+eval_windows = None              # test and dev windows for perplexity
+epochs = 1                       # maximum fine-tuning epochs
+ft_steps = None                  # maximum fine-tuning steps
+ft_seqlen = None
+ft_batch = None
 ft_lr = 5e-5
-ft_eval_every = 4                 # dev evaluation every n steps (early stopping)
+ft_eval_every = None             # dev evaluation every n steps (early stopping)
 seed = 0
-device = "cpu"
-results_path = "../results/contextual_pruning.json"
+device = "auto"                  # "auto": CUDA when present, else CPU
+results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+
+# %%
+# Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
+from minilib.params import resolve
+from minilib.studies.contextual import NOTEBOOKS
+globals().update(resolve("contextual_pruning", globals(), *NOTEBOOKS["contextual_pruning"]))
 
 # %%
 import time
@@ -69,7 +77,7 @@ print(m.adapter.family, sum(p.numel() for p in m.model.parameters()) / 1e6, "M p
 runs = {}
 for d in domains:
     runs[d] = run_domain(m.model, m.tokenizer, d, mcq_sets.get(d), eps_grid=thresholds, prune_embeddings=prune_embeddings,
-                         min_count=min_count, mcq_n=mcq_n, calib_windows=calib_windows, seqlen=seqlen,
+                         min_count=min_count, mcq_n=mcq_n or None, calib_windows=calib_windows, seqlen=seqlen,
                          eval_windows=eval_windows, ft_steps=ft_steps, ft_epochs=epochs, ft_seqlen=ft_seqlen,
                          ft_batch=ft_batch, ft_lr=ft_lr, ft_eval_every=ft_eval_every, seed=seed, device=device,
                          verbose=False)
@@ -111,14 +119,14 @@ summary.round(3)
 
 # %%
 tag = model.replace("/", "_")
-save_figure(plot_size_vs_perplexity(records), f"contextual_size_vs_ppl_{tag}")
+save_figure(plot_size_vs_perplexity(records), f"contextual_size_vs_ppl_{tag}", directory=figures_dir)
 if len(curves):
-    save_figure(plot_recovery(curves, records), f"contextual_recovery_{tag}")
+    save_figure(plot_recovery(curves, records), f"contextual_recovery_{tag}", directory=figures_dir)
 
 # %%
 write_results(results_path, {
     "notebook": "contextual_pruning",
-    "parameters": {"model": model, "domains": domains, "mcq_sets": mcq_sets, "thresholds": thresholds,
+    "parameters": {"profile": profile, "model": model, "domains": domains, "mcq_sets": mcq_sets, "thresholds": thresholds,
                    "prune_embeddings": prune_embeddings, "min_count": min_count, "mcq_n": mcq_n,
                    "calib_windows": calib_windows, "seqlen": seqlen, "eval_windows": eval_windows, "epochs": epochs,
                    "ft_steps": ft_steps, "ft_seqlen": ft_seqlen, "ft_batch": ft_batch, "ft_lr": ft_lr, "seed": seed},

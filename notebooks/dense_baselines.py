@@ -21,14 +21,22 @@
 # Every pruning notebook compares against these numbers.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"       # embedded decoder; "gpt2" or "facebook/opt-125m" with the hub
-corpora = ["wiki", "c4", "tiny", "code", "technical"]
-seqlen = 512
-max_windows = 16                # evaluation windows per corpus (test split)
-mcq_sets = ["sciq", "arc_easy", "piqa"]
-mcq_n = 200                     # items per MCQ set (first n)
-device = "cpu"
-results_path = "../results/dense_baselines.json"
+profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
+model = None                     # None: from the profile (smollm2-135m; paper: facebook/opt-125m if the hub is reachable)
+corpora = None                   # embedded corpora (test split of each); None: profile
+seqlen = None                    # tokens per evaluation window
+max_windows = None               # evaluation windows per corpus (0 = all)
+mcq_sets = None                  # zero-shot MCQ tasks
+mcq_n = None                     # items per MCQ set (0 = the whole set)
+device = "auto"                  # "auto": CUDA when present, else CPU
+results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+
+# %%
+# Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
+from minilib.params import resolve
+from minilib.studies.dense import NOTEBOOKS
+globals().update(resolve("dense_baselines", globals(), *NOTEBOOKS["dense_baselines"]))
 
 # %%
 from minilib.models import load
@@ -41,11 +49,11 @@ m = load(model, device=device)
 print(m.adapter.family, sum(p.numel() for p in m.model.parameters()) / 1e6, "M parameters")
 
 # %%
-ppl = perplexity_table(m.model, m.tokenizer, corpora, seqlen, max_windows)
+ppl = perplexity_table(m.model, m.tokenizer, corpora, seqlen, max_windows or None)
 ppl
 
 # %%
-mcq = mcq_table(m.model, m.tokenizer, mcq_sets, mcq_n)
+mcq = mcq_table(m.model, m.tokenizer, mcq_sets, mcq_n or None)
 mcq
 
 # %%
@@ -54,11 +62,11 @@ rep = model_report(m.model)
 
 # %%
 fig = plot_dense_baselines(ppl, mcq, f"{model}: dense baselines")
-save_figure(fig, f"dense_baselines_{model.replace('/', '_')}")
+save_figure(fig, f"dense_baselines_{model.replace('/', '_')}", directory=figures_dir)
 
 # %%
 write_results(results_path, {
-    "notebook": "dense_baselines", "parameters": {"model": model, "seqlen": seqlen, "max_windows": max_windows, "mcq_n": mcq_n},
+    "notebook": "dense_baselines", "parameters": {"profile": profile, "model": model, "seqlen": seqlen, "max_windows": max_windows, "mcq_n": mcq_n},
     "metrics": {"params": rep["params"], "checkpoint_bytes": rep["checkpoint_bytes"], "tokens_per_s": rep["tokens_per_s"]},
     "records": [{"kind": "perplexity", **r} for r in ppl.to_dict("records")] + [{"kind": "mcq", **r} for r in mcq.to_dict("records")],
 })

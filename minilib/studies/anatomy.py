@@ -208,3 +208,43 @@ def preserved_neurons(anatomy: Anatomy, fraction: float = 0.01, kind: str = "neu
     """The neurons the strategy protects: per layer, the top ``fraction`` by mean |cos| with the
     decision vector (the most decision-aligned neurons).  Bool masks, True = preserved."""
     return protect_top(np.asarray(anatomy[kind]), fraction)
+
+
+# --- the notebooks' parameters and profiles (minilib.params) ----------------------------------
+
+from minilib.params import HubOr, Int, Str  # noqa: E402
+
+
+def _check_template(v):
+    from minilib.params import ParameterError
+    if "{text}" not in v:
+        raise ParameterError(f"parameter 'template' = {v!r}: must contain '{{text}}'")
+
+
+TASK_SPEC = {
+    "model": Str(),
+    "dataset": Str(help="'sarcasm', 'sst2' or a .jsonl with text,label"),
+    "template": Str(check=_check_template),
+    "n_train": Int(2),
+    "n_test": Int(1),
+    "seed": Int(0),
+    "batch_size": Int(1),
+    "max_length": Int(8),
+}
+SPEC = {**TASK_SPEC, "anatomy_dir": Str(help="'' = $MINILIB_CACHE/anatomy")}
+
+TASK_PROFILES = {
+    "BERT": {
+        "test": dict(model="minilm-l6", dataset="sst2", n_train=64, n_test=64, batch_size=32),
+        "default": dict(model="minilm-l6", dataset="sarcasm", n_train=1000, n_test=600, batch_size=64),
+        "paper": dict(model=HubOr("bert-base-uncased", "minilm-l6"), dataset="sarcasm", n_train=20000, n_test=2000,
+                      batch_size=64),
+    },
+    "GPT2": {
+        "test": dict(model="tiny-gpt2", dataset="sst2", n_train=64, n_test=64, batch_size=32),
+        "default": dict(model="smollm2-135m", dataset="sarcasm", n_train=600, n_test=150, batch_size=32),
+        "paper": dict(model=HubOr("gpt2", "smollm2-135m"), dataset="sarcasm", n_train=20000, n_test=2000,
+                      batch_size=32),
+    },
+}
+NOTEBOOKS = {f"{fam}_anatomy": (SPEC, TASK_PROFILES[fam]) for fam in ("BERT", "GPT2")}

@@ -236,3 +236,41 @@ def best_reduction(records, domain: str) -> dict | None:
     dense = [r for r in records if r["domain"] == domain and r["stage"] == "dense"][0]
     ok = [r for r in records if r["domain"] == domain and r["stage"] == "finetuned" and r["ppl"] <= dense["ppl"]]
     return min(ok, key=lambda r: r["size_pct"]) if ok else None
+
+
+# --- the notebook's parameters and profiles (minilib.params) -----------------------------------
+
+from minilib.params import Bool, Dict, Float, HubOr, Int, List, Param, Str  # noqa: E402
+
+SPEC = {
+    "model": Str(),
+    "domains": List(Str(), min_len=1),
+    "mcq_sets": Dict(Param("str", optional=True)),
+    "thresholds": List(Float(0.0), min_len=1),
+    "prune_embeddings": Bool(),
+    "min_count": Int(1),
+    "mcq_n": Int(0, help="MCQ items per domain (0 = the whole set)"),
+    "calib_windows": Int(1),
+    "seqlen": Int(2),
+    "eval_windows": Int(1),
+    "epochs": Int(1),
+    "ft_steps": Int(0),
+    "ft_seqlen": Int(2),
+    "ft_batch": Int(1),
+    "ft_lr": Float(0.0),
+    "ft_eval_every": Int(1),
+    "seed": Int(0),
+}
+PROFILES = {
+    "test": dict(model="tiny-llama", domains=["tiny"], mcq_sets={"tiny": "piqa"}, thresholds=[0.001, 0.1], mcq_n=4,
+                 calib_windows=4, seqlen=64, eval_windows=2, ft_steps=2, ft_seqlen=32, ft_batch=2, ft_eval_every=1),
+    "default": dict(model="smollm2-135m", domains=["wiki", "tiny", "code"],
+                    mcq_sets={"wiki": "arc_easy", "tiny": "piqa", "code": "mmlu:high_school_computer_science"},
+                    thresholds=[0.001, 0.01, 0.1], mcq_n=32, calib_windows=16, seqlen=256, eval_windows=4, ft_steps=12,
+                    ft_seqlen=128, ft_batch=4, ft_eval_every=4),
+    "paper": dict(model=HubOr("microsoft/phi-1_5", "smollm2-135m"), domains=["wiki", "tiny", "code"],
+                  mcq_sets={"wiki": "arc_easy", "tiny": "piqa", "code": "mmlu:high_school_computer_science"},
+                  thresholds=[1e-5, 1e-3, 1e-1], mcq_n=0, calib_windows=128, seqlen=512, eval_windows=64,
+                  ft_steps=1000, ft_seqlen=512, ft_batch=8, ft_eval_every=50),
+}
+NOTEBOOKS = {"contextual_pruning": (SPEC, PROFILES)}

@@ -69,3 +69,51 @@ def run_setting(model_name: str, method: str | None, test_ids: torch.Tensor, cal
         row.update(acc=acc["acc"], acc_norm=acc["acc_norm"], mcq_n=acc["n"])
     del model
     return row, report
+
+
+# --- the notebook's parameters and profiles (minilib.params) -----------------------------------
+
+from minilib.params import Float, Fraction, HubOr, Int, List, ParameterError, Str  # noqa: E402
+
+
+def _check_nm(v):
+    try:
+        parse_nm(v)
+    except ValueError as e:
+        raise ParameterError(f"parameter 'nm': {e}") from None
+
+
+def _check_positive(name):
+    def check(v):
+        if not v > 0:
+            raise ParameterError(f"parameter {name!r} = {v!r}: must lie in (0, 1]")
+    return check
+
+
+SPEC = {
+    "model": Str(),
+    "calib_corpus": Str(),
+    "eval_corpus": Str(),
+    "nsamples": Int(1, help="calibration windows"),
+    "seqlen": Int(2, help="tokens per calibration window"),
+    "seed": Int(0),
+    "method": Str(("magnitude", "wanda", "sparsegpt")),
+    "sparsity": Fraction(),
+    "nm": Str(check=_check_nm, help="N:M pattern such as '2:4', '' to skip"),
+    "wbits": Int(2, 16),
+    "sweep_sparsities": List(Fraction(), min_len=1),
+    "ffn_keep": Float(0.0, 1.0, check=_check_positive("ffn_keep")),
+    "eval_seqlen": Int(2),
+    "eval_windows": Int(0, help="0 = every window of the test split"),
+    "mcq_set": Str(),
+    "mcq_n": Int(0, help="0 = the whole set"),
+}
+PROFILES = {
+    "test": dict(model="tiny-llama", nsamples=4, seqlen=64, sweep_sparsities=[0.5], eval_seqlen=64, eval_windows=2,
+                 mcq_n=4),
+    "default": dict(model="smollm2-135m", nsamples=8, seqlen=256, sweep_sparsities=[0.5, 0.7], eval_seqlen=512,
+                    eval_windows=4, mcq_n=40),
+    "paper": dict(model=HubOr("facebook/opt-125m", "smollm2-135m"), nsamples=128, seqlen=2048,
+                  sweep_sparsities=[0.5, 0.6, 0.7, 0.8], eval_seqlen=2048, eval_windows=0, mcq_n=0),
+}
+NOTEBOOKS = {"SparseGPT_one_shot": (SPEC, PROFILES)}

@@ -97,3 +97,50 @@ def ratio_sweep(loaded, head, task, methods: dict[str, MaskFn], ratios: list[flo
                       f"acc {row['acc']:.3f}" + (f", ppl {row['perplexity']:.2f}" if 'perplexity' in row else "")
                       + f" ({time.perf_counter() - t:.0f}s)", flush=True)
     return pd.DataFrame(rows)
+
+
+# --- the notebooks' parameters and profiles (minilib.params) ----------------------------------
+
+from minilib.params import Bool, Float, Fraction, Int, List, Str  # noqa: E402
+from minilib.prune.scores import ANATOMY_KINDS  # noqa: E402
+from minilib.studies.anatomy import TASK_PROFILES, TASK_SPEC  # noqa: E402
+
+BASELINE_SPEC = {
+    **TASK_SPEC,
+    "ratios": List(Fraction(), min_len=1, help="fractions of FFN neurons removed"),
+    "ppl_corpus": Str(),
+    "ppl_windows": Int(1),
+    "ppl_seqlen": Int(2),
+    "save_ratio": Fraction(),
+}
+STRATEGY_SPEC = {
+    **BASELINE_SPEC,
+    "preserve_fraction": Fraction(),
+    "profile_strength": Float(0.0),
+    "max_layer_ratio": Float(0.0, 1.0, hi_open=True),
+    "score_kind": Str(ANATOMY_KINDS),
+    "uniform_ablation": Bool(),
+    "anatomy_dir": Str(),
+    "baseline_path": Str(help="'' = results/<family>_pruning_baseline.json of the repository"),
+}
+_SWEEP = {
+    "BERT": {"test": dict(ratios=[0.0, 0.3, 0.6], ppl_windows=1, ppl_seqlen=64),
+             "default": dict(ratios=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ppl_windows=2, ppl_seqlen=256),
+             "paper": dict(ratios=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ppl_windows=16, ppl_seqlen=512)},
+    "GPT2": {"test": dict(ratios=[0.0, 0.3, 0.6], ppl_windows=1, ppl_seqlen=64),
+             "default": dict(ratios=[0.0, 0.1, 0.3, 0.5, 0.7], ppl_windows=2, ppl_seqlen=256),
+             "paper": dict(ratios=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ppl_windows=16, ppl_seqlen=512)},
+}
+_STRATEGY = {"test": dict(preserve_fraction=0.05), "default": dict(preserve_fraction=0.01),
+             "paper": dict(preserve_fraction=0.01)}
+_UNIFORM = {"BERT": {"test": False, "default": True, "paper": True},  # the ablation runs where it is cheap
+            "GPT2": {"test": False, "default": False, "paper": True}}
+
+
+def _profiles(fam: str, strategy: bool) -> dict:
+    extra = (lambda p: {**_STRATEGY[p], "uniform_ablation": _UNIFORM[fam][p]}) if strategy else (lambda p: {})
+    return {p: {**TASK_PROFILES[fam][p], **_SWEEP[fam][p], **extra(p)} for p in ("test", "default", "paper")}
+
+
+NOTEBOOKS = {**{f"{fam}_pruning_baseline": (BASELINE_SPEC, _profiles(fam, False)) for fam in ("BERT", "GPT2")},
+             **{f"{fam}_pruning_strategy": (STRATEGY_SPEC, _profiles(fam, True)) for fam in ("BERT", "GPT2")}}

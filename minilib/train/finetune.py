@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from minilib.data.corpora import CorpusError, eval_windows
-from minilib.device import model_device
+from minilib.device import model_device, resolve_device
 from minilib.eval.perplexity import lm_nll, perplexity
 
 
@@ -42,7 +42,7 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, t
     """Fine-tune ``model`` in place on ``train_ids`` (1-D); see the module docstring."""
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
-    device = device or model_device(model)
+    device = model_device(model) if device in (None, "auto") else resolve_device(device)
     windows = eval_windows(train_ids, seqlen)
     if len(windows) < batch_size:
         raise CorpusError(f"train split has {len(windows)} windows of {seqlen}; need at least one batch of "

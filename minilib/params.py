@@ -1,0 +1,306 @@
+"""Notebook parameters: profiles, parsing and validation in the first cell after ``parameters``.
+
+Every notebook's ``parameters`` cell holds plain literals (what papermill overrides), among them
+
+* ``profile``: ``"test"`` (what nbval runs: tiny models, seconds), ``"default"`` (offline on the
+  embedded models, CPU-feasible; what ``make reproduce`` runs) or ``"paper"`` (the original studies'
+  settings, meant for a GPU; hub models when the hub is reachable);
+* ``None`` for every setting that depends on the profile: it is filled from the study's profile table;
+  any explicit value (``papermill -p nsamples 64``) wins over the profile;
+* ``results_path`` / ``figures_dir``: ``""`` means a fresh run folder ``runs/<notebook>/<time>/``, so a
+  run with custom parameters never overwrites the committed ``results/`` and ``figures/`` (only
+  ``make reproduce`` writes there, by passing both paths).
+
+The next cell calls ``resolve``, which checks every value against the notebook's spec (types,
+ranges, choices, a writable ``results_path``) and fails in seconds with an error naming the
+parameter, the value and what is allowed -- before any compute.  Lists and dicts passed with
+``papermill -p`` arrive as strings; they are parsed (YAML), so ``-p ratios "[0.1, 0.3]"`` works
+(``-y``/``-f params.yaml`` are the papermill ways for structured values).
+
+    P = resolve("SparseGPT_one_shot", globals(), SPEC, PROFILES)
+    globals().update(P)                                  # the notebook reads plain names
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+PROFILES = ("test", "default", "paper")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ParameterError(ValueError):
+    """A notebook parameter with a wrong type or value."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """What one parameter may hold.
+
+    ``kind``: ``int``, ``float``, ``str``, ``bool``, ``list``, ``dict`` or ``any``; ``lo``/``hi``:
+    inclusive bounds for numbers (``hi_open``: the upper bound is excluded); ``choices``: allowed
+    values; ``item``: a ``Param`` every list element (or dict value) must satisfy; ``optional``: None
+    allowed after profile resolution; ``min_len``: the smallest list/dict length; ``check``: a
+    callable that raises ``ParameterError`` for values no bound can describe."""
+
+    kind: str = "any"
+    lo: float | None = None
+    hi: float | None = None
+    hi_open: bool = False
+    choices: tuple | None = None
+    item: "Param | None" = None
+    optional: bool = False
+    min_len: int = 0
+    help: str = ""
+    check: Callable[[Any], None] | None = field(default=None, compare=False)
+
+    def validate(self, name: str, value):
+        if value is None:
+            if self.optional:
+                return None
+            raise ParameterError(f"parameter {name!r} is None and the profile gives no value")
+        v = _coerce(name, value, self.kind)
+        if self.choices is not None and v not in self.choices:
+            raise ParameterError(f"parameter {name!r} = {v!r}: must be one of {list(self.choices)}")
+        if self.kind in ("int", "float"):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ParameterError(f"parameter {name!r} = {v!r}: must be a finite number")
+            if self.lo is not None and v < self.lo:
+                raise ParameterError(f"parameter {name!r} = {v!r}: must be >= {self.lo}{self._range()}")
+            if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
+                raise ParameterError(f"parameter {name!r} = {v!r}: must be {'<' if self.hi_open else '<='} "
+                                     f"{self.hi}{self._range()}")
+        if self.kind in ("list", "dict"):
+            if len(v) < self.min_len:
+                raise ParameterError(f"parameter {name!r} needs at least {self.min_len} entr"
+                                     f"{'y' if self.min_len == 1 else 'ies'}, got {v!r}")
+            if self.item is not None:
+                items = v.items() if isinstance(v, dict) else enumerate(v)
+                v = type(v)((k, self.item.validate(f"{name}[{k!r}]", x)) for k, x in items) \
+                    if isinstance(v, dict) else [self.item.validate(f"{name}[{k}]", x) for k, x in items]
+        if self.check is not None:
+            self.check(v)
+        return v
+
+    def _range(self) -> str:
+        if self.lo is None and self.hi is None:
+            return ""
+        lo = "-inf" if self.lo is None else self.lo
+        hi = "inf" if self.hi is None else self.hi
+        return f" (allowed: [{lo}, {hi}{')' if self.hi_open else ']'})"
+
+
+def Int(lo=None, hi=None, **kw) -> Param:  # noqa: N802  (reads like a type)
+    return Param("int", lo, hi, **kw)
+
+
+def Float(lo=None, hi=None, **kw) -> Param:  # noqa: N802
+    return Param("float", lo, hi, **kw)
+
+
+def Fraction(**kw) -> Param:  # noqa: N802
+    """A number in [0, 1)."""
+    return Param("float", 0.0, 1.0, hi_open=True, **kw)
+
+
+def Str(choices=None, **kw) -> Param:  # noqa: N802
+    return Param("str", choices=tuple(choices) if choices is not None else None, **kw)
+
+
+def Bool(**kw) -> Param:  # noqa: N802
+    return Param("bool", **kw)
+
+
+def List(item: Param | None = None, min_len: int = 0, **kw) -> Param:  # noqa: N802
+    return Param("list", item=item, min_len=min_len, **kw)
+
+
+def Dict(item: Param | None = None, min_len: int = 0, **kw) -> Param:  # noqa: N802
+    return Param("dict", item=item, min_len=min_len, **kw)
+
+
+def _parse_structured(name: str, value: str, kind: str):
+    import yaml
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ParameterError(f"parameter {name!r}: could not parse {value!r} as a {kind} ({e})") from None
+    return parsed
+
+
+def _coerce(name: str, value, kind: str):
+    if kind == "any":
+        return value
+    if kind in ("list", "dict") and isinstance(value, str):  # papermill -p passes structures as strings
+        value = _parse_structured(name, value, kind)
+    if kind == "list":
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ParameterError(f"parameter {name!r} must be a list, got {value!r} ({type(value).__name__})")
+        return value
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise ParameterError(f"parameter {name!r} must be a dict, got {value!r} ({type(value).__name__})")
+        return value
+    if kind == "bool":
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise ParameterError(f"parameter {name!r} must be true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            if isinstance(value, str):
+                try:
+                    return int(value)
+                except ValueError:
+                    pass
+            raise ParameterError(f"parameter {name!r} must be an integer, got {value!r} ({type(value).__name__})")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ParameterError(f"parameter {name!r} must be a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ParameterError(f"parameter {name!r} must be a string, got {value!r} ({type(value).__name__})")
+        return value
+    raise ValueError(f"unknown parameter kind {kind!r}")
+
+
+# --- run folders ------------------------------------------------------------------------------
+
+def run_dir(notebook: str, profile: str) -> Path:
+    """A fresh folder for one run's outputs, created now: ``runs/<notebook>/<profile>-<time>/`` under
+    the repository (or the working directory for an installed package)."""
+    base = ROOT if (ROOT / "notebooks").is_dir() else Path.cwd()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = 1
+    while True:  # reserve the folder: two runs started in the same second get different ones
+        d = base / "runs" / notebook / (f"{profile}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            d.mkdir(parents=True)
+            return d
+        except FileExistsError:
+            n += 1
+
+
+def check_writable(name: str, path: Path) -> Path:
+    """Fail now, not after the compute, if ``path`` (a file to be written) cannot be written."""
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        raise ParameterError(f"parameter {name!r} = {str(path)!r} is a folder; give a file path (e.g. .../results.json)")
+    parent = path.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise ParameterError(f"parameter {name!r}: cannot write under {str(probe)!r} (no permission)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ParameterError(f"parameter {name!r}: {str(path)!r} exists and is not writable")
+    return path
+
+
+COMMON = {
+    "profile": Str(PROFILES, help="test | default | paper"),
+    "device": Str(help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'"),
+    "results_path": Str(help="results JSON; '' = a fresh run folder"),
+    "figures_dir": Str(help="figures folder; '' = the run folder"),
+}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers (and is not switched off by ``HF_HUB_OFFLINE``)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    import socket
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class HubOr:
+    """A profile value: the hub model ``hub`` when the hub is reachable, else the embedded ``offline``."""
+
+    hub: str
+    offline: str
+
+    def pick(self) -> str:
+        return self.hub if hub_reachable() else self.offline
+
+
+def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[str, dict],
+            verbose: bool = True) -> dict:
+    """The notebook's parameters, filled from its profile and checked.
+
+    ``values``: the notebook's namespace (``globals()``); only names in ``spec`` (plus the common ones:
+    ``profile``, ``device``, ``results_path``, ``figures_dir``) are read.  A value of ``None`` is taken
+    from ``profiles[profile]``.  Returns a dict of every checked parameter, with ``results_path`` and
+    ``figures_dir`` made absolute (a fresh run folder when they were ``""``)."""
+    full = {**COMMON, **spec}
+    profile = values.get("profile", "default")
+    COMMON["profile"].validate("profile", profile)
+    table = profiles.get(profile)
+    if table is None:
+        raise ParameterError(f"notebook {notebook!r} has no {profile!r} profile; profiles: {sorted(profiles)}")
+    unknown = set(table) - set(full)
+    if unknown:
+        raise ValueError(f"profile {profile!r} of {notebook!r} sets unknown parameters {sorted(unknown)}")
+    out = {}
+    for name, p in full.items():
+        if name not in values and name not in table:
+            continue
+        v = values.get(name)
+        if v is None and name in table:
+            v = table[name]
+        if isinstance(v, HubOr):
+            picked = v.pick()
+            if verbose and picked != v.hub:
+                print(f"[params] {name}: the Hugging Face hub is not reachable; using the embedded {picked!r} "
+                      f"instead of {v.hub!r}")
+            v = picked
+        out[name] = p.validate(name, v)
+    folder = None
+    if "results_path" in out:
+        if out["results_path"] == "":
+            folder = run_dir(notebook, profile)
+            out["results_path"] = str(folder / "results.json")
+        out["results_path"] = str(check_writable("results_path", Path(out["results_path"])))
+    if "figures_dir" in out:
+        if out["figures_dir"] == "":
+            if folder is None:
+                folder = Path(out["results_path"]).parent if "results_path" in out else run_dir(notebook, profile)
+            out["figures_dir"] = str(folder / "figures")
+        fd = Path(out["figures_dir"]).expanduser().resolve()
+        if fd.exists() and not fd.is_dir():
+            raise ParameterError(f"parameter 'figures_dir' = {str(fd)!r} is a file, not a folder")
+        check_writable("figures_dir", fd / ".probe")
+        out["figures_dir"] = str(fd)
+    if "device" in out:
+        from minilib.device import DeviceError, resolve_device
+        try:
+            resolve_device(out["device"])
+        except DeviceError as e:
+            raise ParameterError(f"parameter 'device': {e}") from None
+    if verbose:
+        shown = {k: v for k, v in out.items() if k not in ("results_path", "figures_dir")}
+        print(f"[params] {notebook} ({profile}): {shown}")
+        if "results_path" in out:
+            print(f"[params] results -> {out['results_path']}")
+        if "figures_dir" in out:
+            print(f"[params] figures -> {out['figures_dir']}")
+    return out

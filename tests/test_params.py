@@ -1,0 +1,108 @@
+"""Notebook parameters: profiles fill what is None, explicit values win, bad values fail at once
+with the parameter's name, structured values from `papermill -p` are parsed, outputs default to a
+fresh run folder (never results/ or figures/)."""
+
+import pytest
+
+from minilib.params import PROFILES, Float, Fraction, HubOr, Int, List, ParameterError, Str, resolve
+from minilib.studies import anatomy, contextual, dense, sparsegpt, structured
+
+ALL = {**dense.NOTEBOOKS, **sparsegpt.NOTEBOOKS, **contextual.NOTEBOOKS, **anatomy.NOTEBOOKS, **structured.NOTEBOOKS}
+SPEC = {"n": Int(1), "frac": Fraction(), "xs": List(Float(0.0), min_len=1), "name": Str(("a", "b"))}
+PROF = {"test": {"n": 2, "xs": [0.1]}, "default": {"n": 8, "xs": [0.5, 0.7]}, "paper": {"n": 128, "xs": [0.5]}}
+
+
+def test_every_notebook_has_three_profiles_that_resolve(tmp_path, monkeypatch):
+    import minilib.params as P
+    monkeypatch.setattr(P, "hub_reachable", lambda timeout=3.0: False)  # offline: hub models fall back
+    from pathlib import Path
+    for name, (spec, profiles) in ALL.items():
+        assert set(profiles) == set(PROFILES), name
+        nb = Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.py"
+        ns = {}
+        src = nb.read_text()
+        cell = src.split('# %% tags=["parameters"]\n', 1)[1].split("\n# %%", 1)[0]
+        exec(cell, ns)  # the notebook's own parameters cell
+        assert set(k for k in ns if not k.startswith("__")) <= set(spec) | {"profile", "device", "results_path",
+                                                                           "figures_dir"}, name
+        for prof in PROFILES:
+            ns2 = {**ns, "profile": prof, "results_path": str(tmp_path / name / "r.json")}
+            out = resolve(name, ns2, spec, profiles, verbose=False)
+            missing = [k for k, v in ns.items() if v is None and out.get(k) is None and not k.startswith("__")]
+            assert not missing, (name, prof, missing)  # every None gets a value from the profile
+
+
+def test_profile_fills_none_and_explicit_values_win(tmp_path):
+    out = resolve("nb", {"profile": "test", "n": None, "frac": 0.2, "xs": None, "name": "a",
+                         "results_path": str(tmp_path / "r.json")}, SPEC, PROF, verbose=False)
+    assert out["n"] == 2 and out["xs"] == [0.1] and out["frac"] == 0.2
+    out = resolve("nb", {"profile": "paper", "n": 5, "frac": 0.2, "xs": None, "name": "a",
+                         "results_path": str(tmp_path / "r.json")}, SPEC, PROF, verbose=False)
+    assert out["n"] == 5 and out["xs"] == [0.5]
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"n": 0}, r"'n' = 0: must be >= 1"),
+    ({"n": "abc"}, "'n' must be an integer"),
+    ({"n": 2.5}, "'n' must be an integer"),
+    ({"frac": 1.0}, r"'frac' = 1.0: must be < 1.0"),
+    ({"frac": "abc"}, "'frac' must be a number"),
+    ({"xs": []}, "at least 1 entry"),
+    ({"xs": [0.5, -1]}, r"'xs\[1\]' = -1.0: must be >= 0.0"),
+    ({"xs": "[0.5,"}, "could not parse"),
+    ({"name": "c"}, "one of"),
+    ({"profile": "fast"}, "one of"),
+])
+def test_bad_values_name_the_parameter(bad, match, tmp_path):
+    vals = {"profile": "default", "n": None, "frac": 0.1, "xs": None, "name": "a",
+            "results_path": str(tmp_path / "r.json"), **bad}
+    with pytest.raises(ParameterError, match=match):
+        resolve("nb", vals, SPEC, PROF, verbose=False)
+
+
+def test_papermill_strings_are_parsed(tmp_path):
+    out = resolve("nb", {"profile": "default", "n": "3", "frac": "0.25", "xs": "[0.1, 0.2]", "name": "b",
+                         "results_path": str(tmp_path / "r.json")}, SPEC, PROF, verbose=False)
+    assert out["n"] == 3 and out["frac"] == 0.25 and out["xs"] == [0.1, 0.2]
+
+
+def test_outputs_default_to_a_fresh_run_folder(monkeypatch, tmp_path):
+    import minilib.params as P
+    monkeypatch.setattr(P, "ROOT", tmp_path)
+    (tmp_path / "notebooks").mkdir()
+    a = resolve("nb", {"profile": "test", "n": None, "frac": 0.1, "xs": None, "name": "a", "results_path": "",
+                       "figures_dir": ""}, SPEC, PROF, verbose=False)
+    b = resolve("nb", {"profile": "test", "n": None, "frac": 0.1, "xs": None, "name": "a", "results_path": "",
+                       "figures_dir": ""}, SPEC, PROF, verbose=False)
+    assert a["results_path"] != b["results_path"]
+    for out in (a, b):
+        assert out["results_path"].startswith(str(tmp_path / "runs" / "nb"))
+        assert out["figures_dir"].startswith(str(tmp_path / "runs" / "nb"))
+
+
+def test_unwritable_results_path_and_bad_device(tmp_path):
+    vals = {"profile": "test", "n": None, "frac": 0.1, "xs": None, "name": "a"}
+    with pytest.raises(ParameterError, match="is a folder"):
+        resolve("nb", {**vals, "results_path": str(tmp_path)}, SPEC, PROF, verbose=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ParameterError, match="is a file"):
+        resolve("nb", {**vals, "results_path": str(tmp_path / "r.json"), "figures_dir": str(tmp_path / "file")},
+                SPEC, PROF, verbose=False)
+    import torch
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="device.*no CUDA GPU"):
+            resolve("nb", {**vals, "results_path": str(tmp_path / "r.json"), "device": "cuda"}, SPEC, PROF,
+                    verbose=False)
+
+
+def test_hub_models_fall_back_offline(monkeypatch, tmp_path):
+    import minilib.params as P
+    monkeypatch.setattr(P, "hub_reachable", lambda timeout=3.0: False)
+    spec = {"model": Str()}
+    out = resolve("nb", {"profile": "paper", "model": None, "results_path": str(tmp_path / "r.json")}, spec,
+                  {"paper": {"model": HubOr("gpt2", "smollm2-135m")}}, verbose=False)
+    assert out["model"] == "smollm2-135m"
+    monkeypatch.setattr(P, "hub_reachable", lambda timeout=3.0: True)
+    out = resolve("nb", {"profile": "paper", "model": None, "results_path": str(tmp_path / "r.json")}, spec,
+                  {"paper": {"model": HubOr("gpt2", "smollm2-135m")}}, verbose=False)
+    assert out["model"] == "gpt2"
