@@ -65,6 +65,9 @@ def _gguf_to_hf(gguf_path: Path, stage: Path) -> None:
         raise assets.AssetError(f"GGUF {f}: state dict mismatch (missing {missing[:5]}, unexpected {unexpected[:5]})")
     if getattr(config, "tie_word_embeddings", False):
         clean.tie_weights()
+    bad = [n for n, p in clean.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:  # never cache a conversion that went wrong
+        raise assets.AssetError(f"GGUF {f}: non-finite weights after dequantisation in {bad[:5]}")
     clean.save_pretrained(stage)
     tok.save_pretrained(stage)
     del src

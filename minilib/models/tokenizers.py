@@ -10,6 +10,7 @@ module.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -51,12 +52,26 @@ def _merge_parts(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[b
 def tiktoken_to_hf(tiktoken_file: Path, out_dir: Path) -> None:
     """Write ``vocab.json`` and ``merges.txt`` for GPT-2 from a ``.tiktoken`` rank file."""
     ranks: dict[bytes, int] = {}
-    for line in Path(tiktoken_file).read_text().splitlines():
-        if line.strip():
+    path = Path(tiktoken_file)
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise assets.AssetError(f"{path}: cannot read the tiktoken file ({type(e).__name__}: {e})") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
             tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
+            token, rank = base64.b64decode(tok, validate=True), int(rank)
+        except (ValueError, binascii.Error):
+            raise assets.AssetError(f"{path}:{i}: expected '<base64 token> <rank>', got {line[:60]!r}") from None
+        if token in ranks or not token:
+            raise assets.AssetError(f"{path}:{i}: {'empty' if not token else 'duplicate'} token {token!r}")
+        ranks[token] = rank
     if len(ranks) != EOT_ID:
         raise assets.AssetError(f"{tiktoken_file} has {len(ranks)} tokens, expected {EOT_ID} (GPT-2)")
+    if sorted(ranks.values()) != list(range(EOT_ID)):
+        raise assets.AssetError(f"{tiktoken_file}: ranks are not 0..{EOT_ID - 1}, each once")
     enc = bytes_to_unicode()
     to_str = lambda b: "".join(enc[x] for x in b)  # noqa: E731
     vocab = {to_str(t): r for t, r in ranks.items()}
@@ -69,8 +84,8 @@ def tiktoken_to_hf(tiktoken_file: Path, out_dir: Path) -> None:
         if len(parts) != 2:
             raise assets.AssetError(f"token of rank {rank} is not the merge of two tokens")
         merges.append(f"{to_str(parts[0])} {to_str(parts[1])}")
-    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
 def gpt2_tokenizer_dir() -> Path:
@@ -80,10 +95,17 @@ def gpt2_tokenizer_dir() -> Path:
     def build(stage: Path) -> None:
         from transformers import GPT2TokenizerFast
         tiktoken_to_hf(src, stage)
-        vocab = json.loads((stage / "vocab.json").read_text())
-        merges = [tuple(line.split(" ")) for line in (stage / "merges.txt").read_text().splitlines()[1:]]
+        vocab = json.loads((stage / "vocab.json").read_text(encoding="utf-8"))
+        merges = [tuple(line.split(" "))
+                  for line in (stage / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]]
         tok = GPT2TokenizerFast(vocab=vocab, merges=merges, unk_token=EOT, bos_token=EOT, eos_token=EOT,
                                 model_max_length=1024)
+        # a build that went wrong is refused here, never cached: GPT-2's own ids for a known text
+        # (tiktoken's gpt2 encoding gives [15496, 995, 0] for "Hello world!")
+        got = tok("Hello world!").input_ids
+        if len(tok) != EOT_ID + 1 or got != [15496, 995, 0]:
+            raise assets.AssetError(f"the rebuilt GPT-2 tokenizer is wrong: {len(tok)} tokens, "
+                                    f"'Hello world!' -> {got}, expected 50257 and [15496, 995, 0]")
         tok.save_pretrained(stage)
 
     return assets.derived("gpt2-tokenizer", build, inputs={"tiktoken": "openai-whisper==20250625", "v": 2})
