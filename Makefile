@@ -26,6 +26,7 @@ setup: $(STAMP)
 	$(PY) -m minilib prepare
 
 test: setup
+	bash tools/install_browser.sh  # chromium + chromedriver for tests/notebooks/test_browser.py (skips without apt-get)
 	rm -rf $(NBTEST)
 	$(PY) -m minilib.runner prepare-tests $(NBTEST)
 	MINILIB_FIGURES=$(abspath $(NBTEST))/figures $(PY) -m pytest tests $(NBTEST) --nbval-lax \
@@ -34,13 +35,20 @@ test: setup
 test-fast: setup  # unit tests only (tiny models)
 	$(PY) -m pytest tests -m "not integration" -p no:cacheprovider -q
 
-reproduce: setup
-	$(PY) -m minilib.runner reproduce
+PROFILE ?= default
+reproduce: setup  # PROFILE=default (results/, figures/) | test | paper (results/<profile>/, figures/<profile>/)
+	$(PY) -m minilib.runner reproduce --profile $(PROFILE)
 
 figures: reproduce
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+.PHONY: lab
+LAB_PORT ?= 8888
+lab: setup  # JupyterLab on notebooks/ (kernel "Python (minilib)"; jupytext pairs each .ipynb with its .py twin)
+	$(PY) -m jupyterlab --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks \
+		--ServerApp.port=$(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 notebooks: $(STAMP)  # after editing a notebooks/*.py twin: update the .ipynb, strip outputs
 	$(PY) -m jupytext --sync notebooks/*.py

@@ -1,8 +1,12 @@
 """One plotting module, one theme, every figure of the suite.  Figures are saved as PDF and PNG by
-``save_figure`` (to ``figures/``, or ``$MINILIB_FIGURES``), then closed.
+``save_figure``, shown inline when it runs in a notebook kernel (JupyterLab, papermill, nbval), and
+closed, so that no figure stays open outside notebooks.
 
     fig = plot_layer_curves(anatomy, "title")
     save_figure(fig, "gpt2_anatomy_layers")   # figures/gpt2_anatomy_layers.{pdf,png}
+
+The folder: ``figures_dir`` argument > ``$MINILIB_FIGURES`` > ``figures/`` at the repository root
+(``resolve_figures_dir``).
 
 Sections: anatomy (layer curves, neuron heatmap and histogram), structured pruning sweeps
 (accuracy and cost against % removed), dense baselines, SparseGPT (perplexity against sparsity,
@@ -11,25 +15,34 @@ per-layer reconstruction error), contextual pruning (size against perplexity, re
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import matplotlib
 
-if not os.environ.get("DISPLAY") and "ipykernel" not in os.environ.get("MPLBACKEND", ""):
-    try:  # headless by default; inside Jupyter the inline backend is already active
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, papermill, nbval), which can display figures; False
+    in scripts, pytest and terminal IPython."""
+    try:
         import IPython
-        if IPython.get_ipython() is None:
-            matplotlib.use("Agg")
     except ImportError:
-        matplotlib.use("Agg")
+        return False
+    ip = IPython.get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+if not os.environ.get("DISPLAY") and not in_notebook():
+    matplotlib.use("Agg")  # headless by default; a kernel keeps its inline backend
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-FIGURES_DIR = Path(os.environ.get("MINILIB_FIGURES", Path(__file__).resolve().parent.parent / "figures"))
+FIGURES_DIR = Path(__file__).resolve().parent.parent / "figures"  # the default: figures/ of the repository
+FIGURES_ENV = "MINILIB_FIGURES"
 PALETTE = "colorblind"
 METHOD_COLORS = {}  # filled lazily so that a method keeps its colour across figures
 
@@ -46,13 +59,72 @@ def method_color(name: str):
     return METHOD_COLORS[name]
 
 
-def save_figure(fig, name: str, directory: str | os.PathLike | None = None, close: bool = True) -> list[Path]:
-    """Save ``fig`` as ``<directory>/<name>.pdf`` and ``.png`` (default ``figures/``); close it."""
-    d = Path(directory) if directory is not None else FIGURES_DIR
+def resolve_figures_dir(figures_dir: str | os.PathLike | None = None) -> Path:
+    """Where figures go: ``figures_dir`` if given, else ``$MINILIB_FIGURES`` (read at each call),
+    else ``figures/`` at the repository root."""
+    if figures_dir is not None and not isinstance(figures_dir, (str, os.PathLike)):
+        raise TypeError(f"figures_dir must be a path (str or os.PathLike) or None, got {type(figures_dir).__name__}")
+    if figures_dir is not None and str(figures_dir) == "":
+        raise ValueError("figures_dir must be a non-empty path or None")
+    d = figures_dir if figures_dir is not None else (os.environ.get(FIGURES_ENV) or FIGURES_DIR)
+    d = Path(d).expanduser()
+    if d.exists() and not d.is_dir():
+        source = "figures_dir" if figures_dir is not None else (
+            f"${FIGURES_ENV}" if os.environ.get(FIGURES_ENV) else "the default figures folder")
+        raise NotADirectoryError(f"{source} = {str(d)!r} exists and is not a folder")
+    return d
+
+
+def _display_inline(fig) -> None:
+    """Show ``fig`` as an output of the running cell: through the kernel's figure formatter (the
+    inline backend's PNG/SVG), else as a PNG at the figure's own dpi."""
+    import IPython
+    from IPython.display import Image, display
+    from matplotlib.figure import Figure
+    ip = IPython.get_ipython()
+    formatters = ip.display_formatter.formatters if ip is not None else {}
+    for mime in ("image/png", "image/svg+xml", "image/jpeg", "application/pdf"):
+        try:
+            formatters[mime].lookup_by_type(Figure)
+        except KeyError:
+            continue
+        display(fig)
+        return
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    display(Image(data=buf.getvalue(), format="png"))
+
+
+def save_figure(fig, name: str, figures_dir: str | os.PathLike | None = None, close: bool = True, *,
+                show: bool | None = None, directory: str | os.PathLike | None = None) -> list[Path]:
+    """Save ``fig`` as ``<figures_dir>/<name>.pdf`` and ``.png`` (each written atomically) and return
+    the two paths.
+
+    ``figures_dir``: see ``resolve_figures_dir`` (argument > ``$MINILIB_FIGURES`` > ``figures/``);
+    ``directory`` is its former name.  ``show`` (default: only in a notebook kernel) displays the
+    figure as an output of the cell.  ``close=True`` then closes it, so no figure stays open;
+    ``close=False`` leaves it open (in a kernel the inline backend shows it at the end of the cell
+    instead, so it is not displayed twice).
+    """
+    from minilib.io import atomic_file
+    if directory is not None:
+        if figures_dir is not None:
+            raise TypeError("pass figures_dir or its former name directory, not both")
+        figures_dir = directory
+    if not hasattr(fig, "savefig"):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string (the file name without extension), got {name!r}")
+    d = resolve_figures_dir(figures_dir)
     d.mkdir(parents=True, exist_ok=True)
     paths = [d / f"{name}.pdf", d / f"{name}.png"]
     for p in paths:
-        fig.savefig(p)
+        with atomic_file(p) as tmp:
+            fig.savefig(tmp, format=p.suffix[1:])
+    if show is None:
+        show = in_notebook()
+    if show and close:
+        _display_inline(fig)
     if close:
         plt.close(fig)
     return paths
@@ -257,3 +329,108 @@ def plot_recovery(curves: pd.DataFrame, records: pd.DataFrame):
     axes[0][-1].legend(fontsize=8)
     return fig
 
+
+
+# --- sweeps over seeds ----------------------------------------------------------------------------
+
+def plot_over_seeds(summary: pd.DataFrame, x: str, metric: str | None = None, hue: str | None = None,
+                    title: str = "", ylabel: str | None = None):
+    """Mean over seeds against ``x`` with its 95% t-interval as a band, one line per ``hue`` value.
+
+    ``summary`` is what ``minilib.runner.aggregate_over_seeds`` returns (columns ``metric, n, mean,
+    ci_lo, ci_hi`` and the setting columns); ``metric`` picks one when it holds several.  Points with
+    a single seed have no band; the legend gives the number of seeds per line."""
+    need = {"metric", "n", "mean", "ci_lo", "ci_hi", x} | ({hue} if hue else set())
+    missing = sorted(need - set(summary.columns))
+    if missing:
+        raise ValueError(f"plot_over_seeds: summary lacks columns {missing} (use aggregate_over_seeds)")
+    metrics = list(dict.fromkeys(summary["metric"]))
+    if metric is None:
+        if len(metrics) != 1:
+            raise ValueError(f"plot_over_seeds: the summary holds metrics {metrics}; pass metric=")
+        metric = metrics[0]
+    elif metric not in metrics:
+        raise ValueError(f"plot_over_seeds: metric {metric!r} not in the summary ({metrics})")
+    d = summary[summary["metric"] == metric]
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    groups = d.groupby(hue, sort=False) if hue else [(None, d)]
+    for key, g in groups:
+        g = g.sort_values(x)
+        n = sorted(set(g["n"]))
+        name = metric if key is None else f"{hue}={key}"
+        label = f"{name} (n={n[0]})" if len(n) == 1 else f"{name} (n={n[0]}-{n[-1]})"
+        color = method_color(name)
+        ax.plot(g[x], g["mean"], marker="o", ms=4, color=color, label=label)
+        ax.fill_between(g[x], g["ci_lo"], g["ci_hi"], color=color, alpha=0.2, lw=0)
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel or f"{metric} (mean, 95% CI over seeds)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# --- contextual pruning: per-layer removal, bits per byte ---------------------------------------
+
+def plot_layer_removal(layers: pd.DataFrame, title: str = ""):
+    """Share of FFN neurons a threshold removes in each block: one row of panels per domain, one panel
+    per scoring rule, one line per ε (``minilib.studies.contextual.layer_removal`` rows)."""
+    domains = list(dict.fromkeys(layers["domain"])) if "domain" in layers else [None]
+    rules = list(dict.fromkeys(layers["rule"]))
+    fig, axes = plt.subplots(len(domains), len(rules), figsize=(4.6 * len(rules), 2.9 * len(domains)),
+                             squeeze=False, sharey=True)
+    for i, d in enumerate(domains):
+        rows = layers if d is None else layers[layers["domain"] == d]
+        for j, rule in enumerate(rules):
+            ax = axes[i][j]
+            for eps, g in rows[rows["rule"] == rule].groupby("eps", sort=False):
+                g = g.sort_values("block")
+                ax.plot(g["block"], 100 * g["fraction"], marker="o", ms=3, color=method_color(f"eps={eps:g}"),
+                        label=f"ε={eps:g} ({100 * g['total_fraction'].iloc[0]:.1f}% in all)")
+            ax.set_title(f"{d} — {rule}" if d is not None else rule, fontsize=10)
+            ax.set_xlabel("block")
+            ax.legend(fontsize=7)
+        axes[i][0].set_ylabel("% of FFN neurons removed")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_size_vs_bpb(records: pd.DataFrame):
+    """Per domain: bits per byte minus the dense model's, on the same test text (paired 95% interval),
+    against % of dense parameters, after pruning and after fine-tuning; zero = dense."""
+    domains = list(dict.fromkeys(records["domain"]))
+    fig, axes = plt.subplots(1, len(domains), figsize=(4.2 * len(domains), 3.4), squeeze=False)
+    for ax, d in zip(axes[0], domains):
+        r = records[records["domain"] == d]
+        ax.axhline(0, color="k", ls="--", lw=1, label="dense")
+        for stage, marker in (("pruned", "o"), ("finetuned", "s")):
+            s = r[r["stage"] == stage].sort_values("size_pct")
+            err = np.vstack([s["d_bpb"] - s["d_bpb_low"], s["d_bpb_high"] - s["d_bpb"]])
+            ax.errorbar(s["size_pct"], s["d_bpb"], yerr=err, marker=marker, capsize=3, color=method_color(stage),
+                        label=stage)
+            for _, row in s.iterrows():
+                ax.annotate(f"ε={row['eps']:g}", (row["size_pct"], row["d_bpb"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+        ax.set_title(d)
+        ax.set_xlabel("% of dense parameters")
+    axes[0][0].set_ylabel("Δ bits per byte vs dense")
+    axes[0][-1].legend(fontsize=8)
+    return fig
+
+
+def plot_recovery_bpb(curves: pd.DataFrame, records: pd.DataFrame):
+    """Per domain: dev bits per byte during fine-tuning, one line per ε; the dense model's dashed."""
+    domains = list(dict.fromkeys(records["domain"]))
+    fig, axes = plt.subplots(1, len(domains), figsize=(4.2 * len(domains), 3.4), squeeze=False)
+    for ax, d in zip(axes[0], domains):
+        c = curves[(curves["domain"] == d) & curves["dev_bpb"].notna()]
+        for eps, g in c.groupby("eps"):
+            ax.plot(g["step"], g["dev_bpb"], marker="o", color=method_color(f"eps={eps:g}"), label=f"ε={eps:g}")
+        dense = records[(records["domain"] == d) & (records["stage"] == "dense")]["dev_bpb"].iloc[0]
+        ax.axhline(dense, color="k", ls="--", lw=1, label="dense")
+        ax.set_title(d)
+        ax.set_xlabel("fine-tuning step")
+    axes[0][0].set_ylabel("dev bits per byte")
+    axes[0][-1].legend(fontsize=8)
+    return fig
