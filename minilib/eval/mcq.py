@@ -1,10 +1,19 @@
 """Multiple-choice accuracy by log-likelihood, as lm-evaluation-harness defines it.
 
 Each choice is scored by the summed log-probability of its tokens given the question (the choice
-is appended after one space).  ``acc`` takes the choice with the highest log-likelihood;
+is appended after one space): the request is ``(question, " " + choice)``, exactly what lm-eval's
+``loglikelihood`` receives for the same item (``mcq_requests``; tested against lm-eval's HF model
+wrapper in tests/eval/test_lmeval.py).  ``acc`` takes the choice with the highest log-likelihood;
 ``acc_norm`` divides each log-likelihood by the choice's length in characters first.  The
 continuation's tokens are those of ``tokenize(question + " " + choice)`` beyond the tokens of the
 question, so word boundaries tokenize as they do in running text.
+
+Two ways to compute the same numbers: ``batched`` (whole question+choice sequences, batched, as
+lm-eval does) and ``shared`` (each question runs once and its KV cache is shared by its choices).
+``method="auto"`` picks by device, threads and lengths (``pick_method``, measured in
+benchmarks/bench_eval.py): batched on GPUs and multi-threaded CPUs; shared on one CPU thread unless
+the choices dominate the tokens.
+Accuracies come with 95% Wilson intervals over items (``minilib.stats``).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from tqdm.auto import tqdm
 from minilib.data.tasks import MCQItem, validate_mcq
 from minilib.device import model_device
 from minilib.models.adapters import adapter_for
+from minilib.stats import wilson_interval
 
 
 def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -139,10 +149,64 @@ def choice_loglikelihoods_shared(model, tokenizer, items: list[MCQItem], progres
     return out
 
 
+# The CPU rule of ``pick_method``, from benchmarks/bench_eval.py (SmolLM2-135M, 8 items per task,
+# interleaved runs, medians of 2, on a heavily shared 2-core machine).  One torch thread: the shared
+# path took 0.56x (PIQA, token ratio 1.24) to 0.72x (ARC-Easy, 2.91) of the batched time, 0.18x on
+# SciQ (3.83) and 0.29x on MMLU (3.86).  Two threads: the batched path's large matrix products
+# parallelise and the shared path's batch-1 calls do not: OpenBookQA (2.70) took 2.7x longer shared
+# (issue 12: 119 s vs 63 s for 500 items on CPU, 5.8x on a GPU); per computed token the shared path
+# cost 7x the batched one, more than the ~3.8x fewer tokens it computes on the longest questions.
+SHARED_MIN_RATIO = {"single_thread": 1.2, "multi_thread": float("inf")}
+METHODS = ("auto", "batched", "shared")
+
+
+def mcq_requests(items: list[MCQItem]) -> list[tuple[str, str]]:
+    """The ``(context, continuation)`` strings scored for ``items``, item by item and choice by
+    choice: what lm-evaluation-harness's ``loglikelihood`` receives for the same task."""
+    validate_mcq(items)
+    return [(it.question, " " + ch) for it in items for ch in it.choices]
+
+
+def token_counts(tokenizer, items: list[MCQItem]) -> dict:
+    """Tokens the two methods compute: ``batched`` (question + choice, for every choice) and
+    ``shared`` (each question once, plus every choice), and their ratio."""
+    batched = shared = 0
+    for it in items:
+        pairs = [_encode_pair(tokenizer, it.question, " " + ch) for ch in it.choices]
+        batched += sum(len(c) + len(k) for c, k in pairs)
+        shared += len(pairs[0][0]) + sum(len(k) for _, k in pairs)
+    return {"batched": batched, "shared": shared, "ratio": batched / max(shared, 1)}
+
+
+def pick_method(model, tokenizer, items: list[MCQItem]) -> str:
+    """``"batched"`` on CUDA and other accelerators and on CPU with several torch threads; with one
+    thread ``"shared"`` unless the choices dominate the tokens (the batched path would compute fewer
+    than ``SHARED_MIN_RATIO["single_thread"]`` times the shared path's tokens)."""
+    if model_device(model).type != "cpu":
+        return "batched"
+    need = SHARED_MIN_RATIO["single_thread" if torch.get_num_threads() == 1 else "multi_thread"]
+    return "shared" if token_counts(tokenizer, items)["ratio"] >= need else "batched"
+
+
 def mcq_accuracy(model, tokenizer, items: list[MCQItem], batch_size: int = 16,
-                 progress: bool | None = None, shared_prefix: bool = True) -> dict:
-    """``{"acc", "acc_norm", "acc_stderr", "acc_norm_stderr", "n"}`` on ``items``."""
-    if shared_prefix:
+                 progress: bool | None = None, shared_prefix: bool | None = None, method: str = "auto",
+                 details: bool = False) -> dict:
+    """Accuracy on ``items`` with 95% Wilson intervals.
+
+    Returns ``{"acc", "acc_ci95_low", "acc_ci95_high", "acc_norm", "acc_norm_ci95_low",
+    "acc_norm_ci95_high", "n", "chance", "method", "acc_stderr", "acc_norm_stderr"}`` (the standard
+    errors are lm-eval's one-standard-error numbers, kept for comparison; report the intervals).
+    ``details=True`` adds per-item ``correct`` / ``correct_norm`` (booleans, for paired tests such as
+    ``minilib.stats.mcnemar``) and ``loglikelihoods``.  ``method``: ``"auto"`` (``pick_method``),
+    ``"batched"`` or ``"shared"``; ``shared_prefix`` (True/False) is the older spelling of the last two."""
+    if shared_prefix is not None:
+        method = "shared" if shared_prefix else "batched"
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    validate_mcq(items)
+    if method == "auto":
+        method = pick_method(model, tokenizer, items)
+    if method == "shared":
         lls = choice_loglikelihoods_shared(model, tokenizer, items, progress=progress)
     else:
         lls = choice_loglikelihoods(model, tokenizer, items, batch_size=batch_size, progress=progress)
@@ -150,9 +214,15 @@ def mcq_accuracy(model, tokenizer, items: list[MCQItem], batch_size: int = 16,
     pred = np.array([int(np.argmax(ll)) for ll in lls])
     pred_norm = np.array([int(np.argmax(ll / np.array([len(c) for c in it.choices], dtype=float)))
                           for ll, it in zip(lls, items)])
-    acc, acc_norm = (pred == gold).astype(float), (pred_norm == gold).astype(float)
+    correct, correct_norm = pred == gold, pred_norm == gold
     n = len(items)
     se = lambda a: float(a.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
-    return {"acc": float(acc.mean()), "acc_norm": float(acc_norm.mean()), "acc_stderr": se(acc),
-            "acc_norm_stderr": se(acc_norm), "n": n,
-            "chance": float(np.mean([1 / len(it.choices) for it in items]))}
+    out = {"n": n, "chance": float(np.mean([1 / len(it.choices) for it in items])), "method": method}
+    for key, c in (("acc", correct), ("acc_norm", correct_norm)):
+        lo, hi = wilson_interval(int(c.sum()), n)
+        out.update({key: float(c.mean()), f"{key}_ci95_low": lo, f"{key}_ci95_high": hi,
+                    f"{key}_stderr": se(c.astype(float))})
+    if details:
+        out.update({"correct": correct.tolist(), "correct_norm": correct_norm.tolist(),
+                    "loglikelihoods": [ll.tolist() for ll in lls]})
+    return out

@@ -1,26 +1,93 @@
 """Perplexity by the SparseGPT/Wanda protocol: contiguous, non-overlapping windows of ``seqlen``
-tokens, and the exponent of the mean NLL over every predicted token."""
+tokens, and the exponent of the mean NLL over every predicted token.
+
+``perplexity`` returns the number; ``perplexity_ci`` returns it with a 95% percentile-bootstrap
+interval over the windows (the windows are the units: each is scored independently, so resampling
+them is what a re-draw of the evaluation text would do), and the per-window NLL that paired
+comparisons (``perplexity_ratio_ci``: pruned vs dense on the same windows) need.
+
+Inputs: a 1-D token tensor is cut into windows of ``seqlen`` (default 512); a 2-D ``[rows, width]``
+tensor is a batch of independent sequences: with ``seqlen=None`` (or ``seqlen == width``) each row is
+one window, otherwise each row is cut into ``width // seqlen`` windows of ``seqlen`` (a ``[1, 2048]``
+tensor with ``seqlen=256`` is 8 windows of 256, never one window of 2,048).
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from minilib.data.corpora import eval_windows
+from minilib.data.corpora import CorpusError
 from minilib.device import model_device
 from minilib.models.adapters import adapter_for
+from minilib.stats import Interval, bootstrap_ci
+
+DEFAULT_SEQLEN = 512
 
 
-def check_seqlen(model, seqlen: int) -> None:
-    """Raise if ``seqlen`` exceeds the model's maximum positions."""
+def check_seqlen(model, seqlen: int) -> int:
+    """``seqlen`` as an int in ``[2, max positions]``; else an error naming the argument and range."""
     maxpos = adapter_for(model).max_positions(model.config)
-    if maxpos is not None and seqlen > maxpos:
-        raise ValueError(f"seqlen {seqlen} is above the model's maximum positions ({maxpos})")
+    allowed = f"[2, {maxpos}] (the model's maximum positions)" if maxpos else "an integer >= 2"
+    if isinstance(seqlen, bool) or not isinstance(seqlen, numbers.Integral):
+        raise TypeError(f"seqlen must be an integer in {allowed}, got {seqlen!r} ({type(seqlen).__name__})")
     if seqlen < 2:
-        raise ValueError(f"seqlen must be at least 2 to predict a token, got {seqlen}")
+        raise ValueError(f"seqlen must be at least 2 to predict a token (allowed: {allowed}), got {seqlen}")
+    if maxpos is not None and seqlen > maxpos:
+        raise ValueError(f"seqlen {seqlen} is above the model's maximum positions ({maxpos}); allowed: {allowed}")
+    return int(seqlen)
+
+
+def check_token_ids(model, ids: torch.Tensor, name: str = "input_ids") -> None:
+    """Raise unless ``ids`` is an integer tensor with every id in ``[0, vocabulary size)``."""
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor of token ids, got {type(ids).__name__}")
+    if ids.dtype.is_floating_point or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}")
+    if ids.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(ids.shape)})")
+    vocab = model.get_input_embeddings().num_embeddings
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name} holds token id {bad}, outside the model's vocabulary: allowed 0..{vocab - 1} "
+                         f"({vocab} tokens); was it tokenized with another tokenizer?")
+
+
+def to_windows(input_ids: torch.Tensor, seqlen: int | None = None, max_windows: int | None = None,
+               model=None) -> torch.Tensor:
+    """The ``[n, seqlen]`` windows ``perplexity`` scores (see the module docstring)."""
+    if max_windows is not None and (isinstance(max_windows, bool) or not isinstance(max_windows, numbers.Integral)
+                                    or max_windows < 1):
+        raise ValueError(f"max_windows must be an integer >= 1 or None (all windows), got {max_windows!r}")
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.dim() == 1:
+        seqlen = DEFAULT_SEQLEN if seqlen is None else seqlen
+        rows = input_ids[None]
+    elif input_ids.dim() == 2:
+        seqlen = input_ids.shape[1] if seqlen is None else seqlen
+        rows = input_ids
+    else:
+        raise ValueError(f"input_ids must be 1-D (a token stream) or 2-D ([rows, width] sequences), "
+                         f"got shape {tuple(input_ids.shape)}")
+    if model is not None:
+        seqlen = check_seqlen(model, seqlen)
+        check_token_ids(model, input_ids)
+    elif isinstance(seqlen, bool) or not isinstance(seqlen, numbers.Integral) or seqlen < 2:
+        raise ValueError(f"seqlen must be an integer >= 2, got {seqlen!r}")
+    per_row = rows.shape[1] // seqlen
+    if per_row < 1:
+        what = f"{rows.shape[1]} tokens" if input_ids.dim() == 1 else f"rows of {rows.shape[1]} tokens"
+        raise CorpusError(f"input_ids has {what}, too short for one window of seqlen={seqlen}: zero windows "
+                          f"to score (use a longer text or seqlen <= {rows.shape[1]})")
+    windows = rows[:, :per_row * seqlen].reshape(-1, seqlen)
+    return windows[:max_windows] if max_windows else windows
 
 
 def lm_nll(model, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -33,34 +100,76 @@ def lm_nll(model, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
 
 
 @torch.no_grad()
-def nll_windows(model, windows: torch.Tensor, batch_size: int = 4, progress: bool | None = None) -> tuple[float, int]:
-    """Summed NLL (nats) and the number of predicted tokens over ``windows`` ``[n, seqlen]``."""
+def window_nll(model, windows: torch.Tensor, batch_size: int = 4, progress: bool | None = None) -> torch.Tensor:
+    """Summed NLL (nats, float64) of each window of ``windows`` ``[n, seqlen]``: a tensor ``[n]``;
+    each window predicts ``seqlen - 1`` tokens."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     device = model_device(model)
-    total, count = 0.0, 0
+    out = []
     batches = range(0, len(windows), batch_size)
     show = progress if progress is not None else len(batches) > 8
-    for i in tqdm(batches, desc="perplexity", disable=not show, leave=False):
-        x = windows[i:i + batch_size].to(device)
-        total += lm_nll(model, x, reduction="sum").item()
-        count += x[:, 1:].numel()
-    return total, count
-
-
-def perplexity(model, input_ids: torch.Tensor, seqlen: int = 512, batch_size: int = 4,
-               max_windows: int | None = None, progress: bool | None = None) -> float:
-    """Perplexity of ``model`` on ``input_ids``: a 1-D token tensor (cut into non-overlapping windows
-    of ``seqlen``) or a 2-D ``[n, seqlen]`` batch of windows."""
-    if input_ids.dim() == 1:
-        windows = eval_windows(input_ids, seqlen, max_windows)
-    elif input_ids.dim() == 2:
-        windows = input_ids[:max_windows] if max_windows else input_ids
-    else:
-        raise ValueError(f"input_ids must be 1-D or 2-D, got shape {tuple(input_ids.shape)}")
-    check_seqlen(model, windows.shape[1])
     was_training = model.training
     model.eval()
     try:
-        nll, n = nll_windows(model, windows, batch_size, progress)
+        for i in tqdm(batches, desc="perplexity", disable=not show, leave=False):
+            x = windows[i:i + batch_size].to(device)
+            nll = lm_nll(model, x, reduction="none").view(x.shape[0], -1)        # (B, T-1)
+            out.append(nll.double().sum(1).cpu())
     finally:
         model.train(was_training)
+    return torch.cat(out)
+
+
+def nll_windows(model, windows: torch.Tensor, batch_size: int = 4, progress: bool | None = None) -> tuple[float, int]:
+    """Summed NLL (nats) and the number of predicted tokens over ``windows`` ``[n, seqlen]``."""
+    per = window_nll(model, windows, batch_size, progress)
+    return float(per.sum()), int(windows.shape[0] * (windows.shape[1] - 1))
+
+
+def perplexity(model, input_ids: torch.Tensor, seqlen: int | None = None, batch_size: int = 4,
+               max_windows: int | None = None, progress: bool | None = None) -> float:
+    """Perplexity of ``model`` on ``input_ids`` (1-D stream or 2-D sequences; see the module
+    docstring for how they become windows of ``seqlen``)."""
+    windows = to_windows(input_ids, seqlen, max_windows, model)
+    nll, n = nll_windows(model, windows, batch_size, progress)
     return math.exp(nll / n)
+
+
+def _ppl(a: np.ndarray) -> float:
+    return math.exp(a[:, 0].sum() / a[:, 1].sum())
+
+
+def perplexity_ci(model, input_ids: torch.Tensor, seqlen: int | None = None, batch_size: int = 4,
+                  max_windows: int | None = None, progress: bool | None = None, confidence: float = 0.95,
+                  n_resamples: int = 10_000, seed: int = 0) -> dict:
+    """Perplexity with its percentile-bootstrap interval over windows.
+
+    Returns ``{"ppl", "ci95_low", "ci95_high", "windows", "seqlen", "tokens" (predicted tokens),
+    "nll" (summed NLL of each window, nats)}``; ``ppl`` equals ``perplexity(...)`` on the same
+    arguments.  One window gives a zero-width interval: use more windows (the interval narrows
+    roughly as 1/sqrt(windows))."""
+    windows = to_windows(input_ids, seqlen, max_windows, model)
+    per = window_nll(model, windows, batch_size, progress).numpy()
+    T = windows.shape[1] - 1
+    ci = bootstrap_ci(np.stack([per, np.full_like(per, T)], 1), _ppl, n_resamples=n_resamples,
+                      confidence=confidence, seed=seed)
+    return {"ppl": ci.estimate, "ci95_low": ci.low, "ci95_high": ci.high, "windows": int(windows.shape[0]),
+            "seqlen": int(windows.shape[1]), "tokens": int(windows.shape[0] * T), "nll": per.tolist()}
+
+
+def perplexity_ratio_ci(a: dict, b: dict, confidence: float = 0.95, n_resamples: int = 10_000,
+                        seed: int = 0) -> Interval:
+    """``ppl(a) / ppl(b)`` with a paired bootstrap interval over the windows both were scored on.
+
+    ``a``, ``b``: results of ``perplexity_ci`` on the same windows (e.g. a pruned and the dense
+    model); the ratio is the exponent of the difference of mean NLL per token, resampled with the
+    same window indices for both, so the window-to-window variation cancels.  An interval that
+    excludes 1 means the two perplexities differ on this text."""
+    na, nb = np.asarray(a["nll"], float), np.asarray(b["nll"], float)
+    if na.shape != nb.shape or a.get("seqlen") != b.get("seqlen"):
+        raise ValueError(f"a and b must be scored on the same windows: {na.size} windows of seqlen {a.get('seqlen')} "
+                         f"vs {nb.size} of seqlen {b.get('seqlen')}")
+    T = a["seqlen"] - 1
+    d = bootstrap_ci(na / T, paired=nb / T, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return Interval(math.exp(d.estimate), math.exp(d.low), math.exp(d.high))
