@@ -14,39 +14,48 @@
 # ---
 
 # %% [markdown]
-# # Structured FFN pruning of a encoder: baselines
+# # Structured FFN pruning of an encoder: baselines
 #
-# FFN neurons are removed **physically** (rows of up/gate with their biases, columns of down; the
-# intermediate size shrinks), without retraining, by two baselines:
+# FFN neurons are removed **physically** (rows of the up/gate projections and their biases, columns of
+# the down projection; the intermediate size shrinks) at several ratios, chosen by two baselines:
 #
-# * **random**: indices drawn independently for every layer from one seeded generator (the original
-#   code reused the same indices in every layer);
-# * **magnitude**: the L2 norm of the neuron's weights (its up/gate rows and its down column).
+# * **random**: seeded, independently in every layer, repeated over `random_seeds` (>= 3) so that its
+#   spread is known;
+# * **magnitude**: the L2 norm of the neuron's up (and gate) row and down column.
 #
-# For each ratio we measure task accuracy (Wilson 95% CI), perplexity (decoders), parameters,
-# checkpoint bytes and CPU forward latency.  The head is the cached head-only classifier of
-# `BERT_anatomy` (the same key), kept fixed while the model is pruned.
+# No retraining after pruning: the decision head stays fixed.  Both **protocols** are measured:
+# `head-only` (the frozen model's logistic head from `BERT_anatomy`, cached) and `finetuned` (the
+# model fine-tuned on the task with its own head, cached by `BERT_anatomy`).  Every row keeps the
+# per-example correctness on the test set, so `BERT_pruning_strategy` can compare the strategy with
+# these baselines by paired tests on the same examples.
 #
-# **Decision task.** Sarcasm detection on the news-headlines set (28,614 labelled headlines),
-# split into disjoint seeded train/test parts.  The decision is read at `[CLS]`: a linear head
-# (logistic regression) is trained **head-only** on the frozen model's final hidden state there, and
-# cached in `$MINILIB_CACHE/heads` as safetensors so that reruns do not retrain.  Accuracy is reported
-# with its 95% Wilson interval.
+# **Decision task.** Sarcasm detection on the news-headlines set (28,614 labelled headlines), split into
+# disjoint seeded train/test parts; the decision is read at `[CLS]`.  Accuracy with its 95% Wilson
+# interval.
 #
-# **Models.** The default is the embedded `minilm-l6` (all-MiniLM-L6-v2, a real 6-layer BERT encoder), which runs offline.  `model = "bert-base-uncased"` reproduces the original
-# setting for users who have the Hugging Face hub.
+# **Models.** The default is the embedded `minilm-l6` (all-MiniLM-L6-v2, a real 6-layer BERT encoder), which runs offline.  `model = "bert-base-uncased"`
+# reproduces the original setting for users who have the Hugging Face hub.
 
 # %% tags=["parameters"]
 profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
 model = None                     # None: from the profile (test: minilm-l6, default: minilm-l6, paper: bert-base-uncased if the hub is reachable)
 dataset = None                   # "sarcasm" (28,614 headlines), "sst2" (872) or a .jsonl with text,label; None: profile
 template = "{text}"       # how a text is shown to the model
-n_train = None                   # examples for the head (and the anatomy pass); None: profile
+n_train = None                   # examples for the head-only head; None: profile
 n_test = None                    # held-out examples for accuracy; None: profile
-seed = 0
+seed = 0                         # the train/test split
 batch_size = None
 max_length = 128
+protocols = None                 # ["head-only", "finetuned"]; None: profile
+ft_method = None                 # "full" | "lora"; None: profile (the same fine-tuning as BERT_anatomy, reused from the cache)
+ft_n_train = None
+ft_epochs = None
+ft_batch_size = None
+ft_lr = None
+ft_init = None
+lora_r = None
 ratios = None                    # fractions of FFN neurons removed; None: profile
+random_seeds = None              # seeds of the random baseline; None: profile
 ppl_corpus = "wiki"              # perplexity (decoders only), test split
 ppl_windows = None
 ppl_seqlen = None
@@ -62,40 +71,43 @@ from minilib.studies.structured import NOTEBOOKS
 globals().update(resolve("BERT_pruning_baseline", globals(), *NOTEBOOKS["BERT_pruning_baseline"]))
 
 # %%
-import json, os
+import os, time
 import numpy as np, pandas as pd, torch
 from minilib.models import load
-from minilib.eval.decision import decision_task, decision_accuracy
-from minilib.studies.anatomy import anatomy_for
-from minilib.train.heads import trained_head
+from minilib.eval.decision import decision_task
+from minilib.studies.anatomy import decision_model, ft_options
+from minilib.studies.structured import ratio_sweep, baseline_methods, seed_summary, split_correct
 from minilib import plotting as plots
 from minilib.plotting import save_figure
 from minilib.results import write_results
 
+t_start = time.perf_counter()
 m = load(model, device=device)
 task = decision_task(dataset, n_train, n_test, seed, template=template)
 tag = model.replace("/", "_")
+ft = ft_options(ft_method, ft_n_train, ft_epochs, ft_batch_size, ft_lr, ft_init, lora_r)
+majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
 print(m.adapter.family, f"{sum(p.numel() for p in m.model.parameters())/1e6:.1f}M params;", task.info)
 
 # %%
 from minilib.data import corpus_splits
-from minilib.studies.structured import ratio_sweep, method_masks, baseline_methods
-from minilib.prune import score_neurons_norm, mask_neurons, remove_neurons
-from minilib.models import save_model, load_model
-head, head_info = trained_head(m, task, batch_size, max_length)
 ppl_ids = corpus_splits(m.tokenizer, ppl_corpus)["test"] if m.adapter.is_decoder else None
-majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
 kw = dict(batch_size=batch_size, max_length=max_length, ppl_windows=ppl_windows, ppl_seqlen=ppl_seqlen)
-print(head_info)
+frames, models = [], {}
+for proto in protocols:
+    mp, head, info = decision_model(m, task, proto, batch_size, max_length, ft=ft)
+    models[proto] = (mp, head)
+    print(f"{proto}: decision model ready ({'cached' if info.get('cached') else 'trained'}, {info['seconds']:.0f}s)", flush=True)
+    frames.append(ratio_sweep(mp, head, task, baseline_methods(seeds=random_seeds), ratios, ppl_ids, **kw).assign(protocol=proto))
+df = pd.concat(frames, ignore_index=True)
+summary = seed_summary(df)
+summary.pivot_table(index="ratio", columns=["protocol", "method"], values="acc").round(3)
 
 # %%
-methods = baseline_methods(seed)
-df = ratio_sweep(m, head, task, methods, ratios, ppl_ids, **kw)
-df.round(4)
-
-# %%
-save_figure(plots.plot_accuracy_vs_pruned(df, f"{model} on {dataset}: baselines", majority), f"{tag}_pruning_baseline_accuracy", directory=figures_dir)
-save_figure(plots.plot_cost(df, f"{model}: cost of FFN pruning"), f"{tag}_pruning_baseline_cost", directory=figures_dir)
+for proto in protocols:
+    s = summary[summary.protocol == proto]
+    save_figure(plots.plot_accuracy_vs_pruned(s, f"{model} on {dataset} ({proto}): baselines", majority), f"{tag}_pruning_baseline_accuracy_{proto}", directory=figures_dir)
+    save_figure(plots.plot_cost(s, f"{model} ({proto}): cost of FFN pruning"), f"{tag}_pruning_baseline_cost_{proto}", directory=figures_dir)
 
 # %% [markdown]
 # ## Saving a pruned model: safetensors + JSON plan, reloaded with one function
@@ -103,23 +115,32 @@ save_figure(plots.plot_cost(df, f"{model}: cost of FFN pruning"), f"{tag}_prunin
 # %%
 import copy, tempfile
 from minilib.eval.decision import decision_logits
-pruned = copy.deepcopy(m.model)
+from minilib.models import save_model, load_model
+from minilib.prune import score_neurons_norm, mask_neurons, remove_neurons
+mp, head = models[protocols[0]]
+pruned = copy.deepcopy(mp.model)
 rep = remove_neurons(pruned, mask_neurons(score_neurons_norm(pruned), save_ratio), method="magnitude", target={"ratio": save_ratio})
 texts = task.texts("test")[:32]
 with tempfile.TemporaryDirectory() as d:
-    save_model(pruned, m.tokenizer, d, extra={"pruning": rep.as_dict()}, head=head, overwrite=True)
+    save_model(pruned, mp.tokenizer, d, extra={"pruning": rep.as_dict()}, head=head, overwrite=True)
     saved_bytes = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
     re = load_model(d, device=device)
-    diff = np.abs(decision_logits(pruned, m.tokenizer, head, texts) - decision_logits(re.model, re.tokenizer, re.head, texts)).max()
+    diff = np.abs(decision_logits(pruned, mp.tokenizer, head, texts) - decision_logits(re.model, re.tokenizer, re.head, texts)).max()
 print(f"saved {saved_bytes/1e6:.1f} MB (safetensors + plan + tokenizer); reloaded widths {re.plan['reshaped'] and sorted(set(rep.after['ffn_widths']))}; max |logit diff| = {diff:.2e}")
 assert diff < 1e-4
 del pruned, re
 
 # %%
+records, correct = split_correct(df)
 write_results(results_path, {
-    "notebook": "BERT_pruning_baseline", "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train,
-                                         "n_test": n_test, "seed": seed, "max_length": max_length, "ratios": ratios},
-    "metrics": {"dense_acc": float(df.loc[df.ratio == 0, "acc"].iloc[0]), "majority": majority, "reload_max_diff": float(diff),
-                "n_test": int(df["n_test"].iloc[0])},
-    "records": df.to_dict("records"),
+    "notebook": "BERT_pruning_baseline",
+    "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
+                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "protocols": protocols,
+                   "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
+                   "ft_init": ft_init, "lora_r": lora_r},
+    "metrics": {"dense_acc": {p: float(df[(df.protocol == p) & (df.ratio == 0)]["acc"].iloc[0]) for p in protocols} if 0.0 in ratios else None,
+                "majority": majority, "reload_max_diff": float(diff), "n_test": int(df["n_test"].iloc[0]),
+                "seconds": time.perf_counter() - t_start},
+    "records": records,
+    "correct": correct,
 })

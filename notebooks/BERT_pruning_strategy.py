@@ -14,38 +14,51 @@
 # ---
 
 # %% [markdown]
-# # Anatomy-guided structured FFN pruning of a encoder
+# # Anatomy-guided structured FFN pruning of an encoder
 #
 # The strategy prunes the FFN neurons with the **lowest anatomy score** (mean |projection| of the
-# neuron's contribution `a_j W_down[:, j]` on the final decision vector at `[CLS]`), splits the
-# budget across layers by the anatomy's **layer profile** (a layer's share is proportional to
-# `profile ** -strength`, capped at `max_layer_ratio`), and **never removes preserved neurons** (the
-# top `preserve_fraction` of each layer by mean |cos| with the decision vector; the original code
-# failed to protect them).  The anatomy arrays of `BERT_anatomy` are reused when present (same
-# key) and recomputed otherwise; arrays that do not match the model raise `AnatomyMismatchError`.
-# Baselines come from `BERT_pruning_baseline`'s results when their parameters match, else they are
-# run here.
+# neuron's contribution `a_j W_down[:, j]` on the final decision vector at `[CLS]`), splits the budget
+# across layers by the anatomy's **layer profile** (a layer's share is proportional to
+# `profile ** -strength`, capped at `max_layer_ratio`), and **never removes preserved neurons** (the top
+# `preserve_fraction` of each layer by mean |cos| with the decision vector).  The final decision vector
+# is the one the head reads (`decision_state = "head"`, the default) or the residual stream before the
+# final norm (`"residual"`).  The anatomy arrays of `BERT_anatomy` are reused when present (same key,
+# which names the decision state) and recomputed otherwise; arrays that do not match the model or the
+# state raise `AnatomyMismatchError`.
 #
-# **Decision task.** Sarcasm detection on the news-headlines set (28,614 labelled headlines),
-# split into disjoint seeded train/test parts.  The decision is read at `[CLS]`: a linear head
-# (logistic regression) is trained **head-only** on the frozen model's final hidden state there, and
-# cached in `$MINILIB_CACHE/heads` as safetensors so that reruns do not retrain.  Accuracy is reported
-# with its 95% Wilson interval.
+# **Protocols.** Under `head-only` the frozen model and its logistic head; under `finetuned` the model
+# fine-tuned on the task with its own head (the anatomy is then that of the fine-tuned model).  No
+# retraining after pruning.
 #
-# **Models.** The default is the embedded `minilm-l6` (all-MiniLM-L6-v2, a real 6-layer BERT encoder), which runs offline.  `model = "bert-base-uncased"` reproduces the original
-# setting for users who have the Hugging Face hub.
+# **Statistics.** Baselines (magnitude; random over `random_seeds`) come from `BERT_pruning_baseline`
+# when its parameters match, else they are run here.  Per protocol and ratio the strategy is compared
+# with each baseline **on the same test examples**: against magnitude by the exact McNemar test,
+# against the mean of the random seeds by a paired t-test on the per-example differences, each with a
+# paired-bootstrap 95% interval of the accuracy difference and Holm's correction over the ratios.
+#
+# **Models.** The default is the embedded `minilm-l6` (all-MiniLM-L6-v2, a real 6-layer BERT encoder), which runs offline.  `model = "bert-base-uncased"`
+# reproduces the original setting for users who have the Hugging Face hub.
 
 # %% tags=["parameters"]
 profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
 model = None                     # None: from the profile (test: minilm-l6, default: minilm-l6, paper: bert-base-uncased if the hub is reachable)
 dataset = None                   # "sarcasm" (28,614 headlines), "sst2" (872) or a .jsonl with text,label; None: profile
 template = "{text}"       # how a text is shown to the model
-n_train = None                   # examples for the head (and the anatomy pass); None: profile
+n_train = None                   # examples for the head-only head and the anatomy pass; None: profile
 n_test = None                    # held-out examples for accuracy; None: profile
-seed = 0
+seed = 0                         # the train/test split
 batch_size = None
 max_length = 128
+protocols = None                 # ["head-only", "finetuned"]; None: profile
+ft_method = None                 # "full" | "lora"; None: profile (the same fine-tuning as BERT_anatomy, reused from the cache)
+ft_n_train = None
+ft_epochs = None
+ft_batch_size = None
+ft_lr = None
+ft_init = None
+lora_r = None
 ratios = None                    # fractions of FFN neurons removed; None: profile
+random_seeds = None              # seeds of the random baseline (when it is run here); None: profile
 ppl_corpus = "wiki"              # perplexity (decoders only), test split
 ppl_windows = None
 ppl_seqlen = None
@@ -55,6 +68,7 @@ profile_strength = 0.5           # layer budget share ~ layer_profile^(-strength
 max_layer_ratio = 0.8            # no layer loses more than this fraction
 score_kind = "abs_proj"          # anatomy score: mean |projection of the contribution on the decision vector|
 uniform_ablation = None          # also run the anatomy score with a uniform budget; None: profile
+decision_state = None            # "head" (the vector the head reads) | "residual" (before the final norm); None: profile
 anatomy_dir = ""                 # "": $MINILIB_CACHE/anatomy (written by BERT_anatomy)
 baseline_path = ""               # "": results/BERT_pruning_baseline.json of the repository (reused when its parameters match)
 device = "auto"                  # "auto": CUDA when present, else CPU
@@ -68,92 +82,92 @@ from minilib.studies.structured import NOTEBOOKS
 globals().update(resolve("BERT_pruning_strategy", globals(), *NOTEBOOKS["BERT_pruning_strategy"]))
 
 # %%
-import json, os
+import os, time
 import numpy as np, pandas as pd, torch
 from minilib.models import load
-from minilib.eval.decision import decision_task, decision_accuracy
-from minilib.studies.anatomy import anatomy_for
-from minilib.train.heads import trained_head
+from minilib.eval.decision import decision_task
+from minilib.studies.anatomy import anatomy_for, decision_model, ft_options, layer_profile, preserved_neurons
+from minilib.studies.structured import (ratio_sweep, method_masks, baseline_methods, paired_tests, reuse_baselines,
+                                        seed_summary, split_correct)
+from minilib.prune import layer_budgets, score_neurons_anatomy, remove_neurons
 from minilib import plotting as plots
 from minilib.plotting import save_figure
+from minilib.params import ROOT
 from minilib.results import write_results
 
+t_start = time.perf_counter()
 m = load(model, device=device)
 task = decision_task(dataset, n_train, n_test, seed, template=template)
 tag = model.replace("/", "_")
+ft = ft_options(ft_method, ft_n_train, ft_epochs, ft_batch_size, ft_lr, ft_init, lora_r)
+majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
 print(m.adapter.family, f"{sum(p.numel() for p in m.model.parameters())/1e6:.1f}M params;", task.info)
 
-# %%
-an, an_info = anatomy_for(m, task, batch_size, max_length, directory=anatomy_dir or None)
-an.check(m.model)   # raises AnatomyMismatchError if the arrays belong to another model
-print(an_info)
+# %% [markdown]
+# ## Baselines: reused from `BERT_pruning_baseline` when they match
 
 # %%
 from minilib.data import corpus_splits
-from minilib.studies.structured import ratio_sweep, method_masks, baseline_methods
-from minilib.prune import score_neurons_norm, mask_neurons, remove_neurons
-from minilib.models import save_model, load_model
-head, head_info = trained_head(m, task, batch_size, max_length, features=torch.as_tensor(an["features"]))
 ppl_ids = corpus_splits(m.tokenizer, ppl_corpus)["test"] if m.adapter.is_decoder else None
-majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
 kw = dict(batch_size=batch_size, max_length=max_length, ppl_windows=ppl_windows, ppl_seqlen=ppl_seqlen)
-print(head_info)
+params = dict(model=model, dataset=dataset, template=template, n_train=n_train, n_test=n_test, seed=seed, max_length=max_length,
+              random_seeds=random_seeds, ft_method=ft_method, ft_n_train=ft_n_train, ft_epochs=ft_epochs, ft_batch_size=ft_batch_size,
+              ft_lr=ft_lr, ft_init=ft_init, lora_r=lora_r)
+baseline_file = baseline_path or str(ROOT / "results" / "BERT_pruning_baseline.json")
+base = reuse_baselines(baseline_file, params, ratios, protocols)
+print("baselines reused from " + baseline_file if base is not None else "baselines: run here (no matching results file)")
 
 # %% [markdown]
-# ## Layer profile, budgets and preserved neurons
+# ## Per protocol: anatomy, layer profile, budgets, preserved neurons, and the sweep
 
 # %%
-from minilib.studies.anatomy import layer_profile, preserved_neurons
-from minilib.prune import layer_budgets, score_neurons_anatomy
-profile = layer_profile(an)
-preserved = preserved_neurons(an, preserve_fraction)
-widths = [len(p) for p in preserved]
-budget = pd.DataFrame({"layer": range(len(widths)), "profile": profile, "preserved": [int(p.sum()) for p in preserved],
-                       **{f"removed@{r}": layer_budgets(widths, r, profile, profile_strength, max_layer_ratio, [int(p.sum()) for p in preserved])
-                          for r in ratios if r > 0}})
-budget.round(3)
+frames, budgets, strategies, lost = [], {}, {}, {}
+for proto in protocols:
+    mp, head, info = decision_model(m, task, proto, batch_size, max_length, ft=ft)
+    an, an_info = anatomy_for(mp, task, batch_size, max_length, directory=anatomy_dir or None, decision_state=decision_state)
+    an.check(mp.model, decision_state=decision_state)   # raises AnatomyMismatchError for other weights or another state
+    prof, preserved = layer_profile(an), preserved_neurons(an, preserve_fraction)
+    widths = [len(p) for p in preserved]
+    budgets[proto] = pd.DataFrame({"layer": range(len(widths)), "profile": prof, "preserved": [int(p.sum()) for p in preserved],
+                                   **{f"removed@{r}": layer_budgets(widths, r, prof, profile_strength, max_layer_ratio, [int(p.sum()) for p in preserved])
+                                      for r in ratios if r > 0}})
+    strategy = method_masks(lambda mod, an=an: score_neurons_anatomy(mod, an, score_kind), prof, preserved, profile_strength, max_layer_ratio)
+    strategies[proto] = (mp, head, strategy)
+    top = strategy(mp.model, max(ratios)) if max(ratios) > 0 else [torch.zeros(w, dtype=torch.bool) for w in widths]
+    lost[proto] = sum(int((p & k).sum()) for p, k in zip(preserved, top))
+    assert lost[proto] == 0, f"{lost[proto]} preserved neurons removed"
+    methods = {"anatomy": strategy}
+    if uniform_ablation:
+        methods["anatomy-uniform"] = method_masks(lambda mod, an=an: score_neurons_anatomy(mod, an, score_kind))
+    print(f"{proto}: anatomy {'cached' if an_info['cached'] else 'computed'} ({an_info['key']}); preserved neurons removed at ratio {max(ratios)}: {lost[proto]}", flush=True)
+    if base is None:
+        b = ratio_sweep(mp, head, task, baseline_methods(seeds=random_seeds), ratios, ppl_ids, **kw).assign(protocol=proto)
+        frames.append(b)
+    else:
+        b = base[base.protocol == proto]
+    dense = b[b.ratio == 0].iloc[0].to_dict() if (b.ratio == 0).any() else None
+    frames.append(ratio_sweep(mp, head, task, methods, ratios, ppl_ids, dense=dense, **kw).assign(protocol=proto))
+if base is not None:
+    frames.append(base)
+allm = pd.concat(frames, ignore_index=True)
+budgets[protocols[0]].round(3)
+
+# %% [markdown]
+# ## Strategy against baselines: accuracy, and paired tests on the same test examples
 
 # %%
-strategy = method_masks(lambda mod: score_neurons_anatomy(mod, an, score_kind), profile, preserved, profile_strength, max_layer_ratio)
-top = max(ratios)
-prune_masks = strategy(m.model, top)
-lost = sum(int((p & k).sum()) for p, k in zip(preserved, prune_masks))
-print(f"at ratio {top}: {lost} preserved neurons removed (must be 0)"); assert lost == 0
-
+summary = seed_summary(allm)
+summary.pivot_table(index="ratio", columns=["protocol", "method"], values="acc").round(3)
 
 # %%
-from minilib.params import ROOT
-baseline_file = baseline_path or str(ROOT / "results" / "BERT_pruning_baseline.json")
-
-
-def load_baselines():
-    """The baseline rows of BERT_pruning_baseline when its parameters match ours, else None."""
-    if not os.path.isfile(baseline_file):
-        return None
-    b = json.load(open(baseline_file))
-    same = all(b["parameters"].get(k) == v for k, v in dict(model=model, dataset=dataset, template=template, n_train=n_train,
-                                                            n_test=n_test, seed=seed, max_length=max_length).items())
-    if not (same and set(ratios) <= set(b["parameters"]["ratios"])):
-        return None
-    print("baselines reused from", baseline_file)
-    return pd.DataFrame(b["records"]).query("ratio in @ratios")
-
-base = load_baselines()
-methods = {"anatomy": strategy}
-if uniform_ablation:
-    methods["anatomy-uniform"] = method_masks(lambda mod: score_neurons_anatomy(mod, an, score_kind))
-dense = base[base.ratio == 0].iloc[0].to_dict() if base is not None and 0.0 in set(base.ratio) else None
-df = ratio_sweep(m, head, task, methods, ratios, ppl_ids, dense=dense, **kw)
-base = load_baselines() if base is None else base   # it may have finished meanwhile
-if base is None:
-    base = ratio_sweep(m, head, task, baseline_methods(seed), ratios, ppl_ids, **kw)
-allm = pd.concat([df, base], ignore_index=True)
-table = allm.pivot_table(index="ratio", columns="method", values="acc")
-table.round(3)
+tests = paired_tests(allm)
+tests[["protocol", "ratio", "baseline", "acc_strategy", "acc_baseline", "diff", "diff_low", "diff_high", "p", "p_holm", "verdict"]].round(4) if len(tests) else tests
 
 # %%
-save_figure(plots.plot_accuracy_vs_pruned(allm, f"{model} on {dataset}: strategy vs baselines", majority), f"{tag}_pruning_strategy_accuracy", directory=figures_dir)
-save_figure(plots.plot_cost(allm, f"{model}: cost of FFN pruning"), f"{tag}_pruning_strategy_cost", directory=figures_dir)
+for proto in protocols:
+    s = summary[summary.protocol == proto]
+    save_figure(plots.plot_accuracy_vs_pruned(s, f"{model} on {dataset} ({proto}): strategy vs baselines", majority), f"{tag}_pruning_strategy_accuracy_{proto}", directory=figures_dir)
+    save_figure(plots.plot_cost(s, f"{model} ({proto}): cost of FFN pruning"), f"{tag}_pruning_strategy_cost_{proto}", directory=figures_dir)
 
 # %% [markdown]
 # ## Saving the strategy's pruned model
@@ -161,26 +175,31 @@ save_figure(plots.plot_cost(allm, f"{model}: cost of FFN pruning"), f"{tag}_prun
 # %%
 import copy, tempfile
 from minilib.eval.decision import decision_logits
-pruned = copy.deepcopy(m.model)
+from minilib.models import save_model, load_model
+mp, head, strategy = strategies[protocols[0]]
+pruned = copy.deepcopy(mp.model)
 rep = remove_neurons(pruned, strategy(pruned, save_ratio), method="anatomy", target={"ratio": save_ratio})
 texts = task.texts("test")[:32]
 with tempfile.TemporaryDirectory() as d:
-    save_model(pruned, m.tokenizer, d, extra={"pruning": rep.as_dict()}, head=head, overwrite=True)
+    save_model(pruned, mp.tokenizer, d, extra={"pruning": rep.as_dict()}, head=head, overwrite=True)
     saved_bytes = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
     re = load_model(d, device=device)
-    diff = np.abs(decision_logits(pruned, m.tokenizer, head, texts) - decision_logits(re.model, re.tokenizer, re.head, texts)).max()
+    diff = np.abs(decision_logits(pruned, mp.tokenizer, head, texts) - decision_logits(re.model, re.tokenizer, re.head, texts)).max()
 print(f"saved {saved_bytes/1e6:.1f} MB (safetensors + plan + tokenizer); reloaded widths {re.plan['reshaped'] and sorted(set(rep.after['ffn_widths']))}; max |logit diff| = {diff:.2e}")
 assert diff < 1e-4
 del pruned, re
 
 # %%
-best_base = table.drop(columns=[c for c in table.columns if c.startswith("anatomy")]).max(axis=1)
+records, correct = split_correct(allm)
 write_results(results_path, {
-    "notebook": "BERT_pruning_strategy", "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
-                                         "seed": seed, "max_length": max_length, "ratios": ratios, "preserve_fraction": preserve_fraction,
-                                         "profile_strength": profile_strength, "max_layer_ratio": max_layer_ratio, "score_kind": score_kind},
-    "metrics": {"dense_acc": float(table.loc[0.0].iloc[0]) if 0.0 in table.index else None, "majority": majority,
-                "ratios_strategy_beats_best_baseline": [float(r) for r in table.index if r > 0 and table.loc[r, "anatomy"] > best_base[r]],
-                "preserved_removed": lost, "reload_max_diff": float(diff), "anatomy_cached": an_info["cached"]},
-    "records": allm.to_dict("records"),
+    "notebook": "BERT_pruning_strategy",
+    "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
+                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "protocols": protocols,
+                   "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
+                   "ft_init": ft_init, "lora_r": lora_r, "preserve_fraction": preserve_fraction, "profile_strength": profile_strength,
+                   "max_layer_ratio": max_layer_ratio, "score_kind": score_kind, "decision_state": decision_state},
+    "metrics": {"majority": majority, "paired_tests": tests, "preserved_removed": lost, "reload_max_diff": float(diff),
+                "baselines_reused": base is not None, "seconds": time.perf_counter() - t_start},
+    "records": records,
+    "correct": correct,
 })

@@ -16,33 +16,52 @@
 # %% [markdown]
 # # Anatomy of a decoder: how information reaches the last token
 #
-# Per layer: the cosine between the decision token's hidden state after each layer and the final
-# decision vector (the residual stream after the last block), and the same for each layer's attention
-# output and FFN output (mean and spread over examples).  Per FFN neuron: the contribution vector
-# `a_j * W_down[:, j]` at the decision token (its activation, gate included, times its column of the
-# down projection), its cosine with the final decision vector, the projection on it, and activation
-# statistics.  All of it comes from **one pass with hooks** that are removed afterwards; the arrays
-# are stored (npz) under a key and reused by `GPT2_pruning_strategy`.
+# Per layer: the cosine between the decision token's hidden state after each layer and the **final
+# decision vector**, and the same for each layer's attention output and FFN output (mean and spread
+# over examples).  Per FFN neuron: the contribution vector `a_j * W_down[:, j]` at the decision token
+# (its activation, gate included, times its column of the down projection), its cosine with the final
+# decision vector, the projection on it, and activation statistics.  All of it comes from **one pass
+# with hooks** that are removed afterwards; the arrays are stored (npz) under a key and reused by
+# `GPT2_pruning_strategy`.
 #
-# **Decision task.** Sarcasm detection on the news-headlines set (28,614 labelled headlines),
-# split into disjoint seeded train/test parts.  The decision is read at the last token: a linear head
-# (logistic regression) is trained **head-only** on the frozen model's final hidden state there, and
-# cached in `$MINILIB_CACHE/heads` as safetensors so that reruns do not retrain.  Accuracy is reported
-# with its 95% Wilson interval.
+# **The final decision vector** (`decision_state`) is by default the vector the decision head reads
+# (`"head"`: for decoders the state *after* the final norm; per-layer states are compared through the
+# final norm, logit-lens style, and contributions through its linear part with the scale frozen);
+# `"residual"` is the residual stream before the final norm.  The same pass gives both; the notebook
+# shows how far apart they are (for encoders without a final norm they coincide).
 #
-# **Models.** The default is the embedded `smollm2-135m` (SmolLM2-135M-Instruct, a real 30-layer Llama-family decoder), which runs offline.  `model = "gpt2"` reproduces the original
-# setting for users who have the Hugging Face hub.
+# **Two protocols for the decision.**  `head-only`: the frozen model with a logistic-regression head
+# on the decision token (cached).  `finetuned`: the model fine-tuned on the task (`ft_method`: full or a
+# LoRA adapter, merged afterwards; cached), whose own linear head is the decision head -- the original
+# study fine-tuned the whole model before its anatomy.  Accuracy is reported with its 95% Wilson
+# interval.
+#
+# **Decision task.** Sarcasm detection on the news-headlines set (28,614 labelled headlines), split into
+# disjoint seeded train/test parts.
+#
+# **Models.** The default is the embedded `smollm2-135m` (SmolLM2-135M-Instruct, a real 30-layer Llama-family decoder), which runs offline.  `model = "gpt2"`
+# reproduces the original setting for users who have the Hugging Face hub (the `paper` profile picks it
+# when the hub is reachable).
 
 # %% tags=["parameters"]
 profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
 model = None                     # None: from the profile (test: tiny-gpt2, default: smollm2-135m, paper: gpt2 if the hub is reachable)
 dataset = None                   # "sarcasm" (28,614 headlines), "sst2" (872) or a .jsonl with text,label; None: profile
 template = "{text}\nIs it sarcastic?"       # how a text is shown to the model
-n_train = None                   # examples for the head (and the anatomy pass); None: profile
+n_train = None                   # examples for the head-only head and the anatomy pass; None: profile
 n_test = None                    # held-out examples for accuracy; None: profile
 seed = 0
 batch_size = None
 max_length = 128
+protocols = None                 # ["head-only", "finetuned"]; None: profile
+decision_state = "head"          # "head": the vector the head reads (after the final norm) | "residual": before it
+ft_method = None                 # "full" | "lora"; None: profile
+ft_n_train = None                # examples for fine-tuning (first ones of the train part); None: profile
+ft_epochs = None
+ft_batch_size = None
+ft_lr = None                     # learning rate of the fine-tuned body (the head's is 1e-3)
+ft_init = None                   # "probe": start from the head-only head (LP-FT) | "random"; None: profile
+lora_r = None                    # LoRA rank (alpha = 2 r) when ft_method = "lora"
 anatomy_dir = ""                 # "": $MINILIB_CACHE/anatomy
 device = "auto"                  # "auto": CUDA when present, else CPU
 results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
@@ -55,69 +74,89 @@ from minilib.studies.anatomy import NOTEBOOKS
 globals().update(resolve("GPT2_anatomy", globals(), *NOTEBOOKS["GPT2_anatomy"]))
 
 # %%
-import json, os
+import time
 import numpy as np, pandas as pd, torch
 from minilib.models import load
 from minilib.eval.decision import decision_task, decision_accuracy
-from minilib.studies.anatomy import anatomy_for
-from minilib.train.heads import trained_head
+from minilib.hooks import count_hooks
+from minilib.stats import bootstrap_ci
+from minilib.studies.anatomy import anatomy_for, decision_model, ft_options, DECISION_STATES
 from minilib import plotting as plots
 from minilib.plotting import save_figure
 from minilib.results import write_results
 
+t_start = time.perf_counter()
 m = load(model, device=device)
 task = decision_task(dataset, n_train, n_test, seed, template=template)
 tag = model.replace("/", "_")
+ft = ft_options(ft_method, ft_n_train, ft_epochs, ft_batch_size, ft_lr, ft_init, lora_r)
+majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
 print(m.adapter.family, f"{sum(p.numel() for p in m.model.parameters())/1e6:.1f}M params;", task.info)
 
 # %% [markdown]
-# ## One hooked pass over the training examples
+# ## Each protocol: the decision model, one hooked pass, test accuracy
 
 # %%
-an, an_info = anatomy_for(m, task, batch_size, max_length, directory=anatomy_dir or None)
-from minilib.hooks import count_hooks
-assert count_hooks(m.model) == 0
-print(an_info, {k: v.shape for k, v in an.arrays.items()})
+per_protocol, anatomies, layer_rows = {}, {}, []
+for proto in protocols:
+    t = time.perf_counter()
+    if proto == "head-only":   # the anatomy pass also gives the head's training features
+        an_m = m
+        ans = {s: anatomy_for(m, task, batch_size, max_length, directory=anatomy_dir or None, decision_state=s) for s in DECISION_STATES}
+        mp, head, info = decision_model(m, task, proto, batch_size, max_length, features=torch.as_tensor(ans[decision_state][0]["features"]))
+    else:
+        mp, head, info = decision_model(m, task, proto, batch_size, max_length, ft=ft)
+        ans = {s: anatomy_for(mp, task, batch_size, max_length, directory=anatomy_dir or None, decision_state=s) for s in DECISION_STATES}
+    assert count_hooks(mp.model) == 0
+    acc = decision_accuracy(mp.model, mp.tokenizer, head, task, "test", batch_size, max_length)
+    hr = bootstrap_ci(ans[decision_state][0]["head_residual_cos"])
+    per_protocol[proto] = {**{k: acc[k] for k in ["acc", "ci95_low", "ci95_high", "n"]}, "majority": majority,
+                           "anatomy_key": ans[decision_state][1]["key"], "anatomy_cached": ans[decision_state][1]["cached"],
+                           "head_residual_cos": {"mean": hr.estimate, "low": hr.low, "high": hr.high},
+                           "seconds": time.perf_counter() - t,
+                           "ft": None if proto == "head-only" else {k: info.get(k) for k in ["method", "n_train", "epochs", "lr", "init", "cached", "seconds", "final_loss", "key"]}}
+    anatomies[proto] = {s: a for s, (a, _) in ans.items()}
+    for s, (a, _) in ans.items():
+        layer_rows += [{"kind": "layer", "protocol": proto, "decision_state": s, **r} for r in a.layer_summary().to_dict("records")]
+    print(f"{proto}: accuracy {acc['acc']:.3f} [{acc['ci95_low']:.3f}, {acc['ci95_high']:.3f}] (n = {acc['n']}, majority {majority:.3f}); "
+          f"cos(head vector, residual vector) {hr.estimate:.3f} [{hr.low:.3f}, {hr.high:.3f}]; {per_protocol[proto]['seconds']:.0f}s", flush=True)
+pd.DataFrame(per_protocol).T.drop(columns=["ft"]).round(3)
 
 # %% [markdown]
-# ## The decision: head-only classifier, test accuracy
+# ## Per layer, for both decision vectors
 
 # %%
-head, head_info = trained_head(m, task, batch_size, max_length, features=torch.as_tensor(an["features"]))
-acc = decision_accuracy(m.model, m.tokenizer, head, task, "test", batch_size, max_length)
-majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
-print(head_info); print(acc, "majority class:", round(majority, 3))
+layers = pd.DataFrame(layer_rows)
+layers.pivot_table(index="layer", columns=["protocol", "decision_state"], values="hidden_cos_mean").round(3)
+
+# %%
+for proto, by_state in anatomies.items():
+    for s, a in by_state.items():
+        suffix = "" if s == decision_state else f"_{s}"
+        save_figure(plots.plot_layer_curves(a, f"{model} ({proto}): cosine with the {s} decision vector"), f"{tag}_anatomy_layers_{proto}{suffix}", directory=figures_dir)
+    a = by_state[decision_state]
+    save_figure(plots.plot_neuron_heatmap(a, "neuron_cos", f"{model} ({proto}): neuron contribution cos (sorted)"), f"{tag}_anatomy_heatmap_{proto}", directory=figures_dir)
+    save_figure(plots.plot_neuron_distribution(a, "neuron_cos", f"{model} ({proto}): distribution of neuron cos"), f"{tag}_anatomy_neuron_hist_{proto}", directory=figures_dir)
 
 # %% [markdown]
-# ## Per layer
+# ## Per neuron: the most decision-aligned neurons (first protocol, chosen decision vector)
 
 # %%
-layers = an.layer_summary()
-layers.round(3)
-
-# %%
-save_figure(plots.plot_layer_curves(an, f"{model}: cosine with the final decision vector"), f"{tag}_anatomy_layers", directory=figures_dir)
-save_figure(plots.plot_neuron_heatmap(an, "neuron_cos", f"{model}: neuron contribution cos (sorted)"), f"{tag}_anatomy_heatmap", directory=figures_dir)
-save_figure(plots.plot_neuron_distribution(an, "neuron_cos", f"{model}: distribution of neuron cos"), f"{tag}_anatomy_neuron_hist", directory=figures_dir)
-
-# %% [markdown]
-# ## Per neuron: the most decision-aligned neurons
-
-# %%
+an = anatomies[protocols[0]][decision_state]
 L, W = an["neuron_cos"].shape
 flat = pd.DataFrame({"layer": np.repeat(np.arange(L), W), "neuron": np.tile(np.arange(W), L),
                      **{k: an[k].ravel() for k in ["neuron_cos", "neuron_abs_cos", "neuron_abs_proj", "act_mean", "act_abs_mean", "act_std", "act_pos_frac"]}})
-top = flat.sort_values("neuron_abs_cos", ascending=False).head(10)
-top.round(3)
+flat.sort_values("neuron_abs_cos", ascending=False).head(10).round(3)
 
 # %%
 write_results(results_path, {
-    "notebook": "GPT2_anatomy", "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train,
-                                         "n_test": n_test, "seed": seed, "max_length": max_length},
-    "metrics": {**{k: acc[k] for k in ["acc", "ci95_low", "ci95_high", "n"]}, "majority": majority,
-                "head_cached": head_info["cached"], "anatomy_key": an_info["key"],
-                "hidden_cos_first_layer": float(layers["hidden_cos_mean"].iloc[0]),
-                "neuron_abs_cos_mean": float(an["neuron_abs_cos"].mean()),
-                "neuron_abs_cos_max": float(an["neuron_abs_cos"].max())},
-    "records": [{"kind": "layer", **r} for r in layers.to_dict("records")],
+    "notebook": "GPT2_anatomy",
+    "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
+                   "seed": seed, "max_length": max_length, "protocols": protocols, "decision_state": decision_state, "ft_method": ft_method,
+                   "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr, "ft_init": ft_init, "lora_r": lora_r},
+    "metrics": {"protocols": per_protocol, "majority": majority,
+                "head_residual_cos": {p: v["head_residual_cos"] for p, v in per_protocol.items()},
+                "neuron_abs_cos_mean": float(an["neuron_abs_cos"].mean()), "neuron_abs_cos_max": float(an["neuron_abs_cos"].max()),
+                "seconds": time.perf_counter() - t_start},
+    "records": layer_rows,
 })

@@ -102,6 +102,33 @@ class Adapter:
     def final_norm(self, model: nn.Module) -> nn.Module | None:
         return None if self.final_norm_path is None else get_path(self.base(model), self.final_norm_path)
 
+    def final_norm_parts(self, model: nn.Module, residual: torch.Tensor):
+        """The final norm at ``residual`` ``(B, H)`` as ``norm(x) = gain(x) * scale[:, None] + bias``:
+        returns ``(gain, scale, bias)`` with ``gain`` the linear part (centring for LayerNorm, then the
+        per-feature weight), ``scale`` ``(B,)`` the per-example ``1/sigma(x)`` and ``bias`` ``(H,)``
+        (zeros for RMS norms).  With the scale frozen at ``residual`` (as in direct logit attribution),
+        a contribution ``c`` to the residual reaches the head as ``gain(c) * scale``.  None for
+        families without a final norm (encoders)."""
+        norm = self.final_norm(model)
+        if norm is None:
+            return None
+        x = residual.float()
+        weight = getattr(norm, "weight", None)
+        w = torch.ones(x.shape[-1], device=x.device) if weight is None else weight.detach().float().to(x.device)
+        if isinstance(norm, nn.LayerNorm):
+            xc = x - x.mean(-1, keepdim=True)
+            scale = torch.rsqrt(xc.pow(2).mean(-1) + norm.eps)
+            bias = norm.bias.detach().float().to(x.device) if getattr(norm, "bias", None) is not None \
+                else torch.zeros_like(w)
+            return (lambda c: (c - c.mean(-1, keepdim=True)) * w), scale, bias
+        eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+        if eps is None:
+            raise UnsupportedModelError(f"final norm {type(norm).__name__} of family {self.family!r} is neither a "
+                                        "LayerNorm nor an RMS norm with an eps")
+        g = 1.0 + w if self.family == "gemma3" else w  # Gemma scales by (1 + weight)
+        scale = torch.rsqrt(x.pow(2).mean(-1) + eps)
+        return (lambda c: c * g), scale, torch.zeros_like(w)
+
     def head(self, model: nn.Module) -> nn.Module | None:
         """The LM head (output embeddings) or classifier head, or None for a bare encoder."""
         out = self.lm_head(model)

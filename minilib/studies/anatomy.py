@@ -3,16 +3,26 @@
 One hooked pass (``minilib.calib.feeding``) over labelled texts; at the decision token
 (``adapter.decision_positions``: ``[CLS]`` for encoders, the last token for decoders):
 
-* ``d``: the *final decision vector*, the residual stream after the last block;
+* ``d``: the *final decision vector*.  By default (``decision_state="head"``) the vector the
+  decision head reads -- for decoders the state **after** the final norm; per-layer states are
+  compared through the final norm (logit lens) and contributions through its frozen-scale linear
+  part.  ``decision_state="residual"`` uses the residual stream after the last block, before the
+  final norm.  Encoders without a final norm give the same arrays for both;
 * per layer ``l``: cosine of ``d`` with the block output, the attention output (``o`` projection)
   and the FFN output (``ffn.down``);
 * per FFN neuron ``j`` of layer ``l`` (``minilib.calib.DecisionNeuronStats``): its activation ``a_j``
   (the input of ``down``, gate included) and its contribution ``c_j = a_j * W_down[:, j]``; we keep
   ``cos(c_j, d)``, the projection ``<c_j, d>/|d|`` and activation statistics, averaged over examples.
 
-The result is an ``Anatomy`` (arrays + metadata), stored as ``.npz`` (no pickle) and checked against
-the model it is used with.  ``layer_profile`` and ``preserved_neurons`` read what the anatomy says
-about layers and neurons for the anatomy-guided pruning strategy (``minilib.studies.structured``).
+The result is an ``Anatomy`` (arrays + metadata, the decision state included), stored as ``.npz``
+(no pickle) under a key that names the decision state, and checked against the model (and state) it
+is used with.  ``layer_profile`` and ``preserved_neurons`` read what the anatomy says about layers
+and neurons for the anatomy-guided pruning strategy (``minilib.studies.structured``).
+
+The decision itself is taken under one of two **protocols** (``decision_model``): ``"head-only"`` --
+the frozen model with a logistic classifier (``minilib.train.heads``) -- or ``"finetuned"`` --
+the model fine-tuned on the task (full, or a LoRA adapter; ``minilib.train.classify``, cached), whose
+own linear head is the decision head, as in the original study.
 """
 
 from __future__ import annotations
@@ -69,9 +79,20 @@ class Anatomy:
     def n_layers(self) -> int:
         return self.arrays["neuron_cos"].shape[0]
 
-    def check(self, model, strict_weights: bool = True) -> None:
+    @property
+    def decision_state(self) -> str:
+        """``"head"`` (the vector the head reads) or ``"residual"`` (before the final norm; arrays
+        stored before the option existed were of this kind)."""
+        return self.meta.get("decision_state", "residual")
+
+    def check(self, model, strict_weights: bool = True, decision_state: str | None = None) -> None:
         """Raise ``AnatomyMismatchError`` unless these arrays were computed on ``model``'s architecture
-        (and, with ``strict_weights``, on its FFN weights)."""
+        (and, with ``strict_weights``, on its FFN weights) and, when ``decision_state`` is given, for
+        that decision state."""
+        if decision_state is not None and decision_state != self.decision_state:
+            raise AnatomyMismatchError(f"anatomy arrays (model {self.meta.get('model')!r}) were computed for the "
+                                       f"decision state {self.decision_state!r}, not {decision_state!r}; recompute "
+                                       f"them with collect_anatomy(..., decision_state={decision_state!r})")
         got, want = model_signature(model), self.meta.get("signature", {})
         keys = ["family", "n_layers", "hidden", "widths"] + (["ffn_hash"] if strict_weights else [])
         bad = [k for k in keys if got.get(k) != want.get(k)]
@@ -109,12 +130,33 @@ class Anatomy:
         return cls(arrays, meta)
 
 
+DECISION_STATES = ("head", "residual")
+
+
+def check_decision_state(decision_state: str) -> str:
+    if decision_state not in DECISION_STATES:
+        raise ValueError(f"decision_state must be one of {DECISION_STATES}, got {decision_state!r}")
+    return decision_state
+
+
 @torch.no_grad()
-def collect_anatomy(model, tokenizer, texts: list[str], labels=None, batch_size: int = 16, max_length: int = 128,
-                    meta: dict | None = None) -> Anatomy:
-    """One pass over ``texts`` (already templated) with hooks on every block, attention output, FFN
-    down projection (input and output).  Also returns the decision features (final hidden state of
-    ``base(model)`` at the decision token) for head training, as ``arrays["features"]``."""
+def collect_anatomies(model, tokenizer, texts: list[str], labels=None, batch_size: int = 16, max_length: int = 128,
+                      meta: dict | None = None, states: tuple[str, ...] = DECISION_STATES) -> dict[str, Anatomy]:
+    """One hooked pass over ``texts`` (already templated): the anatomy for each decision state in
+    ``states`` (``{state: Anatomy}``).
+
+    * ``"head"``: ``d`` is the vector the decision head reads, the output of ``adapter.base(model)`` at
+      the decision token (for decoders: after the final norm).  Per-layer states go through the final
+      norm before the cosine (logit-lens style, ``norm(h_l)``); attention/FFN outputs and neuron
+      contributions ``c`` reach the head as ``gain(c) * scale`` with the norm's scale frozen at the
+      final residual (``adapter.final_norm_parts``), as in direct logit attribution.
+    * ``"residual"``: ``d`` is the residual stream after the last block (before the final norm), and
+      everything is compared in the residual stream.
+
+    Encoders without a final norm give the same arrays for both.  Also returns the decision features
+    (what the head reads) for head training as ``arrays["features"]`` and, per example, the cosine of
+    the two decision vectors (``arrays["head_residual_cos"]``)."""
+    states = tuple(check_decision_state(s) for s in states)
     adapter = adapter_for(model)
     base = adapter.base(model)
     ffns = adapter.ffns(model)
@@ -124,14 +166,24 @@ def collect_anatomy(model, tokenizer, texts: list[str], labels=None, batch_size:
     device = model_device(model)
     down = adapter.ffn_paths["down"]
     o = adapter.attn_paths["o"]
+    H = int(model.config.hidden_size)
+    norm = adapter.final_norm(model)
+    gain = adapter.final_norm_parts(model, torch.zeros(1, H, device=device))
+    gain = None if gain is None else gain[0]
     taps = {}
     for i in range(L):
         taps[key(i)] = LastBatch("output")
         taps[key(i, o)] = LastBatch("output")
         taps[key(i, down)] = [LastBatch("output"), LastBatch("input")]
-    stats = [DecisionNeuronStats(weight_oi(f.down).float()) for f in ffns]
-    layer = {k: torch.empty(len(texts), L) for k in LAYER_ARRAYS}
-    feats = torch.empty(len(texts), model.config.hidden_size)
+    stats, layer = {}, {}
+    for s in states:
+        def w_of(f, s=s):
+            w = weight_oi(f.down).float()                                       # (H, W): [out, in]
+            return gain(w.t()).t() if (s == "head" and gain is not None) else w
+        stats[s] = [DecisionNeuronStats(w_of(f)) for f in ffns]
+        layer[s] = {k: torch.empty(len(texts), L) for k in LAYER_ARRAYS}
+    feats = torch.empty(len(texts), H)
+    hr_cos = torch.empty(len(texts))
     state: dict = {}
 
     def take(x):  # (B, T, ...) -> (B, ...) at the decision token, fp32
@@ -145,35 +197,64 @@ def collect_anatomy(model, tokenizer, texts: list[str], labels=None, batch_size:
             enc = enc.to(device)
             state["bt"] = tuple(enc["attention_mask"].shape)
             state["pos"] = adapter.decision_positions(enc["attention_mask"])
-            h = base(**enc).last_hidden_state
+            h = take(base(**enc).last_hidden_state)                            # (B, H) what the head reads
             idx_t = torch.as_tensor(idx)
-            feats[idx_t] = take(h).cpu()
-            d = taps[key(L - 1)].value                                          # (B, H) final decision vector
-            for i in range(L):
-                ffn_out, act = taps[key(i, down)]
-                layer["layer_hidden_cos"][idx_t, i] = F.cosine_similarity(taps[key(i)].value, d, dim=-1).cpu()
-                layer["layer_attn_cos"][idx_t, i] = F.cosine_similarity(taps[key(i, o)].value, d, dim=-1).cpu()
-                layer["layer_ffn_cos"][idx_t, i] = F.cosine_similarity(ffn_out.value, d, dim=-1).cpu()
-                stats[i].add_batch(act.value.cpu(), d.cpu())
+            feats[idx_t] = h.cpu()
+            resid = taps[key(L - 1)].value                                      # (B, H) residual after the last block
+            hr_cos[idx_t] = F.cosine_similarity(h, resid, dim=-1).cpu()
+            through = gain is not None
+            scale = adapter.final_norm_parts(model, resid)[1] if through else None
+            for s in states:
+                head_mode = s == "head"
+                d = h if head_mode else resid
+                lin = gain if (head_mode and through) else (lambda c: c)
+                for i in range(L):
+                    ffn_out, act = taps[key(i, down)]
+                    hid = taps[key(i)].value
+                    if head_mode and through:
+                        hid = norm(hid.to(next(norm.parameters()).dtype)).float()  # logit lens
+                    layer[s]["layer_hidden_cos"][idx_t, i] = F.cosine_similarity(hid, d, dim=-1).cpu()
+                    layer[s]["layer_attn_cos"][idx_t, i] = F.cosine_similarity(lin(taps[key(i, o)].value), d, dim=-1).cpu()
+                    layer[s]["layer_ffn_cos"][idx_t, i] = F.cosine_similarity(lin(ffn_out.value), d, dim=-1).cpu()
+                    a = act.value if scale is None or not head_mode else act.value * scale[:, None]
+                    stats[s][i].add_batch(a.cpu(), d.cpu())
     for a in taps.values():
         for x in (a if isinstance(a, list) else [a]):
             x.free()
-    per_neuron = [s.result() for s in stats]
-    arrays = {k: v.numpy() for k, v in layer.items()}
-    for k in NEURON_ARRAYS:
-        arrays[k] = torch.stack([p[k] for p in per_neuron]).float().numpy()
-    arrays["features"] = feats.numpy()
-    if labels is not None:
-        arrays["labels"] = np.asarray(labels)
-    info = {"n_examples": len(texts), "max_length": max_length, "signature": model_signature(model)}
-    return Anatomy(arrays, {**info, **(meta or {})})
+    out = {}
+    info = {"n_examples": len(texts), "max_length": max_length, "signature": model_signature(model),
+            "final_norm": norm is not None}
+    for s in states:
+        per_neuron = [st.result() for st in stats[s]]
+        arrays = {k: v.numpy() for k, v in layer[s].items()}
+        for k in NEURON_ARRAYS:
+            arrays[k] = torch.stack([p[k] for p in per_neuron]).float().numpy()
+        arrays["features"] = feats.numpy()
+        arrays["head_residual_cos"] = hr_cos.numpy()
+        if labels is not None:
+            arrays["labels"] = np.asarray(labels)
+        out[s] = Anatomy(arrays, {**info, **(meta or {}), "decision_state": s})
+    return out
 
 
-def anatomy_key(model_name: str, dataset: str, n_examples: int, seed: int, template: str, max_length: int) -> str:
+def collect_anatomy(model, tokenizer, texts: list[str], labels=None, batch_size: int = 16, max_length: int = 128,
+                    meta: dict | None = None, decision_state: str = "head") -> Anatomy:
+    """The anatomy for one decision state (``"head"``: the vector the head reads, the default;
+    ``"residual"``: the residual stream before the final norm); see ``collect_anatomies``."""
+    check_decision_state(decision_state)
+    return collect_anatomies(model, tokenizer, texts, labels, batch_size, max_length, meta, (decision_state,))[decision_state]
+
+
+def anatomy_key(model_name: str, dataset: str, n_examples: int, seed: int, template: str, max_length: int,
+                decision_state: str = "head") -> str:
+    """The store key: model, data, template, length and the decision state (arrays of one state are
+    never read as the other)."""
+    check_decision_state(decision_state)
     spec = json.dumps({"model": model_name, "dataset": dataset, "n": n_examples, "seed": seed,
-                       "template": template, "max_length": max_length, "v": 1}, sort_keys=True)
+                       "template": template, "max_length": max_length, "decision_state": decision_state, "v": 2},
+                      sort_keys=True)
     safe = model_name.replace("/", "_").replace(".", "_")
-    return f"{safe}__{dataset}__{hashlib.sha1(spec.encode()).hexdigest()[:10]}"
+    return f"{safe}__{dataset}__{decision_state}__{hashlib.sha1(spec.encode()).hexdigest()[:10]}"
 
 
 def anatomy_path(key: str, directory: str | Path | None = None) -> Path:
@@ -183,19 +264,24 @@ def anatomy_path(key: str, directory: str | Path | None = None) -> Path:
 
 
 def anatomy_for(loaded, task, batch_size: int = 16, max_length: int = 128, directory: str | Path | None = None,
-                recompute: bool = False) -> tuple[Anatomy, dict]:
-    """The anatomy of ``loaded`` on ``task.train`` (the examples the head is trained on): loaded from
-    the store when present (and checked against the model), else collected and stored."""
-    k = anatomy_key(loaded.name, task.dataset, len(task.train), task.seed, task.template, max_length)
-    path = anatomy_path(k, directory)
+                recompute: bool = False, decision_state: str = "head") -> tuple[Anatomy, dict]:
+    """The anatomy of ``loaded`` on ``task.train`` (the examples the head is trained on) for
+    ``decision_state``: loaded from the store when present (and checked against the model and the
+    state), else collected -- for both states in the same pass -- and stored."""
+    check_decision_state(decision_state)
+    keys = {s: anatomy_key(loaded.name, task.dataset, len(task.train), task.seed, task.template, max_length, s)
+            for s in DECISION_STATES}
+    path = anatomy_path(keys[decision_state], directory)
     if path.is_file() and not recompute:
         an = Anatomy.load(path)
-        an.check(loaded.model)
-        return an, {"cached": True, "path": str(path), "key": k}
-    an = collect_anatomy(loaded.model, loaded.tokenizer, task.texts("train"), task.train.labels, batch_size,
-                         max_length, meta={"model": loaded.name, "dataset": task.dataset, "key": k})
-    an.save(path)
-    return an, {"cached": False, "path": str(path), "key": k}
+        an.check(loaded.model, decision_state=decision_state)
+        return an, {"cached": True, "path": str(path), "key": keys[decision_state]}
+    ans = collect_anatomies(loaded.model, loaded.tokenizer, task.texts("train"), task.train.labels, batch_size,
+                            max_length, meta={"model": loaded.name, "dataset": task.dataset})
+    for s, an in ans.items():
+        an.meta["key"] = keys[s]
+        an.save(anatomy_path(keys[s], directory))
+    return ans[decision_state], {"cached": False, "path": str(path), "key": keys[decision_state]}
 
 
 def layer_profile(anatomy: Anatomy, kind: str = "neuron_abs_proj") -> np.ndarray:
@@ -210,9 +296,54 @@ def preserved_neurons(anatomy: Anatomy, fraction: float = 0.01, kind: str = "neu
     return protect_top(np.asarray(anatomy[kind]), fraction)
 
 
+# --- the two protocols of the decision --------------------------------------------------------
+
+PROTOCOLS = ("head-only", "finetuned")
+
+
+def decision_model(loaded, task, protocol: str, batch_size: int = 32, max_length: int = 128, features=None,
+                   ft: dict | None = None, verbose: bool = True):
+    """The model and decision head under ``protocol``: ``(loaded_p, head, info)``.
+
+    * ``"head-only"``: the frozen ``loaded`` with its head-only logistic classifier
+      (``minilib.train.trained_head``, cached; ``features`` of ``task.train`` skip its feature pass);
+    * ``"finetuned"``: the model fine-tuned on ``task.train`` (``minilib.train.finetuned_classifier``,
+      cached) with its own linear head.  ``ft``: its options (``method``, ``n_train``, ``epochs``,
+      ``batch_size``, ``lr``, ``lora_r``, ``init``: ``"probe"`` starts the head from the head-only
+      classifier (linear probing, then fine-tuning), ``"random"`` from a small random head).
+
+    ``info["seconds"]`` is the wall time spent here (near zero when everything came from the cache)."""
+    import time
+
+    from minilib.train.classify import finetuned_classifier
+    from minilib.train.heads import trained_head
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    t = time.perf_counter()
+    probe, info = trained_head(loaded, task, batch_size, max_length, features=features)
+    if protocol == "head-only":
+        return loaded, probe, {**info, "protocol": protocol, "seconds": time.perf_counter() - t}
+    ft = dict(ft or {})
+    init = ft.pop("init", "probe")
+    if init not in ("probe", "random"):
+        raise ValueError(f"ft init must be 'probe' or 'random', got {init!r}")
+    lora_r = ft.pop("lora_r", 8)
+    out, head, finfo = finetuned_classifier(loaded, task, max_length=max_length, init_head=probe if init == "probe" else None,
+                                            lora_r=lora_r, lora_alpha=2 * lora_r, verbose=verbose, **ft)
+    finfo = {k: v for k, v in finfo.items() if k != "loss"} | {"final_loss": float(np.mean(finfo["loss"][-5:]))
+                                                              if finfo.get("loss") else None}
+    return out, head, {**finfo, "protocol": protocol, "init": init, "seconds": time.perf_counter() - t}
+
+
+def ft_options(method: str, n_train: int, epochs: int, batch_size: int, lr: float, init: str, lora_r: int) -> dict:
+    """The notebooks' fine-tuning parameters as ``decision_model``'s ``ft`` options."""
+    return {"method": method, "n_train": n_train, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "init": init, "lora_r": lora_r}
+
+
 # --- the notebooks' parameters and profiles (minilib.params) ----------------------------------
 
-from minilib.params import HubOr, Int, Str  # noqa: E402
+from minilib.params import Float, HubOr, Int, List, Str  # noqa: E402
 
 
 def _check_template(v):
@@ -230,21 +361,117 @@ TASK_SPEC = {
     "seed": Int(0),
     "batch_size": Int(1),
     "max_length": Int(8),
+    "protocols": List(Str(PROTOCOLS), min_len=1, help="'head-only' (frozen model, logistic head) and/or "
+                                                          "'finetuned' (task fine-tuning, its own head)"),
+    "ft_method": Str(("full", "lora")),
+    "ft_n_train": Int(2, help="examples of the train part used for fine-tuning (at most n_train)"),
+    "ft_epochs": Int(1),
+    "ft_batch_size": Int(1),
+    "ft_lr": Float(0.0, 1.0, help="learning rate of the fine-tuned body (the head: 1e-3)"),
+    "ft_init": Str(("probe", "random"), help="head start: the head-only classifier, or random"),
+    "lora_r": Int(1),
 }
-SPEC = {**TASK_SPEC, "anatomy_dir": Str(help="'' = $MINILIB_CACHE/anatomy")}
+SPEC = {**TASK_SPEC, "anatomy_dir": Str(help="'' = $MINILIB_CACHE/anatomy"),
+        "decision_state": Str(DECISION_STATES, help="'head': the vector the head reads (after the final norm); "
+                                                    "'residual': before it")}
 
-TASK_PROFILES = {
+_FT = {
+    "BERT": {"test": dict(ft_method="full", ft_n_train=64, ft_epochs=1, ft_batch_size=16, ft_lr=5e-5, ft_init="probe"),
+             "default": dict(ft_method="full", ft_n_train=1500, ft_epochs=1, ft_batch_size=16, ft_lr=5e-5,
+                             ft_init="probe"),
+             "paper": dict(ft_method="full", ft_n_train=20000, ft_epochs=2, ft_batch_size=8, ft_lr=5e-5,
+                           ft_init="random")},
+    "GPT2": {"test": dict(ft_method="lora", ft_n_train=64, ft_epochs=1, ft_batch_size=16, ft_lr=1e-3, ft_init="probe"),
+             "default": dict(ft_method="lora", ft_n_train=300, ft_epochs=1, ft_batch_size=16, ft_lr=1e-3,
+                             ft_init="probe"),
+             "paper": dict(ft_method="full", ft_n_train=20000, ft_epochs=2, ft_batch_size=8, ft_lr=5e-5,
+                           ft_init="random")},
+}
+_BASE = {
     "BERT": {
         "test": dict(model="minilm-l6", dataset="sst2", n_train=64, n_test=64, batch_size=32),
-        "default": dict(model="minilm-l6", dataset="sarcasm", n_train=1000, n_test=600, batch_size=64),
+        "default": dict(model="minilm-l6", dataset="sarcasm", n_train=1500, n_test=1000, batch_size=64),
         "paper": dict(model=HubOr("bert-base-uncased", "minilm-l6"), dataset="sarcasm", n_train=20000, n_test=2000,
                       batch_size=64),
     },
     "GPT2": {
         "test": dict(model="tiny-gpt2", dataset="sst2", n_train=64, n_test=64, batch_size=32),
-        "default": dict(model="smollm2-135m", dataset="sarcasm", n_train=600, n_test=150, batch_size=32),
+        "default": dict(model="smollm2-135m", dataset="sarcasm", n_train=600, n_test=200, batch_size=32),
         "paper": dict(model=HubOr("gpt2", "smollm2-135m"), dataset="sarcasm", n_train=20000, n_test=2000,
                       batch_size=32),
     },
 }
+TASK_PROFILES = {fam: {p: {**_BASE[fam][p], **_FT[fam][p], "protocols": list(PROTOCOLS), "lora_r": 8}
+                       for p in ("test", "default", "paper")} for fam in ("BERT", "GPT2")}
 NOTEBOOKS = {f"{fam}_anatomy": (SPEC, TASK_PROFILES[fam]) for fam in ("BERT", "GPT2")}
+
+
+# --- tables for the docs (python -m tools.tables) ----------------------------------------------
+
+def _read_results(results_dir: Path, stem: str) -> dict | None:
+    f = Path(results_dir) / f"{stem}.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _missing(stem: str) -> str:
+    return (f"_No results in the current format yet: run `make reproduce` (or the `{stem}` notebook on its "
+            f"default profile) to write `results/{stem}.json`._")
+
+
+def dense_table(results_dir: Path) -> str:
+    """Dense test accuracy of the decision under each protocol (Wilson 95% intervals), with the
+    fine-tuning that produced it."""
+    from minilib.stats import format_ci
+    lines = ["| model | protocol | test accuracy [95% CI] | n | majority class | decision head |",
+             "|---|---|---|---|---|---|"]
+    missing = []
+    for fam in ("BERT", "GPT2"):
+        res = _read_results(results_dir, f"{fam}_anatomy")
+        if not res or "protocols" not in res.get("metrics", {}):
+            missing.append(_missing(f"{fam}_anatomy"))
+            continue
+        model = res["parameters"]["model"]
+        for proto, m in res["metrics"]["protocols"].items():
+            ft = m.get("ft") or {}
+            if proto == "head-only":
+                how = f"logistic regression on the frozen model, {res['parameters']['n_train']} examples"
+            else:
+                how = (f"{ft.get('method')} fine-tuning, {ft.get('n_train')} examples x {ft.get('epochs')} epoch(s), "
+                       f"head start: {ft.get('init')}")
+            lines.append(f"| `{model}` | {proto} | {format_ci(m['acc'], m['ci95_low'], m['ci95_high'])} | {m['n']} | "
+                         f"{m['majority']:.3f} | {how} |")
+    return "\n".join((lines + [""] if len(lines) > 2 else []) + missing).strip()
+
+
+def decision_vector_table(results_dir: Path) -> str:
+    """How much the choice of the final decision vector matters: the cosine between the vector the
+    head reads and the residual stream before the final norm (mean over the anatomy examples with its
+    95% t-interval), and where the per-layer curves of the two disagree."""
+    from minilib.stats import format_ci
+    lines = ["| model | protocol | cos(head vector, residual vector) [95% CI] | layers whose block-output cosine "
+             "changes sign | largest difference: layer, head / residual |", "|---|---|---|---|---|"]
+    missing = []
+    for fam in ("BERT", "GPT2"):
+        res = _read_results(results_dir, f"{fam}_anatomy")
+        if not res or "head_residual_cos" not in res.get("metrics", {}):
+            missing.append(_missing(f"{fam}_anatomy"))
+            continue
+        import pandas as pd
+        model = res["parameters"]["model"]
+        rec = pd.DataFrame([r for r in res["records"] if r.get("kind") == "layer"])
+        for proto, c in res["metrics"]["head_residual_cos"].items():
+            g = rec[rec.protocol == proto]
+            hd = g[g.decision_state == "head"].set_index("layer")["hidden_cos_mean"]
+            rs = g[g.decision_state == "residual"].set_index("layer")["hidden_cos_mean"]
+            flips = [int(l) for l in hd.index if np.sign(hd[l]) != np.sign(rs[l]) and max(abs(hd[l]), abs(rs[l])) > 0.05]
+            diff = (hd - rs).abs()
+            l = int(diff.idxmax())
+            lines.append(f"| `{model}` | {proto} | {format_ci(c['mean'], c['low'], c['high'])} | "
+                         f"{', '.join(map(str, flips)) if flips else 'none'} | {l}: {hd[l]:.2f} / {rs[l]:.2f} |")
+    return "\n".join((lines + [""] if len(lines) > 2 else []) + missing).strip()
+
+
+TABLES = {
+    "anatomy_dense": lambda d: dense_table(Path(d)),
+    "anatomy_decision_vectors": lambda d: decision_vector_table(Path(d)),
+}

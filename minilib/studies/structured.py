@@ -3,20 +3,29 @@
 A *method* maps ``(model, ratio)`` to prune masks (one per block, True = prune); ``method_masks``
 builds one from a neuron score and the mask options.  ``ratio_sweep`` prunes a copy of the model per
 method and ratio (physically, ``minilib.prune.remove_neurons``) and measures task accuracy (Wilson
-95% interval), perplexity (decoders), parameters, checkpoint bytes and forward latency: one tidy row
-each.
+95% interval, and the per-example correctness that paired tests need), perplexity (decoders),
+parameters, checkpoint bytes and forward latency: one tidy row each.  A method named
+``"<name>@<seed>"`` (``baseline_methods(seeds=[0, 1, 2])``: ``random@0`` ...) gives rows with
+``method=<name>`` and ``seed=<seed>``.
 
-    methods = {"random": method_masks(lambda m: score_neurons_random(m, seed)),
-               "magnitude": method_masks(score_neurons_norm),
+    methods = {**baseline_methods(seeds=[0, 1, 2]),
                "anatomy": anatomy_strategy(anatomy, preserve_fraction=0.01, strength=0.5)}
+
+``paired_tests`` compares the strategy with each baseline per protocol and ratio on the same test
+examples: against magnitude by the exact McNemar test, against the mean of the random seeds by a
+paired t-test on the per-example differences, both with a paired-bootstrap 95% interval of the
+accuracy difference and Holm's correction over the ratios.  ``TABLES`` print the results tables and
+the verdict of the docs from ``results/<family>_pruning_strategy.json``.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from minilib.eval.decision import decision_accuracy
@@ -39,10 +48,27 @@ def method_masks(scores: Callable, profile=None, preserved=None, strength: float
     return masks
 
 
-def baseline_methods(seed: int = 0) -> dict[str, MaskFn]:
-    """The two baselines: seeded random neurons, and neuron weight magnitude (L2 norm)."""
-    return {"random": method_masks(lambda mod: score_neurons_random(mod, seed)),
-            "magnitude": method_masks(score_neurons_norm)}
+def baseline_methods(seed: int = 0, seeds: list[int] | None = None) -> dict[str, MaskFn]:
+    """The two baselines: seeded random neurons, and neuron weight magnitude (L2 norm).  With
+    ``seeds``, one random method per seed, named ``"random@<seed>"``."""
+    def rnd(s):
+        return method_masks(lambda mod: score_neurons_random(mod, s))
+    if seeds is None:
+        return {"random": rnd(seed), "magnitude": method_masks(score_neurons_norm)}
+    if len(seeds) == 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    return {**{f"random@{int(s)}": rnd(int(s)) for s in seeds}, "magnitude": method_masks(score_neurons_norm)}
+
+
+def split_method(name: str) -> tuple[str, int | None]:
+    """``"random@2"`` -> ``("random", 2)``; ``"magnitude"`` -> ``("magnitude", None)``."""
+    base, sep, seed = name.partition("@")
+    if not sep:
+        return name, None
+    try:
+        return base, int(seed)
+    except ValueError:
+        raise ValueError(f"method name {name!r}: what follows '@' must be an integer seed") from None
 
 
 def anatomy_strategy(anatomy, preserve_fraction: float = 0.01, strength: float = 1.0, max_layer_ratio: float = 0.9,
@@ -57,10 +83,12 @@ def anatomy_strategy(anatomy, preserve_fraction: float = 0.01, strength: float =
 
 def measure(model, tokenizer, head, task, ppl_ids=None, ppl_seqlen: int = 256, ppl_windows: int = 4,
             batch_size: int = 32, max_length: int = 128, latency_seqlen: int = 64, latency_repeats: int = 3) -> dict:
-    """Accuracy (Wilson CI), perplexity (if ``ppl_ids``), parameters, checkpoint bytes, latency."""
+    """Accuracy (Wilson CI) and per-example correctness (``correct``), perplexity (if ``ppl_ids``),
+    parameters, checkpoint bytes, latency."""
     row = {}
-    acc = decision_accuracy(model, tokenizer, head, task, "test", batch_size, max_length)
-    row.update({"acc": acc["acc"], "ci95_low": acc["ci95_low"], "ci95_high": acc["ci95_high"], "n_test": acc["n"]})
+    acc = decision_accuracy(model, tokenizer, head, task, "test", batch_size, max_length, return_correct=True)
+    row.update({"acc": acc["acc"], "ci95_low": acc["ci95_low"], "ci95_high": acc["ci95_high"], "n_test": acc["n"],
+                "correct": acc["correct"]})
     if ppl_ids is not None:
         row["perplexity"] = perplexity(model, ppl_ids, ppl_seqlen, max_windows=ppl_windows)
     row["params"] = count_parameters(model)[0]
@@ -71,32 +99,315 @@ def measure(model, tokenizer, head, task, ppl_ids=None, ppl_seqlen: int = 256, p
 
 def ratio_sweep(loaded, head, task, methods: dict[str, MaskFn], ratios: list[float], ppl_ids=None,
                 verbose: bool = True, dense: dict | None = None, **measure_kw) -> pd.DataFrame:
-    """Rows ``method, ratio, ffn_ratio (achieved), acc, ci95_*, perplexity, params, checkpoint_bytes,
-    latency_s``.  Ratio 0 is the dense model, measured once and shared by every method (or taken
-    from ``dense``, a row measured before on the same model and task)."""
+    """Rows ``method, seed, ratio, ffn_ratio (achieved), acc, ci95_*, correct, perplexity, params,
+    checkpoint_bytes, latency_s``.  Ratio 0 is the dense model, measured once and shared by every
+    method (or taken from ``dense``, a row measured before on the same model and task)."""
     for r in ratios:
         check_ratio(r)
+    names = {name: split_method(name) for name in methods}
     rows = []
     if dense is not None:
-        dense = {k: v for k, v in dense.items() if k not in ("method", "ratio", "ffn_ratio", "param_ratio")}
+        dense = {k: v for k, v in dense.items() if k not in ("method", "seed", "ratio", "ffn_ratio", "param_ratio",
+                                                             "protocol")}
     for r in sorted(set(float(x) for x in ratios)):
         for name, masks_fn in methods.items():
+            base, seed = names[name]
             t = time.perf_counter()
             if r == 0:
                 if dense is None:
                     dense = measure(loaded.model, loaded.tokenizer, head, task, ppl_ids, **measure_kw)
-                rows.append({"method": name, "ratio": 0.0, "ffn_ratio": 0.0, "param_ratio": 0.0, **dense})
+                rows.append({"method": base, "seed": seed, "ratio": 0.0, "ffn_ratio": 0.0, "param_ratio": 0.0, **dense})
                 continue
             model = copy.deepcopy(loaded.model)
             rep = remove_neurons(model, masks_fn(model, r), method=name, target={"ratio": r})
             row = measure(model, loaded.tokenizer, head, task, ppl_ids, **measure_kw)
-            rows.append({"method": name, "ratio": r, "ffn_ratio": rep.ffn_ratio, "param_ratio": rep.param_ratio, **row})
+            rows.append({"method": base, "seed": seed, "ratio": r, "ffn_ratio": rep.ffn_ratio,
+                         "param_ratio": rep.param_ratio, **row})
             del model
             if verbose:
                 print(f"[sweep] {name:>10s} ratio {r:.2f}: achieved FFN ratio {rep.ffn_ratio:.3f}, "
                       f"acc {row['acc']:.3f}" + (f", ppl {row['perplexity']:.2f}" if 'perplexity' in row else "")
                       + f" ({time.perf_counter() - t:.0f}s)", flush=True)
     return pd.DataFrame(rows)
+
+
+# --- paired statistics: strategy against the baselines on the same test examples ----------------
+
+def pack_correct(correct) -> str:
+    """Per-example correctness as a compact ``"0110..."`` string (for the results JSON)."""
+    return "".join("1" if c else "0" for c in np.asarray(correct, dtype=bool))
+
+
+def unpack_correct(s: str) -> np.ndarray:
+    if not isinstance(s, str) or set(s) - {"0", "1"}:
+        raise ValueError("packed correctness must be a string of '0' and '1'")
+    return np.frombuffer(s.encode(), dtype=np.uint8) == ord("1")
+
+
+def row_id(protocol: str, method: str, seed, ratio: float) -> str:
+    """The key of one row's correctness in the results JSON's ``correct`` map."""
+    s = "" if seed is None or (isinstance(seed, float) and np.isnan(seed)) else int(seed)
+    return f"{protocol}|{method}|{s}|{float(ratio):.4f}"
+
+
+def split_correct(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``(records without the correct column, {row_id: packed correctness})``; rows need a
+    ``protocol`` column."""
+    packed = {row_id(r.protocol, r.method, r.seed, r.ratio): pack_correct(r.correct)
+              for r in df.itertuples() if isinstance(r.correct, (np.ndarray, list))}
+    return df.drop(columns=["correct"]), packed
+
+
+def attach_correct(df: pd.DataFrame, packed: dict[str, str]) -> pd.DataFrame:
+    """The inverse of ``split_correct``: a ``correct`` column (bool arrays, None where absent)."""
+    df = df.copy()
+    df["correct"] = [unpack_correct(packed[k]) if k in packed else None
+                     for k in (row_id(r.protocol, r.method, r.seed, r.ratio) for r in df.itertuples())]
+    return df
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error)."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    adj = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adj[i] = running
+    return adj
+
+
+def paired_tests(df: pd.DataFrame, strategy: str = "anatomy", baselines: tuple[str, ...] = ("magnitude", "random"),
+                 alpha: float = 0.05, n_resamples: int = 10_000) -> pd.DataFrame:
+    """Per protocol and ratio > 0: the strategy against each baseline on the same test examples.
+
+    ``df``: ``ratio_sweep`` rows with ``protocol``, ``method``, ``seed``, ``ratio`` and ``correct``.
+    Against a single-run baseline (magnitude): the accuracy difference with its paired-bootstrap 95%
+    interval and the exact McNemar p-value.  Against a seeded baseline (random, several seeds): the
+    difference to the mean accuracy over seeds, with the paired-bootstrap interval of the per-example
+    difference ``correct_strategy - mean_seeds(correct_random)`` and the p-value of a paired t-test on
+    it, plus the seeds' spread (``baseline_sd``, ``baseline_min``/``baseline_max``, and the t-interval
+    of their mean accuracy).  Holm's correction runs over the ratios of each protocol and comparison
+    (``p_holm``); ``verdict`` is ``better``/``worse`` where ``p_holm < alpha`` and the interval excludes
+    0 -- and, against a seeded baseline, whose per-example test is conditional on the seeds drawn, only
+    where the strategy is above (below) every seed's accuracy -- else ``no difference``."""
+    from scipy import stats as st
+
+    from minilib.stats import bootstrap_ci, mcnemar, t_interval
+    need = {"protocol", "method", "seed", "ratio", "correct"}
+    if need - set(df.columns):
+        raise ValueError(f"paired_tests needs columns {sorted(need)}, missing {sorted(need - set(df.columns))}")
+    rows = []
+    for (proto, ratio), g in df[df.ratio > 0].groupby(["protocol", "ratio"], sort=True):
+        s = g[g.method == strategy]
+        if s.empty:
+            continue
+        cs = np.asarray(s.iloc[0].correct, dtype=float)
+        for b in baselines:
+            gb = g[(g.method == b) & g.correct.notna()]
+            if gb.empty:
+                continue
+            cb = np.stack([np.asarray(c, dtype=float) for c in gb.correct])       # (runs, n)
+            if cb.shape[1] != cs.shape[0]:
+                raise ValueError(f"{b} at ratio {ratio} was measured on {cb.shape[1]} examples, the strategy on "
+                                 f"{cs.shape[0]}: paired tests need the same test examples")
+            mean_b = cb.mean(0)
+            ci = bootstrap_ci(cs, np.mean, paired=mean_b, n_resamples=n_resamples)
+            if len(cb) == 1:
+                test = mcnemar(cs.astype(bool), cb[0].astype(bool))
+                p, kind, extra = test.p_value, "McNemar (exact)", {"b": test.b, "c": test.c}
+                spread = {"baseline_sd": float("nan"), "baseline_low": float("nan"), "baseline_high": float("nan")}
+            else:
+                diff = cs - mean_b
+                p = 1.0 if np.allclose(diff, diff[0]) and diff[0] == 0 else float(st.ttest_1samp(diff, 0.0).pvalue)
+                kind, extra = f"paired t on per-example differences (mean of {len(cb)} seeds)", {}
+                accs = cb.mean(1)
+                ti = t_interval(accs)
+                spread = {"baseline_sd": float(accs.std(ddof=1)), "baseline_low": ti.low, "baseline_high": ti.high,
+                          "baseline_min": float(accs.min()), "baseline_max": float(accs.max())}
+            rows.append({"protocol": proto, "ratio": float(ratio), "strategy": strategy, "baseline": b,
+                         "n": int(cs.shape[0]), "runs": int(len(cb)), "acc_strategy": float(cs.mean()),
+                         "acc_baseline": float(mean_b.mean()), "diff": ci.estimate, "diff_low": ci.low,
+                         "diff_high": ci.high, "p": float(p), "test": kind, **spread, **extra})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["p_holm"] = np.nan
+    for _, idx in out.groupby(["protocol", "baseline"]).groups.items():
+        out.loc[idx, "p_holm"] = holm(out.loc[idx, "p"].to_numpy())
+
+    def verdict(r):
+        seeded = r.runs > 1   # the paired test is conditional on the seeds drawn: also ask for all of them
+        if r.p_holm < alpha and r.diff_low > 0 and (not seeded or r.acc_strategy > r.baseline_max):
+            return "better"
+        if r.p_holm < alpha and r.diff_high < 0 and (not seeded or r.acc_strategy < r.baseline_min):
+            return "worse"
+        return "no difference"
+    out["verdict"] = [verdict(r) for r in out.itertuples()]
+    return out
+
+
+def seed_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per protocol, method and ratio: the accuracy (a single run: its Wilson interval;
+    several seeds: their mean with the t-interval over seeds, and ``runs``), and the mean perplexity."""
+    from minilib.stats import t_interval
+    rows = []
+    for (proto, method, ratio), g in df.groupby(["protocol", "method", "ratio"], sort=False):
+        if len(g) == 1 or ratio == 0:
+            r = g.iloc[0]
+            lo, hi, runs = r.ci95_low, r.ci95_high, 1
+            acc = float(r.acc)
+        else:
+            ti = t_interval(g["acc"].to_numpy(dtype=float))
+            acc, lo, hi, runs = ti.estimate, ti.low, ti.high, len(g)
+        row = {"protocol": proto, "method": method, "ratio": float(ratio), "acc": acc, "ci95_low": lo,
+               "ci95_high": hi, "runs": runs, "acc_min": float(g["acc"].min()), "acc_max": float(g["acc"].max())}
+        for k in ("perplexity", "latency_s", "params", "checkpoint_bytes", "ffn_ratio"):
+            if k in g:
+                row[k] = float(pd.to_numeric(g[k], errors="coerce").mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+MATCH_KEYS = ("model", "dataset", "template", "n_train", "n_test", "seed", "max_length", "random_seeds", "ft_method",
+              "ft_n_train", "ft_epochs", "ft_batch_size", "ft_lr", "ft_init", "lora_r")
+
+
+def reuse_baselines(path, params: dict, ratios: list[float], protocols: list[str]) -> pd.DataFrame | None:
+    """The baseline rows (with their per-example correctness) of a ``<family>_pruning_baseline``
+    results file, when it was run with the same model, data, split, fine-tuning and random seeds and
+    covers ``ratios`` and ``protocols``; else None (the caller runs the baselines itself)."""
+    import json
+    path = Path(path)
+    if not path.is_file():
+        return None
+    b = json.loads(path.read_text())
+    bp = b.get("parameters", {})
+    if "correct" not in b or any(bp.get(k) != params.get(k) for k in MATCH_KEYS if k in params):
+        return None
+    if not (set(ratios) <= set(bp.get("ratios", [])) and set(protocols) <= set(bp.get("protocols", []))):
+        return None
+    df = pd.DataFrame(b["records"])
+    df = df[df.ratio.isin(ratios) & df.protocol.isin(protocols)]
+    df["seed"] = [None if v is None or v != v else int(v) for v in df["seed"]]
+    df = attach_correct(df, b["correct"])
+    return None if df.correct.isna().any() else df.reset_index(drop=True)
+
+
+# --- tables for the docs (python -m tools.tables) ----------------------------------------------
+
+FAMILIES = {"BERT": "encoder", "GPT2": "decoder"}
+
+
+def _read(results_dir: Path, stem: str) -> dict | None:
+    import json
+    f = Path(results_dir) / f"{stem}.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _missing(stem: str) -> str:
+    return (f"_No results in the current format yet: run `make reproduce` (or the `{stem}` notebook on its "
+            f"default profile) to write `results/{stem}.json`._")
+
+
+def _fmt_p(p: float) -> str:
+    """``"= 0.042"`` / ``"< 0.001"``: what follows a ``p``."""
+    return "n/a" if p is None or p != p else ("< 0.001" if p < 0.001 else f"= {p:.3f}")
+
+
+def _ci(est, lo, hi, digits=3):
+    from minilib.stats import format_ci
+    return format_ci(est, lo, hi, digits)
+
+
+def pruning_table(results_dir: Path, fam: str) -> str:
+    """The strategy against the baselines for one family: accuracy per protocol and ratio, and the
+    paired tests."""
+    stem = f"{fam}_pruning_strategy"
+    res = _read(results_dir, stem)
+    if not res or "paired_tests" not in res.get("metrics", {}):
+        return _missing(stem)
+    p = res["parameters"]
+    df = pd.DataFrame(res["records"])
+    summ = seed_summary(df)
+    tests = pd.DataFrame(res["metrics"]["paired_tests"])
+    has_uniform = "anatomy-uniform" in set(df.method)
+    has_ppl = "perplexity" in df and pd.to_numeric(df["perplexity"], errors="coerce").notna().any()
+    k = int(df[df.method == "random"]["seed"].nunique()) if "seed" in df else 1
+    head = ["protocol", "% FFN removed", "anatomy strategy"] + (["anatomy, uniform budget"] if has_uniform else []) + \
+        ["magnitude", f"random (mean of {k} seeds, t-interval over seeds)", "strategy - magnitude [paired bootstrap], McNemar p",
+         "strategy - random mean [paired bootstrap], paired t p"] + \
+        (["perplexity strategy / magnitude / random"] if has_ppl else [])
+    lines = [f"`{p['model']}` on `{p['dataset']}`, n = {int(df['n_test'].max())} test examples, decision state "
+             f"`{p.get('decision_state', 'residual')}`; accuracy with 95% intervals (Wilson for one run).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for proto in [x for x in ("head-only", "finetuned") if x in set(summ.protocol)]:
+        for ratio in sorted(set(summ[summ.protocol == proto].ratio)):
+            def cell(m):
+                r = summ[(summ.protocol == proto) & (summ.method == m) & (summ.ratio == ratio)]
+                return "" if r.empty else _ci(r.iloc[0].acc, r.iloc[0].ci95_low, r.iloc[0].ci95_high)
+            rr = summ[(summ.protocol == proto) & (summ.method == "random") & (summ.ratio == ratio)]
+            rng_txt = "" if rr.empty or ratio == 0 else f" (seeds {rr.iloc[0].acc_min:.3f}-{rr.iloc[0].acc_max:.3f})"
+            cells = [proto, f"{100 * ratio:.0f}", cell("anatomy")] + ([cell("anatomy-uniform")] if has_uniform else []) + \
+                [cell("magnitude"), cell("random") + rng_txt]
+            for b in ("magnitude", "random"):
+                t = tests[(tests.protocol == proto) & (tests.ratio == ratio) & (tests.baseline == b)] if len(tests) else tests
+                r = None if t.empty else t.iloc[0]
+                cells.append("" if r is None else f"{_ci(r['diff'], r['diff_low'], r['diff_high'])}, p {_fmt_p(r['p'])}")
+            if has_ppl:
+                pp = []
+                for m in ("anatomy", "magnitude", "random"):
+                    r = summ[(summ.protocol == proto) & (summ.method == m) & (summ.ratio == ratio)]
+                    v = None if r.empty else r.iloc[0].get("perplexity")
+                    pp.append("n/a" if v is None or v != v else f"{v:.4g}")
+                cells.append(" / ".join(pp))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict_text(results_dir: Path) -> str:
+    """The verdict sentences: per family and protocol, where the strategy is significantly better or
+    worse than each baseline (Holm-adjusted p < 0.05 and the paired interval excluding 0), and where
+    the data show no difference."""
+    out = []
+    for fam in FAMILIES:
+        stem = f"{fam}_pruning_strategy"
+        res = _read(results_dir, stem)
+        if not res or "paired_tests" not in res.get("metrics", {}):
+            out.append(f"* **{fam}**: " + _missing(stem))
+            continue
+        tests = pd.DataFrame(res["metrics"]["paired_tests"])
+        model = res["parameters"]["model"]
+        for proto in [x for x in ("head-only", "finetuned") if x in set(tests.protocol)]:
+            parts = []
+            for b, label in (("magnitude", "magnitude"), ("random", "the random mean")):
+                t = tests[(tests.protocol == proto) & (tests.baseline == b)].sort_values("ratio")
+                if t.empty:
+                    continue
+                bits = []
+                for v in ("better", "worse"):
+                    tv = t[t.verdict == v]
+                    if len(tv):
+                        bits.append(f"**{v}** than {label} at " + ", ".join(
+                            f"{100 * r.ratio:.0f}% ({r.diff:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}], "
+                            f"Holm p {_fmt_p(r.p_holm)})" for r in tv.itertuples()))
+                nd = t[t.verdict == "no difference"]
+                if len(nd):
+                    why = "Holm p >= 0.05, the paired interval includes 0, or the strategy lies within the range of " \
+                        "the random seeds" if b == "random" else "Holm p >= 0.05 or the paired interval includes 0"
+                    bits.append(f"not distinguishable from {label} at " + ", ".join(f"{100 * r:.0f}%" for r in nd.ratio)
+                                + f" ({why})")
+                parts.append("; ".join(bits))
+            out.append(f"* **{fam} (`{model}`), {proto} protocol**: the strategy is " + "; ".join(parts) + ".")
+    return "\n".join(out)
+
+
+TABLES = {
+    "anatomy_pruning_bert": lambda d: pruning_table(Path(d), "BERT"),
+    "anatomy_pruning_gpt2": lambda d: pruning_table(Path(d), "GPT2"),
+    "anatomy_verdict": lambda d: verdict_text(Path(d)),
+}
 
 
 # --- the notebooks' parameters and profiles (minilib.params) ----------------------------------
@@ -112,6 +423,7 @@ BASELINE_SPEC = {
     "ppl_windows": Int(1),
     "ppl_seqlen": Int(2),
     "save_ratio": Fraction(),
+    "random_seeds": List(Int(0), min_len=1, help="seeds of the random baseline (>= 3 for its spread)"),
 }
 STRATEGY_SPEC = {
     **BASELINE_SPEC,
@@ -121,18 +433,23 @@ STRATEGY_SPEC = {
     "score_kind": Str(ANATOMY_KINDS),
     "uniform_ablation": Bool(),
     "anatomy_dir": Str(),
+    "decision_state": Str(("head", "residual"), help="the anatomy's decision vector: 'head' (what the head reads) "
+                                                    "or 'residual' (before the final norm)"),
     "baseline_path": Str(help="'' = results/<family>_pruning_baseline.json of the repository"),
 }
 _SWEEP = {
-    "BERT": {"test": dict(ratios=[0.0, 0.3, 0.6], ppl_windows=1, ppl_seqlen=64),
-             "default": dict(ratios=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ppl_windows=2, ppl_seqlen=256),
-             "paper": dict(ratios=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ppl_windows=16, ppl_seqlen=512)},
-    "GPT2": {"test": dict(ratios=[0.0, 0.3, 0.6], ppl_windows=1, ppl_seqlen=64),
-             "default": dict(ratios=[0.0, 0.1, 0.3, 0.5, 0.7], ppl_windows=2, ppl_seqlen=256),
-             "paper": dict(ratios=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ppl_windows=16, ppl_seqlen=512)},
+    "BERT": {"test": dict(ratios=[0.0, 0.3, 0.6], ppl_windows=1, ppl_seqlen=64, random_seeds=[0, 1, 2]),
+             "default": dict(ratios=[0.0, 0.1, 0.3, 0.5, 0.7], ppl_windows=2, ppl_seqlen=256, random_seeds=[0, 1, 2]),
+             "paper": dict(ratios=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ppl_windows=16, ppl_seqlen=512,
+                           random_seeds=[0, 1, 2, 3, 4])},
+    "GPT2": {"test": dict(ratios=[0.0, 0.3, 0.6], ppl_windows=1, ppl_seqlen=64, random_seeds=[0, 1, 2]),
+             "default": dict(ratios=[0.0, 0.05, 0.1], ppl_windows=2, ppl_seqlen=256, random_seeds=[0, 1, 2]),
+             "paper": dict(ratios=[0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ppl_windows=16, ppl_seqlen=512,
+                           random_seeds=[0, 1, 2, 3, 4])},
 }
-_STRATEGY = {"test": dict(preserve_fraction=0.05), "default": dict(preserve_fraction=0.01),
-             "paper": dict(preserve_fraction=0.01)}
+_STRATEGY = {"test": dict(preserve_fraction=0.05, decision_state="head"),
+             "default": dict(preserve_fraction=0.01, decision_state="head"),
+             "paper": dict(preserve_fraction=0.01, decision_state="head")}
 _UNIFORM = {"BERT": {"test": False, "default": True, "paper": True},  # the ablation runs where it is cheap
             "GPT2": {"test": False, "default": False, "paper": True}}
 

@@ -5,6 +5,11 @@ per epoch with a seed.  Every ``eval_every`` steps (and before the first step) t
 *dev* split is measured; training stops as soon as it is at or below ``target_ppl`` (the unpruned
 model's dev perplexity), or after ``max_epochs`` / ``max_steps``.  The best dev checkpoint is kept
 (in memory, and on disk with ``save_to``) and restored at the end.
+
+``dev_eval`` replaces dev perplexity by any dev measure where lower is better (a callable
+``model -> float``, e.g. bits per byte on fixed dev text, which stays comparable when the model's
+tokenizer changes); ``target_ppl`` is then on that measure's scale, and the history rows carry it
+under ``dev_name``.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, t
              seqlen: int = 128, batch_size: int = 4, lr: float = 5e-5, weight_decay: float = 0.0,
              max_epochs: int = 1, max_steps: int | None = 40, warmup_steps: int = 0, eval_every: int = 10,
              dev_windows: int = 8, seed: int = 0, save_to=None, tokenizer=None, device=None,
-             verbose: bool = True) -> FinetuneResult:
+             verbose: bool = True, dev_eval=None, dev_name: str = "dev_ppl") -> FinetuneResult:
     """Fine-tune ``model`` in place on ``train_ids`` (1-D); see the module docstring."""
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
@@ -63,8 +68,16 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, t
 
     def evaluate(step, epoch, train_loss):
         nonlocal best_state
-        ppl = perplexity(model, dev_ids, seqlen, batch_size=batch_size, max_windows=dev_windows)
-        res.history.append({"step": step, "epoch": epoch, "train_loss": train_loss, "dev_ppl": ppl,
+        if dev_eval is not None:
+            was_training = model.training
+            model.eval()
+            try:
+                ppl = float(dev_eval(model))
+            finally:
+                model.train(was_training)
+        else:
+            ppl = perplexity(model, dev_ids, seqlen, batch_size=batch_size, max_windows=dev_windows)
+        res.history.append({"step": step, "epoch": epoch, "train_loss": train_loss, dev_name: ppl,
                             "lr": sched.get_last_lr()[0]})
         if step == 0:
             res.start_dev_ppl = ppl
@@ -73,10 +86,10 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, t
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             if save_to is not None:
                 from minilib.models.saving import save_model
-                save_model(model, tokenizer, save_to, extra={"finetune_step": step, "dev_ppl": ppl})
+                save_model(model, tokenizer, save_to, extra={"finetune_step": step, dev_name: ppl})
         if verbose:
             print(f"[finetune] step {step:4d}  train loss {train_loss if train_loss is not None else float('nan'):.3f}  "
-                  f"dev ppl {ppl:.3f}" + (f" (target {target_ppl:.3f})" if target_ppl else ""))
+                  f"{dev_name.replace('_', ' ')} {ppl:.3f}" + (f" (target {target_ppl:.3f})" if target_ppl else ""))
         return target_ppl is not None and ppl <= target_ppl
 
     g = torch.Generator().manual_seed(seed)
@@ -99,7 +112,7 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, t
                 opt.step()
                 sched.step()
                 step += 1
-                res.history.append({"step": step, "epoch": epoch, "train_loss": loss.item(), "dev_ppl": None,
+                res.history.append({"step": step, "epoch": epoch, "train_loss": loss.item(), dev_name: None,
                                     "lr": sched.get_last_lr()[0]})
                 if step % eval_every == 0 or step == total:
                     if evaluate(step, epoch, loss.item()):

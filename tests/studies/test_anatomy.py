@@ -7,9 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilib.studies.anatomy import Anatomy, AnatomyMismatchError, collect_anatomy
+from minilib.studies.anatomy import (Anatomy, AnatomyMismatchError, anatomy_for, anatomy_key, collect_anatomies,
+                                     collect_anatomy)
 from minilib.hooks import count_hooks, forward_hooks, forward_pre_hooks
 from minilib.models.linear import weight_oi
+from minilib.models import load
 from minilib.models.surgery import remove_ffn_neurons
 
 TEXTS = ["the movie was great fun", "a dull, lifeless film", "what a waste of time and money",
@@ -50,7 +52,7 @@ def _hand(loaded, texts):
 
 
 def test_anatomy_matches_hand_computation(tiny, no_hook_leak):
-    an = collect_anatomy(tiny.model, tiny.tokenizer, TEXTS, batch_size=4)
+    an = collect_anatomy(tiny.model, tiny.tokenizer, TEXTS, batch_size=4, decision_state="residual")
     cos, proj, blk, d = _hand(tiny, TEXTS)
     np.testing.assert_allclose(an["neuron_cos"], cos.numpy(), atol=1e-4)
     np.testing.assert_allclose(an["neuron_abs_proj"], proj.numpy(), rtol=1e-3, atol=1e-6)
@@ -103,3 +105,126 @@ def test_unsupported_family_is_a_clear_error():
     with pytest.raises(UnsupportedModelError):
         collect_anatomy(fake, None, TEXTS)
 
+
+
+# --- the decision state: the vector the head reads (default) vs the residual before the final norm ---
+
+def test_final_norm_parts_reconstruct_the_norm(tiny_decoder):
+    """norm(x) == gain(x) * scale + bias for every family's final norm, and gain is linear."""
+    ad, model = tiny_decoder.adapter, tiny_decoder.model
+    norm = ad.final_norm(model)
+    with torch.no_grad():
+        for p in norm.parameters():             # non-trivial gains and biases
+            p.add_(torch.randn_like(p) * 0.3)
+    x, c = torch.randn(5, model.config.hidden_size) * 3, torch.randn(5, model.config.hidden_size)
+    gain, scale, bias = ad.final_norm_parts(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(gain(x) * scale[:, None] + bias, norm(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gain(x + 2 * c), gain(x) + 2 * gain(c), atol=1e-5, rtol=1e-5)
+    assert load("tiny-bert").adapter.final_norm_parts(load("tiny-bert").model, x) is None
+
+
+def _hand_head(loaded, texts):
+    """Head state by hand: d is the state the head reads; per-layer states through the final norm;
+    neuron contributions a_j W[:, j] through the norm's gain with the scale frozen at the residual."""
+    model, tok, ad = loaded
+    blocks, ffns = ad.blocks(model), ad.ffns(model)
+    acts, blk = {}, {}
+    enc = tok(texts, return_tensors="pt", padding=True)
+    pos = ad.decision_positions(enc["attention_mask"])
+    rows = torch.arange(len(texts))
+    B, T = enc["attention_mask"].shape
+
+    def at(x):
+        return x.reshape(B, T, -1)[rows, pos]
+    pre = {f.down: (lambda i: lambda m, a: acts.__setitem__(i, at(a[0])))(i) for i, f in enumerate(ffns)}
+    post = {b: (lambda i: lambda m, a, o: blk.__setitem__(i, at(o[0] if isinstance(o, tuple) else o)))(i)
+            for i, b in enumerate(blocks)}
+    with torch.no_grad(), forward_hooks(post), forward_pre_hooks(pre):
+        d = at(ad.base(model)(**enc).last_hidden_state)
+    norm, resid = ad.final_norm(model), blk[len(blocks) - 1]
+    gain, scale, _ = ad.final_norm_parts(model, resid)
+    with torch.no_grad():
+        hid = [F.cosine_similarity(norm(blk[i]), d, dim=-1) for i in range(len(blocks))]
+        proj = []
+        for i, f in enumerate(ffns):
+            contrib = acts[i][:, :, None] * weight_oi(f.down).T[None]          # (B, W, H)
+            reach = gain(contrib) * scale[:, None, None]                       # what reaches the head
+            proj.append((reach @ d[:, :, None]).squeeze(-1).div(d.norm(dim=1, keepdim=True)).abs().mean(0))
+    return torch.stack(hid, 1), torch.stack(proj), d, resid
+
+
+def test_head_state_matches_hand_computation(tiny_decoder, no_hook_leak):
+    m = tiny_decoder
+    with torch.no_grad():
+        for p in m.adapter.final_norm(m.model).parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    ans = collect_anatomies(m.model, m.tokenizer, TEXTS, batch_size=4)
+    an = ans["head"]
+    hid, proj, d, resid = _hand_head(m, TEXTS)
+    np.testing.assert_allclose(an["layer_hidden_cos"], hid.numpy(), atol=1e-4)
+    np.testing.assert_allclose(an["layer_hidden_cos"][:, -1], 1.0, atol=1e-5)  # norm(last residual) is d
+    np.testing.assert_allclose(an["neuron_abs_proj"], proj.numpy(), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(an["features"], d.numpy(), atol=1e-5)
+    np.testing.assert_allclose(an["head_residual_cos"], F.cosine_similarity(d, resid, dim=-1).numpy(), atol=1e-5)
+    # the two states really differ for decoders (the norm's gain is not a multiple of the identity)
+    assert not np.allclose(an["neuron_abs_proj"], ans["residual"]["neuron_abs_proj"])
+    assert an.meta["decision_state"] == "head" and ans["residual"].meta["decision_state"] == "residual"
+    for k in ("features", "labels"):
+        if k in an.arrays:
+            np.testing.assert_array_equal(an[k], ans["residual"][k])
+    no_hook_leak(m.model)
+
+
+def test_encoder_states_coincide():
+    m = load("tiny-bert")
+    ans = collect_anatomies(m.model, m.tokenizer, TEXTS, batch_size=4)
+    for k in ("layer_hidden_cos", "layer_ffn_cos", "neuron_abs_proj", "neuron_cos"):
+        np.testing.assert_allclose(ans["head"][k], ans["residual"][k], atol=1e-6)
+
+
+def test_decision_state_in_key_cache_and_check(tmp_path):
+    from minilib.eval.decision import decision_task
+    m = load("tiny-llama")
+    k = {s: anatomy_key("tiny-llama", "sst2", 16, 0, "{text}", 64, s) for s in ("head", "residual")}
+    assert k["head"] != k["residual"] and "head" in k["head"] and "residual" in k["residual"]
+    with pytest.raises(ValueError, match="decision_state"):
+        anatomy_key("tiny-llama", "sst2", 16, 0, "{text}", 64, "post")
+    task = decision_task("sst2", n_train=12, n_test=4, seed=0)
+    an, info = anatomy_for(m, task, batch_size=6, directory=tmp_path)                 # computes and stores both
+    assert not info["cached"] and an.decision_state == "head"
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    res, info = anatomy_for(m, task, batch_size=6, directory=tmp_path, decision_state="residual")
+    assert info["cached"] and res.decision_state == "residual"
+    with pytest.raises(AnatomyMismatchError, match="decision state"):
+        res.check(m.model, decision_state="head")
+    # arrays stored before the option (no state in their metadata) are residual ones
+    old = Anatomy(dict(res.arrays), {k: v for k, v in res.meta.items() if k != "decision_state"})
+    assert old.decision_state == "residual"
+    with pytest.raises(AnatomyMismatchError):
+        old.check(m.model, decision_state="head")
+    with pytest.raises(ValueError, match="decision_state"):
+        collect_anatomy(m.model, m.tokenizer, TEXTS, decision_state="final")
+
+
+def test_decision_model_under_both_protocols(tmp_path, monkeypatch):
+    from minilib import assets
+    from minilib.eval.decision import decision_accuracy, decision_task
+    from minilib.studies.anatomy import decision_model
+    m = load("tiny-llama")
+    task = decision_task("sst2", n_train=16, n_test=8, seed=0)
+    monkeypatch.setattr(assets, "cache_dir", lambda: tmp_path)          # heads and fine-tuned models go here
+    same, probe, info = decision_model(m, task, "head-only", batch_size=8)
+    assert same is m and info["protocol"] == "head-only"
+    ft = {"method": "lora", "n_train": 16, "epochs": 1, "batch_size": 8, "lr": 1e-3, "init": "probe", "lora_r": 4}
+    tuned, head, info = decision_model(m, task, "finetuned", batch_size=8, ft=ft, verbose=False)
+    assert tuned.name != m.name and not info["cached"] and info["init"] == "probe" and info["lora_r"] == 4
+    assert not torch.equal(head.weight, probe.weight)                  # trained on from the probe
+    acc = decision_accuracy(tuned.model, tuned.tokenizer, head, task, return_correct=True)
+    assert acc["correct"].shape == (8,) and acc["correct"].mean() == pytest.approx(acc["acc"])
+    again = decision_model(m, task, "finetuned", batch_size=8, ft=ft, verbose=False)
+    assert again[2]["cached"] and again[0].name == tuned.name
+    with pytest.raises(ValueError, match="protocol"):
+        decision_model(m, task, "zero-shot")
+    with pytest.raises(ValueError, match="init"):
+        decision_model(m, task, "finetuned", ft={**ft, "init": "warm"})

@@ -5,6 +5,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -155,3 +156,141 @@ def test_failure_half_way_names_what_was_changed(monkeypatch):
     monkeypatch.setattr(apply_mod, "remove_ffn_neurons", flaky)
     with pytest.raises(PartialPruneError, match=r"blocks \[0\] were already pruned"):
         remove_neurons(m, mask_neurons(score_neurons_random(m, 0), 0.3))
+
+
+# --- seeds, per-example correctness, paired tests, baseline reuse, tables -----------------------
+
+from minilib.studies import structured as st  # noqa: E402
+
+
+def test_ratio_sweep_rows_carry_seeds_and_correctness():
+    from minilib.eval.decision import decision_task
+    from minilib.models import load
+    m = load("tiny-llama")
+    task = decision_task("sst2", n_train=8, n_test=12, seed=0)
+    head = torch.nn.Linear(64, 2)
+    df = st.ratio_sweep(m, head, task, st.baseline_methods(seeds=[0, 1, 2]), [0.0, 0.5], verbose=False,
+                        latency_repeats=1)
+    assert set(df.method) == {"random", "magnitude"} and len(df) == 8
+    assert sorted(df[(df.method == "random") & (df.ratio == 0.5)].seed) == [0, 1, 2]
+    assert df[df.method == "magnitude"].seed.isna().all()
+    for r in df.itertuples():
+        assert r.correct.dtype == bool and r.correct.shape == (12,) and r.correct.mean() == pytest.approx(r.acc)
+    records, packed = st.split_correct(df.assign(protocol="head-only"))
+    assert "correct" not in records.columns and len(packed) == 8 and all(set(v) <= {"0", "1"} for v in packed.values())
+    back = st.attach_correct(records, packed)
+    for a, b in zip(back.correct, df.correct):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="distinct"):
+        st.baseline_methods(seeds=[1, 1])
+    assert set(st.baseline_methods(0)) == {"random", "magnitude"}           # the old form still works
+
+
+def test_pack_correct_rejects_garbage():
+    assert st.unpack_correct(st.pack_correct([True, False, True])).tolist() == [True, False, True]
+    with pytest.raises(ValueError):
+        st.unpack_correct("01x")
+
+
+def test_holm_known_values():
+    np.testing.assert_allclose(st.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(st.holm([0.5]), [0.5])
+
+
+def _rows(correct_by_method, protocol="head-only", ratio=0.3):
+    rows = []
+    for (method, seed), c in correct_by_method.items():
+        c = np.asarray(c, dtype=bool)
+        rows.append({"protocol": protocol, "method": method, "seed": seed, "ratio": ratio, "correct": c,
+                     "acc": c.mean(), "ci95_low": 0.0, "ci95_high": 1.0, "n_test": len(c)})
+    return rows
+
+
+def test_paired_tests_mcnemar_and_random_mean():
+    n = 200
+    rng = np.random.default_rng(0)
+    strat = np.ones(n, bool)
+    strat[:20] = False                                    # strategy right on 180
+    mag = strat.copy()
+    mag[20:60] = False                                    # magnitude wrong on 40 more: b = 40, c = 0
+    rnd = {("random", s): rng.random(n) < 0.5 for s in (0, 1, 2)}
+    df = pd.DataFrame(_rows({("anatomy", None): strat, ("magnitude", None): mag, **rnd})
+                      + _rows({("anatomy", None): strat, ("magnitude", None): strat.copy(), **rnd}, ratio=0.5))
+    t = st.paired_tests(df, n_resamples=1000)
+    m = t[(t.baseline == "magnitude") & (t.ratio == 0.3)].iloc[0]
+    assert (m.b, m.c) == (40, 0) and m.p == pytest.approx(2 * 0.5 ** 40) and m.verdict == "better"
+    assert m["diff"] == pytest.approx(0.2) and m.diff_low > 0
+    same = t[(t.baseline == "magnitude") & (t.ratio == 0.5)].iloc[0]
+    assert same.p == 1.0 and same["diff"] == 0 and same.verdict == "no difference"
+    r = t[(t.baseline == "random") & (t.ratio == 0.3)].iloc[0]
+    assert r.runs == 3 and r.acc_baseline == pytest.approx(np.mean([v.mean() for v in rnd.values()]))
+    assert r.verdict == "better" and r.p < 1e-6 and r.baseline_sd > 0
+    assert (t.p_holm >= t.p).all()
+
+
+def test_random_verdict_needs_the_strategy_beyond_every_seed():
+    """The per-example test against the seeds' mean is conditional on the seeds drawn: a strategy that
+    beats that mean but not every seed gets no verdict."""
+    n, rng = 400, np.random.default_rng(1)
+    strat = rng.random(n) < 0.8
+    seeds = {("random", s): rng.random(n) < p for s, p in enumerate((0.5, 0.5, 0.95))}
+    t = st.paired_tests(pd.DataFrame(_rows({("anatomy", None): strat, **seeds})), n_resamples=1000)
+    r = t.iloc[0]
+    assert r.p_holm < 1e-6 and r.diff_low > 0 and r.baseline_max > r.acc_strategy > r.baseline_min
+    assert r.verdict == "no difference"
+
+
+def test_paired_tests_refuse_unpaired_data():
+    df = pd.DataFrame(_rows({("anatomy", None): np.ones(10, bool), ("magnitude", None): np.ones(12, bool)}))
+    with pytest.raises(ValueError, match="same test examples"):
+        st.paired_tests(df)
+    with pytest.raises(ValueError, match="columns"):
+        st.paired_tests(df.drop(columns=["correct"]))
+
+
+def _results(tmp_path, rng, n=60):
+    import json
+    rows = []
+    for proto in ("head-only", "finetuned"):
+        for ratio in (0.0, 0.3):
+            for method, seed in [("anatomy", None), ("magnitude", None), ("random", 0), ("random", 1), ("random", 2)]:
+                c = rng.random(n) < (0.8 if method == "anatomy" or ratio == 0 else 0.5)
+                rows += _rows({(method, seed): c}, proto, ratio)
+    df = pd.DataFrame(rows)
+    tests = st.paired_tests(df, n_resamples=1000)
+    records, packed = st.split_correct(df)
+    params = {"model": "tiny-llama", "dataset": "sst2", "template": "{text}", "n_train": 8, "n_test": n, "seed": 0,
+              "max_length": 64, "random_seeds": [0, 1, 2], "ratios": [0.0, 0.3], "protocols": ["head-only", "finetuned"],
+              "decision_state": "head"}
+    base = records[records.method != "anatomy"]
+    (tmp_path / "BERT_pruning_baseline.json").write_text(json.dumps(
+        {"parameters": params, "records": base.to_dict("records"),
+         "correct": {k: v for k, v in packed.items() if "|anatomy|" not in k}}, default=lambda o: None))
+    (tmp_path / "BERT_pruning_strategy.json").write_text(json.dumps(
+        {"parameters": params, "metrics": {"paired_tests": tests.to_dict("records")}, "records": records.to_dict("records"),
+         "correct": packed}, default=lambda o: None))
+    return params, df
+
+
+def test_reuse_baselines_only_when_everything_matches(tmp_path):
+    params, df = _results(tmp_path, np.random.default_rng(1))
+    f = tmp_path / "BERT_pruning_baseline.json"
+    got = st.reuse_baselines(f, params, [0.0, 0.3], ["head-only", "finetuned"])
+    assert got is not None and set(got.method) == {"magnitude", "random"} and len(got) == 16
+    want = df[df.method == "magnitude"].correct.iloc[0]
+    np.testing.assert_array_equal(got[got.method == "magnitude"].correct.iloc[0], want)
+    assert st.reuse_baselines(f, {**params, "n_test": 61}, [0.3], ["head-only"]) is None
+    assert st.reuse_baselines(f, {**params, "random_seeds": [0, 1]}, [0.3], ["head-only"]) is None
+    assert st.reuse_baselines(f, params, [0.5], ["head-only"]) is None
+    assert st.reuse_baselines(tmp_path / "missing.json", params, [0.3], ["head-only"]) is None
+
+
+def test_tables_from_results(tmp_path):
+    _results(tmp_path, np.random.default_rng(2))
+    table = st.TABLES["anatomy_pruning_bert"](tmp_path)
+    lines = [l for l in table.splitlines() if l.startswith("| head-only") or l.startswith("| finetuned")]
+    assert len(lines) == 4 and "McNemar p" in table and "t-interval" in table and "(seeds 0." in table
+    assert "No results" in st.TABLES["anatomy_pruning_gpt2"](tmp_path)
+    verdict = st.TABLES["anatomy_verdict"](tmp_path)
+    assert "BERT (`tiny-llama`), head-only protocol" in verdict and "finetuned protocol" in verdict
+    assert "**better** than magnitude at 30%" in verdict  # 0.8 vs 0.5 on 60 items is significant

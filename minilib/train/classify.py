@@ -1,0 +1,228 @@
+"""Task fine-tuning for the decision task: the whole model (``method="full"``) or a LoRA adapter
+(``method="lora"``, through ``peft``), trained together with a linear decision head.
+
+The classifier is the model's decision state -- the output of ``adapter.base(model)`` at the
+decision token (``[CLS]`` for encoders, the last token for decoders, i.e. after the final norm) --
+read by one ``nn.Linear``: the same head form as the head-only protocol (``minilib.train.heads``),
+so every evaluation (``minilib.eval.decision``) and the anatomy work unchanged on the fine-tuned
+model, whose own trained head is its decision head.  (The original study put a dropout and a
+100-unit dense layer between the state and the output; a linear head keeps "the vector the head
+reads" well defined.)
+
+Training: AdamW, linear warm-up then linear decay, gradient clipping at 1, shuffled batches from a
+seeded generator; the model is copied first (the caller's model is never changed).  A LoRA adapter
+is merged into the weights at the end, so the result is a plain model of the same architecture.
+The result is cached (``minilib.models.save_model``: safetensors + plan + head) under
+``$MINILIB_CACHE/finetuned/<key>``, the key naming the model's weights, the dataset and split, the
+template, the hyper-parameters and the head initialisation, so reruns reuse it.
+
+    ft, head, info = finetuned_classifier(loaded, task, method="lora", epochs=1, n_train=300)
+    decision_accuracy(ft.model, ft.tokenizer, head, task, "test")
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from minilib import assets
+from minilib.device import model_device
+from minilib.eval.decision import DecisionTask
+from minilib.models.adapters import adapter_for
+from minilib.train.heads import model_fingerprint
+
+METHODS = ("full", "lora")
+DEFAULT_LR = {"full": 5e-5, "lora": 1e-3}
+
+
+class DecisionClassifier(nn.Module):
+    """``model``'s decision state read by a linear ``head``: logits ``(B, classes)``."""
+
+    def __init__(self, model: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.model, self.head = model, head
+        self.adapter = adapter_for(model)
+
+    def forward(self, **enc) -> torch.Tensor:
+        h = self.adapter.base(self.model)(**enc).last_hidden_state                        # (B, T, H)
+        pos = self.adapter.decision_positions(enc["attention_mask"])
+        return self.head(h[torch.arange(h.shape[0], device=h.device), pos])             # (B, C)
+
+
+def lora_targets(model: nn.Module) -> list[str]:
+    """The linear layers of every block that get a LoRA adapter: attention and FFN projections
+    (paths from the family adapter)."""
+    a = adapter_for(model)
+    return sorted({p for p in list(a.attn_paths.values()) + [a.ffn_paths[k] for k in ("up", "gate", "down")] if p})
+
+
+def check_hparams(method: str, epochs: int, batch_size: int, lr: float, head_lr: float, weight_decay: float,
+                  warmup: float, lora_r: int, lora_alpha: float, lora_dropout: float, n_train: int | None) -> None:
+    """Clear errors, before any work, for hyper-parameters out of range."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("lora_r", lora_r, 1)):
+        if not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    for name, v in (("lr", lr), ("head_lr", head_lr), ("lora_alpha", lora_alpha)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive number, got {v!r}")
+    for name, v in (("weight_decay", weight_decay), ("warmup", warmup), ("lora_dropout", lora_dropout)):
+        if not (isinstance(v, (int, float)) and 0 <= v < 1):
+            raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+    if n_train is not None and (not isinstance(n_train, (int, np.integer)) or n_train < 2):
+        raise ValueError(f"n_train must be an integer >= 2 (or None: the whole train part), got {n_train!r}")
+
+
+def finetune_key(model, task: DecisionTask, n_train: int, max_length: int, hparams: dict,
+                 init_head: nn.Linear | None) -> str:
+    """Cache key: the model's weights, the dataset and split, the template, the hyper-parameters and
+    the head initialisation."""
+    def raw(t):
+        return t.detach().double().cpu().numpy().tobytes()
+    init = "random" if init_head is None else hashlib.sha1(raw(init_head.weight) + raw(init_head.bias)).hexdigest()[:12]
+    spec = {"fingerprint": model_fingerprint(model), "dataset": task.dataset, "seed": task.seed, "n_train": n_train,
+            "labels_sum": int(np.asarray(task.train.labels[:n_train]).sum()), "template": task.template,
+            "max_length": max_length, "hparams": hparams, "init_head": init, "v": 1}
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, method: str = "full", epochs: int = 1,
+                        batch_size: int = 16, lr: float | None = None, head_lr: float = 1e-3,
+                        weight_decay: float = 0.01, warmup: float = 0.1, lora_r: int = 8, lora_alpha: float = 16,
+                        lora_dropout: float = 0.05, max_length: int = 128, seed: int = 0,
+                        init_head: nn.Linear | None = None, verbose: bool = True) -> tuple[nn.Module, nn.Linear, dict]:
+    """Fine-tune a copy of ``model`` with a linear head on ``texts`` (already templated) and
+    ``labels``; returns ``(model, head, info)`` in eval mode (a LoRA adapter merged in).  ``info``:
+    hyper-parameters, steps, seconds, and the training loss per step."""
+    lr = DEFAULT_LR.get(method, 5e-5) if lr is None else lr
+    check_hparams(method, epochs, batch_size, lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout, None)
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if len(texts) != len(y_all) or len(texts) < 2:
+        raise ValueError(f"need >= 2 texts with one label each, got {len(texts)} texts and {len(y_all)} labels")
+    n_cls = int(y_all.max()) + 1
+    device = model_device(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        work = copy.deepcopy(model)
+        hidden = int(work.config.hidden_size)
+        if init_head is not None:
+            if tuple(init_head.weight.shape) != (n_cls, hidden):
+                raise ValueError(f"init_head has shape {tuple(init_head.weight.shape)}, the task needs "
+                                 f"({n_cls}, {hidden})")
+            head = copy.deepcopy(init_head).float().to(device)
+        else:
+            head = nn.Linear(hidden, n_cls).to(device)
+            nn.init.normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+        peft_model = None
+        if method == "lora":
+            from peft import LoraConfig, get_peft_model
+            cfg = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias="none",
+                             target_modules=lora_targets(work))
+            peft_model = get_peft_model(work, cfg)   # injects the adapters into ``work`` in place, freezes the rest
+        else:
+            for p in work.parameters():
+                p.requires_grad_(True)
+        clf = DecisionClassifier(work, head)
+        body = [p for p in work.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": list(head.parameters()), "lr": head_lr}],
+                                weight_decay=weight_decay)
+        per_epoch = math.ceil(len(texts) / batch_size)
+        total = per_epoch * epochs
+        n_warm = int(round(warmup * total))
+
+        def factor(step):  # linear warm-up, then linear decay to zero
+            if step < n_warm:
+                return (step + 1) / (n_warm + 1)
+            return max(0.0, (total - step) / max(1, total - n_warm))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        losses, t0, step = [], time.perf_counter(), 0
+        clf.train()
+        try:
+            for epoch in range(epochs):
+                order = torch.randperm(len(texts), generator=g)
+                for b in range(per_epoch):
+                    idx = order[b * batch_size:(b + 1) * batch_size].tolist()
+                    enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                                    max_length=max_length).to(device)
+                    loss = nn.functional.cross_entropy(clf(**enc), y_all[idx].to(device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(body + list(head.parameters()), 1.0)
+                    opt.step()
+                    sched.step()
+                    step += 1
+                    losses.append(float(loss.item()))
+                    if verbose and (step % max(1, total // 10) == 0 or step == total):
+                        print(f"[finetune-classifier] {method} step {step}/{total} epoch {epoch}  "
+                              f"loss {np.mean(losses[-per_epoch:]):.4f}", flush=True)
+        finally:
+            clf.eval()
+            opt.zero_grad(set_to_none=True)
+        if peft_model is not None:
+            work = peft_model.merge_and_unload()
+        for p in work.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(False)
+    info = {"method": method, "epochs": epochs, "batch_size": batch_size, "lr": lr, "head_lr": head_lr,
+            "weight_decay": weight_decay, "warmup": warmup, "n_train": len(texts), "max_length": max_length,
+            "seed": seed, "steps": step, "seconds": time.perf_counter() - t0, "loss": losses,
+            "init_head": "given" if init_head is not None else "random"}
+    if method == "lora":
+        info.update({"lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+                     "lora_targets": lora_targets(work)})
+    return work.eval(), head.eval(), info
+
+
+def finetuned_classifier(loaded, task: DecisionTask, method: str = "full", n_train: int | None = None,
+                         epochs: int = 1, batch_size: int = 16, lr: float | None = None, head_lr: float = 1e-3,
+                         weight_decay: float = 0.01, warmup: float = 0.1, lora_r: int = 8, lora_alpha: float = 16,
+                         lora_dropout: float = 0.05, max_length: int = 128, init_head: nn.Linear | None = None,
+                         directory: str | Path | None = None, cache: bool = True, verbose: bool = True):
+    """The fine-tuned classifier of ``loaded`` (a ``LoadedModel``) on the first ``n_train`` examples
+    of ``task.train`` (all of them with None), from the cache when present, else trained and stored.
+
+    Returns ``(ft, head, info)``: ``ft`` a ``LoadedModel`` of the fine-tuned weights (its ``name`` says
+    so, so caches keyed by name never mix it with the base model), ``head`` its decision head,
+    ``info`` with ``cached``, ``key``, ``path`` and the training record."""
+    from minilib.models.saving import load_model, save_model
+    lr = DEFAULT_LR.get(method, 5e-5) if lr is None else lr
+    check_hparams(method, epochs, batch_size, lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout,
+                  n_train)
+    n = len(task.train) if n_train is None else min(int(n_train), len(task.train))
+    hp = {"method": method, "epochs": epochs, "batch_size": batch_size, "lr": lr, "head_lr": head_lr,
+          "weight_decay": weight_decay, "warmup": warmup, "seed": task.seed}
+    if method == "lora":
+        hp.update({"lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout})
+    key = finetune_key(loaded.model, task, n, max_length, hp, init_head)
+    path = (Path(directory) if directory else assets.cache_dir() / "finetuned") / key
+    device = model_device(loaded.model)
+    if cache and (path / "minilib_plan.json").is_file():
+        ft = load_model(path, device=device)
+        if ft.head is None:
+            raise ValueError(f"{path} holds no decision head; delete the folder to fine-tune again")
+        ft.name = f"{loaded.name}+ft-{method}-{key[:8]}"
+        rec = ft.plan.get("extra", {}).get("finetune", {})
+        return ft, ft.head, {**rec, "cached": True, "key": key, "path": str(path)}
+    texts, labels = task.texts("train")[:n], np.asarray(task.train.labels[:n])
+    model, head, rec = finetune_classifier(loaded.model, loaded.tokenizer, texts, labels, method, epochs, batch_size,
+                                           lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout,
+                                           max_length, task.seed, init_head, verbose)
+    rec = {**rec, "base_model": loaded.name, "dataset": task.dataset}
+    if cache:
+        save_model(model, loaded.tokenizer, path, extra={"finetune": rec}, head=head, overwrite=False)
+    from minilib.models.loading import LoadedModel
+    ft = LoadedModel(model, loaded.tokenizer, loaded.adapter, f"{loaded.name}+ft-{method}-{key[:8]}")
+    return ft, head, {**rec, "cached": False, "key": key, "path": str(path)}
