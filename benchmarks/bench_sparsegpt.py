@@ -1,158 +1,311 @@
-"""SparseGPT cost on the embedded decoder: wall time, peak memory, forward passes vs solver.
+"""SparseGPT against a plain port of the reference algorithm, on the device that is present.
 
-    python benchmarks/bench_sparsegpt.py [--nsamples 32 --seqlen 512 --threads 2 --solver-blocks 2]
+    python benchmarks/bench_sparsegpt.py [--shape auto|smollm2|tinyllama] [--tokens N] [--repeats 3]
+                                         [--threads 2] [--model-precision] [--full]
 
-1. One plain forward pass over the calibration set (the unit of cost).
-2. The whole SparseGPT 50% run (``prune_model``): wall time, breakdown (capture / block forwards /
-   Hessian accumulation / solver) and peak RSS; total in forward-pass equivalents.
-3. Solver only, on the real Hessians of the first ``--solver-blocks`` blocks: ours (shared Hessian per
-   input, sub-blocked column walk) against a straightforward per-layer port of the reference
-   algorithm (Frantar & Alistarh, Algorithm 1; ``tests/prune/reference_sparsegpt.py``), same weights and
-   Hessians: median times, ratio, and the reconstruction errors of both.
-4. On CUDA only: dense vs 2:4 semi-structured matmul on the model's layer shapes.
+1. One transformer block of synthetic layers (random weights, random correlated inputs; no model is
+   loaded): ``tinyllama`` is TinyLlama-1.1B's shapes (hidden 2048, FFN 5632, 4 KV heads of 64) at
+   128 x 2048 tokens, used when CUDA is present; ``smollm2`` is SmolLM2-135M's (576, 1536, 192) at
+   16 x 512 tokens, the CPU default.  Ours (one Hessian per distinct input: q/k/v and gate/up share,
+   sub-blocked column walk) against ``tests/prune/reference_sparsegpt.py`` (one Hessian per layer,
+   Algorithm 1 as published), both at 50% unstructured: wall time of the Hessian accumulation and of
+   the solver (CUDA-synchronized ``Timer``, median of ``--repeats``), peak memory of each (its own
+   subprocess: peak RSS growth on CPU, ``max_memory_allocated`` on CUDA), and the reconstruction
+   error of both on the same Hessians; printed as ratios ours / reference.
+2. Precision on the same block: the error (measured with the exact fp32 Hessian) after pruning with
+   a Hessian accumulated from TF32-rounded inputs (what CUDA tensor cores read in TF32 mode; on the
+   CPU the rounding is emulated) and from bf16-rounded inputs (the activations a bf16 forward keeps),
+   relative to the fp32 Hessian's result.
+3. ``--model-precision``: the embedded SmolLM2 pruned 50% with fp32 forwards, bf16 forwards
+   (``forward_dtype="bfloat16"``) and TF32 Hessians: perplexity and mean layer error of each.
+4. ``--full``: one whole ``prune_model`` run on the embedded model: wall time split into capture,
+   block forwards, Hessian accumulation and solver, in forward passes over the calibration set.
+5. On CUDA only: dense vs 2:4 semi-structured fp16 matmul on the model's and on larger shapes.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import resource
+import multiprocessing as mp
 import statistics
-import time
-
-import torch
-
 import sys
 from pathlib import Path
 
-from minilib.calib import capture_block_inputs
-from minilib.data import calibration_set
-from minilib.hooks import forward_hooks
-from minilib.models import load
-from minilib.models.linear import weight_oi
-from minilib.prune import SparseGPT, prune_model, reconstruction_stats
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "prune"))
-from reference_sparsegpt import reference_sparsegpt  # noqa: E402  (the plain port the tests check against)
+SHAPES = {  # hidden, ffn, kv width, default tokens
+    "smollm2": (576, 1536, 192, 16 * 512),
+    "tinyllama": (2048, 5632, 256, 128 * 2048),
+}
+CHUNK = 2048  # tokens per add_batch
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+def _layers(shape, seed=0):
+    import torch
+    d, f, kv, _ = SHAPES[shape]
+    g = torch.Generator().manual_seed(seed)
+    outs = {"q": (d, d), "k": (kv, d), "v": (kv, d), "o": (d, d), "gate": (f, d), "up": (f, d), "down": (d, f)}
+    return {n: torch.randn(o, i, generator=g) / i ** 0.5 for n, (o, i) in outs.items()}
 
 
-def timed(fn, repeats):
-    ts, out = [], None
+GROUPS = {"attn": ["q", "k", "v"], "o": ["o"], "mlp": ["gate", "up"], "down": ["down"]}
+
+
+def _inputs(shape, tokens, device, seed=1):
+    """Correlated inputs per distinct layer input, chunk by chunk (generated, never all in memory)."""
+    import torch
+    d, f, _, _ = SHAPES[shape]
+    widths = {"attn": d, "o": d, "mlp": d, "down": f}
+    g = torch.Generator().manual_seed(seed)
+    mix = {k: (torch.eye(w) + 0.3 * torch.randn(w, w, generator=g) / w ** 0.5).to(device) for k, w in widths.items()}
+    scale = {k: (0.2 + torch.rand(w, generator=g) * 2).to(device) for k, w in widths.items()}  # uneven columns
+    gd = torch.Generator(device=device).manual_seed(seed + 1)
+    for s in range(0, tokens, CHUNK):
+        n = min(CHUNK, tokens - s)
+        yield {k: (torch.randn(n, w, generator=gd, device=device) * scale[k]) @ mix[k] for k, w in widths.items()}
+
+
+def _peak_reset(device):
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_memory import reset_hwm, rss_bytes
+    reset_hwm()
+    return rss_bytes()
+
+
+def _peak(device, base):
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) - base
+    from bench_memory import hwm_bytes
+    return hwm_bytes() - base
+
+
+def run_variant(variant: str, shape: str, tokens: int, repeats: int, threads: int, device: str, out) -> None:
+    """In a fresh process: accumulate the Hessians and prune the block, ``variant`` = ours | reference."""
+    import torch
+    torch.set_num_threads(threads)
+    from torch import nn
+    from minilib.device import Timer
+    from minilib.prune import SparseGPT, reconstruction_stats
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "prune"))
+    from reference_sparsegpt import reference_sparsegpt
+    dev = torch.device(device)
+    W0 = {n: w.to(dev) for n, w in _layers(shape).items()}
+    times = {"accumulate_s": [], "solve_s": []}
+    errors = {}
+    base = _peak_reset(dev)
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts), out
+        timer = Timer(dev)
+        if variant == "ours":
+            lin = {}
+            for n, w in W0.items():
+                lin[n] = nn.Linear(w.shape[1], w.shape[0], bias=False, device=dev)
+                lin[n].weight.data.copy_(w)
+            solvers = {k: SparseGPT({n: lin[n] for n in names}, dev) for k, names in GROUPS.items()}
+            for chunk in _inputs(shape, tokens, dev):  # generating the inputs is not timed
+                with timer("accumulate_s"):
+                    for k, s in solvers.items():
+                        s.add_batch(chunk[k])
+            with timer("solve_s"):
+                for s in solvers.values():
+                    s.prune(0.5, measure_error=False)  # leaves s.H as it was (no copy kept)
+            H = {k: s.H for k, s in solvers.items()}
+            new = {n: lin[n].weight.data for n in W0}
+            toks = solvers["attn"].tokens
+        else:  # one Hessian per layer, accumulated as the reference does (running mean of 2 x x^T)
+            Hs = {n: torch.zeros(w.shape[1], w.shape[1], device=dev) for n, w in W0.items()}
+            nseen = 0
+            for chunk in _inputs(shape, tokens, dev):
+                m = chunk["attn"].shape[0]
+                with timer("accumulate_s"):
+                    for k, names in GROUPS.items():
+                        x = chunk[k].t() * (2 / (nseen + m)) ** 0.5
+                        for n in names:
+                            Hs[n] *= nseen / (nseen + m)
+                            Hs[n] += x @ x.t()
+                nseen += m
+            with timer("solve_s"):
+                new = {n: reference_sparsegpt(w, Hs[n], 0.5) for n, w in W0.items()}
+            H = {k: Hs[names[0]] * (nseen / 2) for k, names in GROUPS.items()}
+            toks = nseen
+        for k in times:
+            times[k].append(timer.totals[k])
+    peak = _peak(dev, base)
+    for k, names in GROUPS.items():
+        for n in names:
+            errors[n] = reconstruction_stats(n, W0[n], new[n], H[k], toks)["rel_error"]
+    out.put({"times": {k: statistics.median(v) for k, v in times.items()}, "peak": peak, "errors": errors})
+
+
+def precision_errors(shape: str, tokens: int, device: str) -> dict:
+    """Per layer: error (exact fp32 Hessian) after pruning with a TF32 / bf16-input Hessian, relative
+    to pruning with the fp32 Hessian."""
+    import torch
+    from torch import nn
+    from minilib.calib import Hessian
+    from minilib.calib.accumulators import round_to_tf32
+    from minilib.prune import SparseGPT, reconstruction_stats
+    dev = torch.device(device)
+    W0 = {n: w.to(dev) for n, w in _layers(shape).items()}
+    hs = {p: {k: Hessian(W0[names[0]].shape[1], dev) for k, names in GROUPS.items()} for p in ("fp32", "tf32", "bf16")}
+    for chunk in _inputs(shape, tokens, dev):
+        for k, x in chunk.items():
+            hs["fp32"][k].add_batch(x)
+            hs["bf16"][k].add_batch(x.bfloat16())
+            if dev.type == "cuda":  # the real tensor-core mode
+                with _tf32():
+                    hs["tf32"][k].add_batch(x)
+            else:
+                hs["tf32"][k].add_batch(round_to_tf32(x))
+    err = {p: {} for p in hs}
+    for p in hs:
+        for k, names in GROUPS.items():
+            lin = {}
+            for n in names:
+                lin[n] = nn.Linear(W0[n].shape[1], W0[n].shape[0], bias=False, device=dev)
+                lin[n].weight.data.copy_(W0[n])
+            s = SparseGPT(lin, dev)
+            s.H, s.tokens = hs[p][k].H.clone(), hs[p][k].tokens
+            s.prune(0.5, measure_error=False)
+            for n in names:
+                err[p][n] = reconstruction_stats(n, W0[n], lin[n].weight.data, hs["fp32"][k].H,
+                                                 hs["fp32"][k].tokens)["rel_error"]
+    return {p: {n: err[p][n] / err["fp32"][n] for n in err[p]} for p in ("tf32", "bf16")}
+
+
+class _tf32:
+    def __enter__(self):
+        import torch
+        self.old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    def __exit__(self, *a):
+        import torch
+        torch.backends.cuda.matmul.allow_tf32 = self.old
+
+
+def model_precision(threads: int, device: str) -> None:
+    import torch
+    torch.set_num_threads(threads)
+    from minilib.data import calibration_set, corpus_splits, eval_windows
+    from minilib.eval.perplexity import perplexity_ci, perplexity_ratio_ci
+    from minilib.models import load
+    from minilib.prune import prune_model
+    _, tok, _ = load("smollm2-135m")
+    calib = calibration_set(tok, "c4", 8, 256, 0)
+    held = eval_windows(corpus_splits(tok, "c4")["dev"], 256, 8)
+    test = corpus_splits(tok, "wiki")["test"]
+    res = {}
+    for name, kw in (("fp32", {}), ("bf16 forwards", {"forward_dtype": "bfloat16"}),
+                     ("tf32 Hessians", {"hessian_precision": "tf32"})):
+        model = load("smollm2-135m", device=device).model
+        rep = prune_model(model, "sparsegpt", 0.5, calib=calib, heldout=held, device=device, **kw)
+        res[name] = (rep, perplexity_ci(model, test, 512, max_windows=8))
+        print(f"    {name:14s} perplexity {res[name][1]['ppl']:.3f}  mean layer error in-sample "
+              f"{rep.layers.rel_error.mean():.5f}, held-out {rep.layers.heldout_rel_error.mean():.5f}; "
+              f"{rep.timings['total_s']:.1f} s")
+    for name in ("bf16 forwards", "tf32 Hessians"):
+        r = perplexity_ratio_ci(res[name][1], res["fp32"][1])
+        print(f"    {name} / fp32 perplexity: {r.estimate:.4f} [{r.low:.4f}, {r.high:.4f}] (paired over 8 windows)")
+
+
+def full_run(threads: int, nsamples: int, seqlen: int) -> None:
+    import copy
+    import torch
+    torch.set_num_threads(threads)
+    from minilib.data import calibration_set
+    from minilib.device import Timer, resolve_device
+    from minilib.models import load
+    from minilib.prune import prune_model
+    model, tok, ad = load("smollm2-135m")
+    calib = calibration_set(tok, "c4", nsamples, seqlen, 0)
+    dev = resolve_device("auto")
+    timer = Timer(dev)
+    with timer("fwd"), torch.no_grad():
+        for s in range(0, len(calib), 8):
+            model(input_ids=calib[s:s + 8].to(dev))
+    fwd = timer.totals["fwd"]
+    rep = prune_model(copy.deepcopy(model), "sparsegpt", 0.5, calib=calib)
+    tm = rep.timings
+    print(f"[4] one forward pass over {nsamples}x{seqlen} calibration tokens: {fwd:.1f} s; SparseGPT 50%: "
+          f"{tm['total_s']:.1f} s = {tm['total_s'] / fwd:.2f} forward passes")
+    for k in ("capture_s", "forward_s", "stats_s", "solve_s"):
+        print(f"    {k:10s} {tm[k]:8.1f} s  ({tm[k] / fwd:.2f} forward passes)")
+
+
+def semi_structured() -> None:
+    import torch
+    import torch.nn.functional as F
+    from minilib.prune import mask_nm
+    from minilib.prune.semistructured import check_backend, time_call
+    from torch.sparse import to_sparse_semi_structured
+    print(f"[5] CUDA 2:4 semi-structured vs dense fp16 matmul ({check_backend()}), median of 5 rounds of 10")
+    for out_f, in_f in [(1536, 576), (576, 1536), (5632, 2048), (2048, 5632), (11008, 4096)]:
+        for tokens in (128, 2048, 8192):
+            w = torch.randn(out_f, in_f, device="cuda", dtype=torch.float16)
+            w = w.masked_fill(mask_nm(w.abs().float(), 2, 4), 0)
+            x = torch.randn(tokens, in_f, device="cuda", dtype=torch.float16)
+            sw = to_sparse_semi_structured(w)
+            td = time_call(lambda: F.linear(x, w), "cuda")
+            ts = time_call(lambda: F.linear(x, sw), "cuda")
+            print(f"    [{out_f}x{in_f}, {tokens} tokens] dense {td * 1e6:8.1f} us, 2:4 {ts * 1e6:8.1f} us, "
+                  f"speed-up {td / ts:.2f}x")
 
 
 def main():
+    import torch
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--nsamples", type=int, default=32)
-    ap.add_argument("--seqlen", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--solver-blocks", type=int, default=2)
+    ap.add_argument("--shape", default="auto", choices=["auto", *SHAPES])
+    ap.add_argument("--tokens", type=int, default=0, help="calibration tokens (0: the shape's default)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--skip-full", action="store_true", help="only the solver comparison")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model-precision", action="store_true")
+    ap.add_argument("--full", action="store_true")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    print(f"threads={torch.get_num_threads()} model={a.model} calibration={a.nsamples}x{a.seqlen}")
-    model, tok, ad = load(a.model)
-    calib = calibration_set(tok, "c4", a.nsamples, a.seqlen, 0)
-
-    if not a.skip_full:
-        t = time.perf_counter()
-        with torch.no_grad():
-            for s in range(0, len(calib), 8):
-                model(input_ids=calib[s:s + 8])
-        fwd = time.perf_counter() - t
-        print(f"\n[1] one forward pass over the calibration set: {fwd:.1f} s "
-              f"({calib.numel() / fwd:.0f} tok/s); peak RSS so far {peak_rss_gb():.2f} GB")
-        rep = prune_model(copy.deepcopy(model), "sparsegpt", 0.5, calib=calib)
-        tm = rep.timings
-        other = tm["total_s"] - tm["capture_s"] - tm["forward_s"] - tm["stats_s"] - tm["solve_s"]
-        print(f"[2] SparseGPT 50%: total {tm['total_s']:.1f} s = {tm['total_s'] / fwd:.2f} forward passes; "
-              f"peak RSS {peak_rss_gb():.2f} GB (model {sum(p.numel() for p in model.parameters()) * 4 / 2**30:.2f} GB, "
-              f"calibration activations {calib.numel() * model.config.hidden_size * 4 / 2**30:.3f} GB)")
-        for k in ("capture_s", "forward_s", "stats_s", "solve_s"):
-            print(f"    {k:10s} {tm[k]:8.1f} s  ({tm[k] / fwd:.2f} forward passes)")
-        print(f"    {'report':10s} {other:8.1f} s  (reconstruction errors, block moves)")
-        print(f"    solver / block forwards = {tm['solve_s'] / tm['forward_s']:.2f}; "
-              f"achieved sparsity {rep.overall['sparsity']:.4f}")
-
-    # --- [3] solver only on real Hessians --------------------------------------------------------
-    cap = capture_block_inputs(model, calib[: max(4, 2048 // a.seqlen + 1)])
-    inps = cap.hidden
-    ours_t, ref_t, rows = 0.0, 0.0, []
-    for bi in range(a.solver_blocks):
-        block = ad.blocks(model)[bi]
-        layers = ad.linear_layers(block)
-        hs = {n: SparseGPT({n: m}) for n, m in layers.items()}
-        with forward_hooks({m: (lambda s: lambda mod, i, o: s.add_batch(i[0]))(hs[n]) for n, m in layers.items()}):
-            outs = [block(h, *aa, **kw) for h, (aa, kw) in zip(inps, cap.args[bi])]
-        groups = {}
-        for n in layers:  # same Hessian <=> same input
-            key = next((g for g in groups if torch.equal(hs[g].H, hs[n].H)), n)
-            groups.setdefault(key, []).append(n)
-        W0 = {n: weight_oi(m).clone() for n, m in layers.items()}
-
-        def ours():  # solver time as the solver measures it (without its error report)
-            t = 0.0
-            for lead, g in groups.items():
-                for n in g:
-                    weight_oi(layers[n]).copy_(W0[n])
-                s = SparseGPT({n: layers[n] for n in g})
-                s.H, s.tokens = hs[lead].H.clone(), hs[lead].tokens
-                t += sum(st["time_s"] for st in s.prune(0.5))
-            return t, {n: weight_oi(layers[n]).clone() for n in layers}
-
-        def ref():
-            return {n: reference_sparsegpt(W0[n], hs[n].hessian(), 0.5) for n in layers}
-
-        runs = [ours() for _ in range(a.repeats)]
-        t_o, w_o = statistics.median(r[0] for r in runs), runs[-1][1]
-        t_r, w_r = timed(ref, a.repeats)
-        ours_t += t_o
-        ref_t += t_r
-        for n in layers:
-            e_o = reconstruction_stats(n, W0[n], w_o[n], hs[n].H, hs[n].tokens)["error"]
-            e_r = reconstruction_stats(n, W0[n], w_r[n], hs[n].H, hs[n].tokens)["error"]
-            rows.append((bi, n, e_o, e_r))
-        for n in layers:
-            weight_oi(layers[n]).copy_(W0[n])
-        inps = outs
-        print(f"[3] block {bi}: groups {list(groups.values())}; solver ours {t_o:.2f} s, reference port {t_r:.2f} s")
-    print(f"[3] solver total over {a.solver_blocks} blocks: ours {ours_t:.2f} s, reference port {ref_t:.2f} s, "
-          f"speed-up x{ref_t / ours_t:.2f}")
-    ratios = [eo / er for _, _, eo, er in rows if er > 0]
-    print(f"    reconstruction error ours / reference: median {statistics.median(ratios):.4f}, "
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    shape = a.shape if a.shape != "auto" else ("tinyllama" if cuda else "smollm2")
+    tokens = a.tokens or SHAPES[shape][3]
+    print(f"device {device}{' (' + torch.cuda.get_device_name() + ')' if cuda else ''}, threads {a.threads}; "
+          f"synthetic {shape}-shaped block (hidden {SHAPES[shape][0]}, FFN {SHAPES[shape][1]}, KV "
+          f"{SHAPES[shape][2]}), {tokens} calibration tokens, SparseGPT 50%")
+    ctx = mp.get_context("spawn")
+    res = {}
+    for variant in ("ours", "reference"):
+        q = ctx.Queue()
+        p = ctx.Process(target=run_variant, args=(variant, shape, tokens, a.repeats, a.threads, device, q))
+        p.start()
+        res[variant] = q.get()
+        p.join()
+    o, r = res["ours"], res["reference"]
+    mb = 2 ** 20
+    print(f"[1] {'':22s} {'ours':>10s} {'reference':>10s} {'ours/ref':>9s}")
+    for k in ("accumulate_s", "solve_s"):
+        print(f"    {k:22s} {o['times'][k]:10.3f} {r['times'][k]:10.3f} {o['times'][k] / r['times'][k]:9.2f}")
+    to, tr = sum(o["times"].values()), sum(r["times"].values())
+    print(f"    {'total_s':22s} {to:10.3f} {tr:10.3f} {to / tr:9.2f}")
+    what = "peak CUDA memory" if cuda else "peak RSS growth"
+    print(f"    {what + ' (MiB)':22s} {o['peak'] / mb:10.1f} {r['peak'] / mb:10.1f} {o['peak'] / r['peak']:9.2f}")
+    ratios = [o["errors"][n] / r["errors"][n] for n in o["errors"]]
+    print(f"    reconstruction error ours / reference: median {statistics.median(ratios):.4f}, min {min(ratios):.4f}, "
           f"max {max(ratios):.4f} over {len(ratios)} layers")
-
-    # --- [4] GPU semi-structured -----------------------------------------------------------------
-    if torch.cuda.is_available():
-        from torch.sparse import to_sparse_semi_structured
-        from minilib.prune import mask_nm
-        print("[4] CUDA 2:4 semi-structured vs dense fp16 matmul (median of 50)")
-        for out_f, in_f in [(1536, 576), (576, 1536), (4096, 4096)]:
-            w = torch.randn(out_f, in_f, device="cuda", dtype=torch.float16)
-            w = w.masked_fill(mask_nm(w.abs().float(), 2, 4), 0)
-            x = torch.randn(4096, in_f, device="cuda", dtype=torch.float16)
-            sw = to_sparse_semi_structured(w)
-            for name, f in (("dense", lambda: torch.nn.functional.linear(x, w)),
-                            ("2:4", lambda: torch.nn.functional.linear(x, sw))):
-                for _ in range(5):
-                    f()
-                torch.cuda.synchronize()
-                ts = []
-                for _ in range(50):
-                    s = time.perf_counter(); f(); torch.cuda.synchronize(); ts.append(time.perf_counter() - s)
-                print(f"    [{out_f}x{in_f}] {name:5s} {statistics.median(ts) * 1e6:8.1f} us")
+    pe = precision_errors(shape, tokens, device)
+    for p, d in pe.items():
+        v = list(d.values())
+        print(f"[2] {p} Hessian inputs: error / fp32-Hessian error (exact Hessian): median {statistics.median(v):.5f},"
+              f" min {min(v):.5f}, max {max(v):.5f} over {len(v)} layers")
+    if a.model_precision:
+        print("[3] SmolLM2-135M, SparseGPT 50%, 8 x 256 C4 calibration tokens, 8 x 256 held-out, 8 x 512 wiki test:")
+        model_precision(a.threads, device)
+    if a.full:
+        full_run(a.threads, 32, 512)
+    if cuda:
+        semi_structured()
     else:
-        print("[4] no CUDA: semi-structured 2:4 benchmark skipped")
+        print("[5] no CUDA: semi-structured 2:4 benchmark skipped")
 
 
 if __name__ == "__main__":

@@ -233,10 +233,15 @@ def plot_cost(df, title: str = ""):
 def plot_dense_baselines(ppl: pd.DataFrame, mcq: pd.DataFrame, title: str = ""):
     """Perplexity per corpus (test split) and MCQ accuracy against chance."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    axes[0].bar(ppl["corpus"], ppl["perplexity"])
+    # 95% intervals as error bars where the tables carry them (minilib.studies.dense)
+    yerr = ([ppl["perplexity"] - ppl["ppl_low"], ppl["ppl_high"] - ppl["perplexity"]]
+            if {"ppl_low", "ppl_high"} <= set(ppl.columns) else None)
+    axes[0].bar(ppl["corpus"], ppl["perplexity"], yerr=yerr, capsize=3)
     axes[0].set_ylabel("perplexity (test split)")
     axes[0].set_yscale("log")
-    axes[1].bar(mcq["task"], mcq["acc"], label="acc")
+    aerr = ([mcq["acc"] - mcq["acc_ci95_low"], mcq["acc_ci95_high"] - mcq["acc"]]
+            if {"acc_ci95_low", "acc_ci95_high"} <= set(mcq.columns) else None)
+    axes[1].bar(mcq["task"], mcq["acc"], yerr=aerr, capsize=3, label="acc (95% CI)" if aerr is not None else "acc")
     axes[1].scatter(mcq["task"], mcq["chance"], color="k", marker="_", s=400, label="chance")
     axes[1].set_ylabel("accuracy")
     axes[1].legend()
@@ -337,10 +342,10 @@ def plot_over_seeds(summary: pd.DataFrame, x: str, metric: str | None = None, hu
                     title: str = "", ylabel: str | None = None):
     """Mean over seeds against ``x`` with its 95% t-interval as a band, one line per ``hue`` value.
 
-    ``summary`` is what ``minilib.runner.aggregate_over_seeds`` returns (columns ``metric, n, mean,
-    ci_lo, ci_hi`` and the setting columns); ``metric`` picks one when it holds several.  Points with
+    ``summary`` is what ``minilib.runner.aggregate_over_seeds`` returns (columns ``metric, n_seeds,
+    mean, ci_lo, ci_hi`` and the setting columns); ``metric`` picks one when it holds several.  Points with
     a single seed have no band; the legend gives the number of seeds per line."""
-    need = {"metric", "n", "mean", "ci_lo", "ci_hi", x} | ({hue} if hue else set())
+    need = {"metric", "n_seeds", "mean", "ci_lo", "ci_hi", x} | ({hue} if hue else set())
     missing = sorted(need - set(summary.columns))
     if missing:
         raise ValueError(f"plot_over_seeds: summary lacks columns {missing} (use aggregate_over_seeds)")
@@ -356,7 +361,7 @@ def plot_over_seeds(summary: pd.DataFrame, x: str, metric: str | None = None, hu
     groups = d.groupby(hue, sort=False) if hue else [(None, d)]
     for key, g in groups:
         g = g.sort_values(x)
-        n = sorted(set(g["n"]))
+        n = sorted(set(g["n_seeds"]))
         name = metric if key is None else f"{hue}={key}"
         label = f"{name} (n={n[0]})" if len(n) == 1 else f"{name} (n={n[0]}-{n[-1]})"
         color = method_color(name)
@@ -433,4 +438,29 @@ def plot_recovery_bpb(curves: pd.DataFrame, records: pd.DataFrame):
         ax.set_xlabel("fine-tuning step")
     axes[0][0].set_ylabel("dev bits per byte")
     axes[0][-1].legend(fontsize=8)
+    return fig
+
+
+# --- SparseGPT: calibration budget ----------------------------------------------------------------
+
+def plot_calibration_budget(summary: pd.DataFrame, title: str = "", xlabel: str = "calibration tokens"):
+    """Perplexity against the calibration budget, one line per method with its 95% interval over
+    seeds as a band (``minilib.studies.sparsegpt.budget_summary``: columns ``tokens, method, seeds,
+    ppl, low, high``); log-log axes."""
+    need = {"tokens", "method", "seeds", "ppl", "low", "high"}
+    missing = sorted(need - set(summary.columns))
+    if missing:
+        raise ValueError(f"plot_calibration_budget: summary lacks columns {missing} (use budget_summary)")
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    for meth, g in summary.groupby("method", sort=True):
+        g = g.sort_values("tokens")
+        color = method_color(meth)
+        ax.plot(g["tokens"], g["ppl"], marker="o", ms=4, color=color, label=f"{meth} ({int(g['seeds'].min())} seeds)")
+        ax.fill_between(g["tokens"], g["low"], g["high"], color=color, alpha=0.2, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("perplexity (geometric mean over seeds, 95% CI)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     return fig

@@ -19,8 +19,12 @@
 # One-shot post-training pruning as in *SparseGPT: Massive Language Models Can Be Accurately Pruned in
 # One-Shot* (Frantar & Alistarh, 2023), against magnitude pruning and Wanda (Sun et al., 2023).
 # Calibration windows come from the `calib` split of the C4 text; perplexity is measured on the held-out
-# `test` split of the Wikipedia text (non-overlapping windows), zero-shot MCQ accuracy with the
-# lm-eval definitions.  All logic is in `minilib.prune` and `minilib.studies.sparsegpt`; see `docs/sparsegpt.md`.
+# `test` split of the Wikipedia text (non-overlapping windows, 95% bootstrap interval over windows),
+# zero-shot MCQ accuracy with the lm-eval definitions (95% Wilson interval).  Layer-wise
+# reconstruction errors are reported on the calibration inputs (in-sample: SparseGPT minimises exactly
+# that) and on held-out windows of the calibration text's `dev` split.  A calibration-budget sweep
+# (several seeds) compares SparseGPT and Wanda as the calibration set grows.  All logic is in
+# `minilib.prune` and `minilib.studies.sparsegpt`; see `docs/sparsegpt.md`.
 
 # %% tags=["parameters"]
 profile = "default"              # "test" (seconds, tiny models) | "default" (embedded models, CPU) | "paper" (GPU, hub models)
@@ -31,7 +35,7 @@ nsamples = None                  # calibration windows (at least as many tokens 
 seqlen = None                    # tokens per calibration window
 seed = 0                         # calibration sampling seed
 method = "sparsegpt"             # method of the detailed runs (per-layer error, quantization, composition)
-sparsity = 0.5                   # sparsity of the detailed runs
+sparsity = 0.5                   # sparsity of the detailed runs and of the budget sweep
 nm = "2:4"                       # N:M pattern compared across methods ("" to skip)
 wbits = 4                        # joint quantization bits of the detailed run, 16 for none
 sweep_sparsities = None          # unstructured sparsities compared across methods
@@ -40,6 +44,12 @@ eval_seqlen = None
 eval_windows = None              # perplexity windows of the test split (0 = all)
 mcq_set = "sciq"
 mcq_n = None                     # MCQ items for the dense model and each method at `sparsity` (0 = all)
+heldout_windows = None           # held-out windows (dev split of calib_corpus, seqlen tokens) for the held-out layer error; 0 = none
+budget_corpus = None             # calibration text of the budget sweep (corpora joined by "+", e.g. "c4+wiki")
+budget_seqlen = None             # tokens per calibration window in the budget sweep
+budget_nsamples = None           # calibration budgets (windows) of the sweep; [] = no sweep
+budget_seeds = None              # calibration seeds of the sweep
+forward_dtype = "auto"           # block forwards: "auto" (bfloat16 on CUDA, else the model's dtype), "" (model's dtype), "bfloat16", "float16"
 device = "auto"                  # "auto": CUDA when present, else CPU
 results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
 figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
@@ -51,28 +61,36 @@ from minilib.studies.sparsegpt import NOTEBOOKS
 globals().update(resolve("SparseGPT_one_shot", globals(), *NOTEBOOKS["SparseGPT_one_shot"]))
 
 # %%
+import resource
+import time
 import pandas as pd
 from minilib.models import load
-from minilib.data import corpus_splits, load_mcq
-from minilib.data import calibration_set
+from minilib.data import calibration_windows, eval_windows as cut_windows, load_mcq
 from minilib.prune import METHODS
+from minilib.studies import sparsegpt as study
 from minilib.studies.sparsegpt import run_setting
-from minilib.plotting import save_figure, plot_ppl_vs_sparsity, plot_layer_error
+from minilib.plotting import save_figure, plot_ppl_vs_sparsity, plot_layer_error, plot_calibration_budget
 from minilib.results import write_results
 
+t_notebook = time.perf_counter()
 tokenizer = load(model).tokenizer
-calib = calibration_set(tokenizer, calib_corpus, nsamples, seqlen, seed)
-test_ids = corpus_splits(tokenizer, eval_corpus)["test"]
+calib = calibration_windows(study.corpus_part(tokenizer, calib_corpus, "calib"), nsamples, seqlen, seed)  # = calibration_set(...)
+test_ids = study.corpus_part(tokenizer, eval_corpus, "test")
+heldout = cut_windows(study.corpus_part(tokenizer, calib_corpus, "dev"), seqlen, heldout_windows) if heldout_windows else None
 mcq_items = load_mcq(mcq_set, n=mcq_n or None)
-common = dict(test_ids=test_ids, calib=calib, eval_seqlen=eval_seqlen, eval_windows=eval_windows or None, device=device)
-print(f"calibration {tuple(calib.shape)} from {calib_corpus}, {len(test_ids)} test tokens of {eval_corpus}")
+common = dict(test_ids=test_ids, calib=calib, eval_seqlen=eval_seqlen, eval_windows=eval_windows or None, device=device,
+              forward_dtype=forward_dtype or None)
+print(f"calibration {tuple(calib.shape)} from {calib_corpus}, {len(test_ids)} test tokens of {eval_corpus}, "
+      f"held-out {tuple(heldout.shape) if heldout is not None else None} from the dev split of {calib_corpus}")
 
 # %% [markdown]
 # ## The three methods across sparsities
 #
-# Every run starts from a fresh copy of the model.  `achieved_sparsity` is what the pruning reported
-# (zeros over the weights of every linear layer in the blocks); `mean_rel_error` is the mean over layers
-# of each layer's reconstruction error on the calibration inputs, relative to its output energy.
+# Every run starts from a fresh copy of the model and is scored on the same evaluation windows.
+# `achieved_sparsity` is what the pruning reported (zeros over the weights of every linear layer in the
+# blocks); `ppl_low`/`ppl_high` the 95% bootstrap interval over the windows.  The detailed runs (at
+# `sparsity`, unstructured) also measure every layer's reconstruction error, in-sample and held-out,
+# and MCQ accuracy.
 
 # %%
 rows, reports = [], {}
@@ -81,15 +99,24 @@ rows.append(r)
 settings = [(s, "") for s in sorted(set(sweep_sparsities) | {sparsity})] + ([(0.5, nm)] if nm else [])
 for s, pattern in settings:
     for meth in METHODS:
-        detailed = s == sparsity and not pattern  # MCQ and per-layer error only here
-        extra_kw = {"measure_error": False} if (meth == "magnitude" and not detailed) else {}
+        detailed = s == sparsity and not pattern  # MCQ and per-layer errors only here
+        extra_kw = dict(measure_error=True, heldout=heldout) if detailed else {}
         r, rep = run_setting(model, meth, sparsity=s, nm=pattern, mcq_items=mcq_items if detailed else None,
                              **common, **extra_kw)
         rows.append(r)
         reports[(meth, s, pattern)] = rep
 runs = pd.DataFrame(rows)
-runs[["method", "sparsity", "nm", "achieved_sparsity", "perplexity", "mean_rel_error", "prune_s"] +
-     [c for c in ("acc", "acc_norm") if c in runs]].round(4)
+runs[["method", "sparsity", "nm", "achieved_sparsity", "perplexity", "ppl_low", "ppl_high", "mean_rel_error", "prune_s"] +
+     [c for c in ("mean_heldout_rel_error", "acc", "acc_norm") if c in runs]].round(4)
+
+# %% [markdown]
+# Paired comparisons on the same windows (one calibration set): the perplexity ratio with its 95%
+# bootstrap interval over the evaluation windows; a verdict only where the interval excludes 1.
+
+# %%
+pairs = pd.concat([study.pairwise(runs[runs.method != "dense"], "sparsegpt", "wanda"),
+                   study.pairwise(runs[runs.method != "dense"], "wanda", "magnitude")], ignore_index=True)
+pairs.round(4)
 
 # %%
 dense_ppl = runs.loc[runs.method == "dense", "perplexity"].item()
@@ -97,16 +124,48 @@ fig = plot_ppl_vs_sparsity(runs, dense_ppl, nm, eval_corpus, f"{model}: one-shot
 save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=False, directory=figures_dir)
 
 # %% [markdown]
-# ## Reconstruction error per layer (unstructured, `sparsity`)
+# ## Reconstruction error per layer (unstructured, `sparsity`): in-sample and held-out
 #
-# SparseGPT minimises exactly this quantity layer by layer; Wanda and magnitude only choose a mask.
+# SparseGPT minimises the error on the calibration inputs layer by layer, so its in-sample error
+# favours it by construction; the held-out windows flowed through the same pruned blocks but chose
+# nothing.  The table gives the mean over layers with a bootstrap interval over layers, and each
+# method's error relative to SparseGPT's (geometric mean of per-layer ratios, paired over layers).
 
 # %%
 layers = pd.concat([reports[(m_, sparsity, "")].layers.assign(method=m_) for m_ in METHODS if (m_, sparsity, "") in reports])
 layers["type"] = layers["layer"].str.split(".").str[-1]
 fig = plot_layer_error(layers, method)
 save_figure(fig, f"sparsegpt_layer_error_{model.replace('/', '_')}", close=False, directory=figures_dir)
-layers.groupby(["method", "type"])["rel_error"].mean().unstack().round(4)
+if heldout is not None:
+    fig = plot_layer_error(layers.assign(rel_error=layers["heldout_rel_error"]), method)
+    fig.suptitle("held-out inputs")
+    save_figure(fig, f"sparsegpt_layer_error_heldout_{model.replace('/', '_')}", close=False, directory=figures_dir)
+errors = study.error_summary(layers)
+errors.round(4)
+
+# %% [markdown]
+# ## Calibration budget: SparseGPT and Wanda as the calibration set grows
+#
+# Both methods at `sparsity` with `budget_nsamples` windows of `budget_seqlen` tokens from
+# `budget_corpus` (non-overlapping windows; for one seed a smaller budget is a subset of a larger one),
+# for every seed in `budget_seeds`, scored on the same evaluation windows.  Perplexity is the geometric
+# mean over seeds with its t-interval; SparseGPT / Wanda is paired within each seed, and the verdict
+# comes from its t-interval over seeds.
+
+# %%
+if budget_nsamples:
+    pool = study.calibration_pool(tokenizer, budget_corpus, budget_seqlen)
+    budget = pd.DataFrame(study.budget_sweep(model, test_ids, pool, budget_nsamples, budget_seeds, sparsity=sparsity,
+                                             eval_seqlen=eval_seqlen, eval_windows=eval_windows or None, device=device,
+                                             forward_dtype=forward_dtype or None))
+    budget_table = study.budget_summary(budget)
+    verdicts = study.budget_verdicts(budget)
+    fig = plot_calibration_budget(budget_table, f"{model}: {sparsity:.0%} unstructured",
+                                  f"calibration tokens ({budget_seqlen}-token windows of {budget_corpus})")
+    save_figure(fig, f"sparsegpt_calibration_budget_{model.replace('/', '_')}", close=False, directory=figures_dir)
+else:
+    budget, verdicts = pd.DataFrame(), pd.DataFrame()
+verdicts.round(4)
 
 # %% [markdown]
 # ## Joint quantization, and composition with structured FFN pruning
@@ -125,7 +184,7 @@ extra.append({**r, "setting": f"FFN keep {ffn_keep:.0%}"})
 r, rep_cq = run_setting(model, method, sparsity=sparsity, wbits=wbits, ffn_keep=ffn_keep, **common)
 extra.append({**r, "setting": f"FFN keep {ffn_keep:.0%} + {method} {sparsity:.0%} + {wbits}-bit"})
 extra = pd.DataFrame(extra)
-extra[["setting", "params", "nonzeros", "achieved_sparsity", "perplexity"]].round(4)
+extra[["setting", "params", "nonzeros", "achieved_sparsity", "perplexity", "ppl_low", "ppl_high"]].round(4)
 
 
 # %%
@@ -133,12 +192,13 @@ def ppl(meth, s=sparsity, pattern=""):
     sel = runs[(runs.method == meth) & (runs.sparsity == s) & (runs.nm == pattern)]
     return float(sel.perplexity.iloc[0]) if len(sel) else float("nan")
 
-metrics = {"dense_ppl": dense_ppl,
-           **{f"ppl_{m_}_{sparsity:g}": ppl(m_) for m_ in METHODS},
-           "order_holds_unstructured": ppl("sparsegpt") < ppl("wanda") < ppl("magnitude")}
+metrics = {"dense_ppl": dense_ppl, **{f"ppl_{m_}_{sparsity:g}": ppl(m_) for m_ in METHODS},
+           **{f"{r_.a}_vs_{r_.b}_{r_.nm or f'{r_.sparsity:g}'}": r_.verdict for r_ in pairs.itertuples()},
+           **{f"budget_{r_.budget}_sparsegpt_vs_wanda": r_.verdict for r_ in verdicts.itertuples()},
+           "notebook_s": time.perf_counter() - t_notebook,  # wall time (a shared machine inflates it)
+           "notebook_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}  # CPU time of this kernel, all threads
 if nm:
     metrics.update({f"ppl_{m_}_{nm}": ppl(m_, 0.5, nm) for m_ in METHODS})
-    metrics["order_holds_nm"] = ppl("sparsegpt", 0.5, nm) < ppl("wanda", 0.5, nm) < ppl("magnitude", 0.5, nm)
 if "acc" in runs:
     metrics.update({f"mcq_acc_{r_.method}": r_.acc for r_ in runs.itertuples() if r_.acc == r_.acc})
 metrics.update({f"ppl_{s_}": p_ for s_, p_ in zip(extra.setting, extra.perplexity)})
@@ -150,9 +210,12 @@ write_results(results_path, {
     "parameters": {"profile": profile, "model": model, "calib_corpus": calib_corpus, "eval_corpus": eval_corpus, "nsamples": nsamples,
                    "seqlen": seqlen, "seed": seed, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
                    "sweep_sparsities": sweep_sparsities, "ffn_keep": ffn_keep, "eval_seqlen": eval_seqlen,
-                   "eval_windows": eval_windows, "mcq_set": mcq_set, "mcq_n": mcq_n, "device": device},
+                   "eval_windows": eval_windows, "mcq_set": mcq_set, "mcq_n": mcq_n, "heldout_windows": heldout_windows,
+                   "budget_corpus": budget_corpus, "budget_seqlen": budget_seqlen, "budget_nsamples": budget_nsamples,
+                   "budget_seeds": budget_seeds, "forward_dtype": forward_dtype, "device": device},
     "metrics": metrics,
     "records": [{"kind": "run", **r_} for r_ in runs.to_dict("records")]
                + [{"kind": "composition", **r_} for r_ in extra.to_dict("records")]
-               + [{"kind": "layer", **r_} for r_ in layers.drop(columns=["group"], errors="ignore").to_dict("records")],
+               + [{"kind": "layer", **r_} for r_ in layers.drop(columns=["group"], errors="ignore").to_dict("records")]
+               + [{"kind": "budget", **r_} for r_ in budget.to_dict("records")],
 })

@@ -4,7 +4,8 @@ Hooks (``minilib.calib.passes``) only feed them: ``inp`` is what a module reads 
 positional input), ``out`` what it returns.  Each accumulator takes the side it needs:
 
 * ``InputSqNorms`` -- ``sum_t x_tj**2`` per input column (Wanda's ``||X_j||**2``);
-* ``Hessian``      -- ``sum_t x_t x_t^T`` in fp32 (SparseGPT / OBS), and the same column norms;
+* ``Hessian``      -- ``sum_t x_t x_t^T`` in fp32 (SparseGPT / OBS), and the same column norms
+  (optionally with TF32 GEMM inputs, ``precision="tf32"``);
 * ``AbsMean``      -- mean ``|a_tj|`` per feature of the input or the output, optionally also of
   ``|y - b|`` for a linear output with bias (the Mini-GPTs neuron statistic);
 * ``DecisionNeuronStats`` -- per-FFN-neuron alignment with the decision vector (the anatomy).
@@ -13,6 +14,8 @@ Every accumulator counts the ``tokens`` it has seen and can ``free()`` its buffe
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -54,19 +57,56 @@ class InputSqNorms(Accumulator):
         self.sq = None
 
 
+HESSIAN_PRECISIONS = ("fp32", "tf32")
+
+
+def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (fp32) rounded to TF32's 10-bit mantissa (round to nearest, ties away from zero), as
+    NVIDIA tensor cores read fp32 matmul inputs in TF32 mode; the result is still fp32.  Used to
+    emulate TF32 accumulation where there is no such GPU (the products are then summed in fp32, as
+    tensor cores do; only the order of the summation differs)."""
+    bits = x.float().contiguous().view(torch.int32)
+    rounded = (bits + 0x1000) & ~0x1FFF  # add half an ulp of the 10-bit mantissa, drop the low 13 bits
+    finite = torch.isfinite(x)
+    return torch.where(finite, rounded.view(torch.float32), x.float())
+
+
+@contextmanager
+def _tf32_matmul(enabled: bool):
+    """Allow TF32 for CUDA matmuls inside the block (restored afterwards)."""
+    if not enabled:
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 class Hessian(Accumulator):
-    """``X X^T`` summed over tokens (fp32): the statistic of the OBS / SparseGPT solver.
+    """``X X^T`` summed over tokens in fp32: the statistic of the OBS / SparseGPT solver.
 
-    ``hessian()`` is ``2 X X^T / tokens``, the Hessian of the layer-wise reconstruction loss."""
+    ``hessian()`` is ``2 X X^T / tokens``, the Hessian of the layer-wise reconstruction loss.
+    Inputs in any dtype (bf16/fp16 forwards) are cast to fp32 first.  ``precision="tf32"`` lets the
+    GEMM read its inputs in TF32 (10-bit mantissa, fp32 sums): the tensor-core mode on CUDA, and an
+    emulation (inputs rounded by ``round_to_tf32``, no speed-up) elsewhere, for measuring its effect."""
 
-    def __init__(self, columns: int, device: torch.device | str = "cpu"):
+    def __init__(self, columns: int, device: torch.device | str = "cpu", precision: str = "fp32"):
+        if precision not in HESSIAN_PRECISIONS:
+            raise ValueError(f"precision must be one of {HESSIAN_PRECISIONS}, got {precision!r}")
         self.H = torch.zeros(columns, columns, dtype=torch.float32, device=device)
         self.tokens = 0
+        self.precision = precision
 
     @torch.no_grad()
     def add_batch(self, inp: torch.Tensor, out: torch.Tensor | None = None) -> None:
         x = _rows(inp).to(self.H.device, torch.float32)  # (tokens, in)
-        self.H.addmm_(x.t(), x)
+        if self.precision == "tf32" and self.H.device.type != "cuda":
+            x = round_to_tf32(x)
+        with _tf32_matmul(self.precision == "tf32" and self.H.device.type == "cuda"):
+            self.H.addmm_(x.t(), x)
         self.tokens += x.shape[0]
 
     @property
@@ -82,8 +122,6 @@ class Hessian(Accumulator):
 
     def free(self) -> None:
         self.H = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
 
 class AbsMean(Accumulator):
@@ -92,14 +130,20 @@ class AbsMean(Accumulator):
     With ``bias`` (an output side only) it also keeps the mean of ``|y_j - b_j|``, the part of a linear
     output that depends on the input; ``mean_min()`` gives ``min(mean|y|, mean|y - b|)``.
     ``skip_first`` drops the first ``skip_first`` positions of every sequence (e.g. the attention-sink
-    token, whose activations can be thousands of times larger than elsewhere)."""
+    token, whose activations can be thousands of times larger than elsewhere); modules that see the
+    batch flattened to ``[batch * seqlen, width]`` (OPT's FFN) need ``seqlen`` to find those positions."""
 
-    def __init__(self, width: int, side: str = "output", bias: torch.Tensor | None = None, skip_first: int = 0):
+    def __init__(self, width: int, side: str = "output", bias: torch.Tensor | None = None, skip_first: int = 0,
+                 seqlen: int | None = None):
         if side not in ("input", "output"):
             raise ValueError(f"side must be 'input' or 'output', got {side!r}")
         if bias is not None and side != "output":
             raise ValueError("bias only applies to a module's output")
-        self.side, self.skip_first = side, int(skip_first)
+        if isinstance(skip_first, bool) or int(skip_first) != skip_first or skip_first < 0:
+            raise ValueError(f"skip_first must be an integer >= 0, got {skip_first!r}")
+        if seqlen is not None and (isinstance(seqlen, bool) or int(seqlen) != seqlen or seqlen <= skip_first):
+            raise ValueError(f"seqlen must be an integer > skip_first ({skip_first}) or None, got {seqlen!r}")
+        self.side, self.skip_first, self.seqlen = side, int(skip_first), seqlen
         self.total = torch.zeros(width, dtype=torch.float64)
         self.bias = None if bias is None else bias.detach().float()
         self.total_centred = None if bias is None else torch.zeros(width, dtype=torch.float64)
@@ -108,7 +152,12 @@ class AbsMean(Accumulator):
     @torch.no_grad()
     def add_batch(self, inp: torch.Tensor, out: torch.Tensor | None = None) -> None:
         a = inp if self.side == "input" else out
-        if self.skip_first and a.dim() == 3:
+        if self.skip_first:
+            if a.dim() == 2 and self.seqlen is not None and a.shape[0] % self.seqlen == 0:
+                a = a.view(-1, self.seqlen, a.shape[-1])
+            if a.dim() != 3:
+                raise ValueError(f"skip_first needs [batch, seqlen, width] activations (or seqlen= for flattened "
+                                 f"ones whose rows it divides), got shape {tuple(a.shape)}")
             a = a[:, self.skip_first:]
         a = _rows(a.detach()).float()
         self.total += a.abs().sum(0).to("cpu", torch.float64)

@@ -12,13 +12,17 @@ windows (or any batches of model inputs), each hook calls ``acc.add_batch(inp, o
 block in turn is moved to ``device``, its accumulators are fed by running the calibration batches
 through it, a callback acts on it (e.g. prunes it), and it is run again to produce the inputs of the
 next block.  Only one block is ever in fast memory; the rest of the model stays where it is.
+Optionally: held-out windows that flow through the same (changed) blocks and are only measured
+(``heldout=``, ``step.feed(accs, heldout=True)``); block forwards under autocast in bf16/fp16 with the
+activations between blocks kept in that dtype (``forward_dtype=``; accumulators stay fp32); the
+activations kept on the CPU while the block runs on the GPU (``store="cpu"``).
 
 Hooks are always added inside ``with`` blocks and removed, even when the body raises.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
@@ -238,16 +242,40 @@ class Captured:
     args: list[list[tuple[tuple, dict]]]                  # [block][batch] -> (positional after hidden, kwargs)
 
 
+def check_dtype(dtype, name: str = "forward_dtype") -> torch.dtype | None:
+    """``None`` (the model's own dtype), or a floating torch dtype given as a dtype or its name
+    (``"bfloat16"``, ``"bf16"``, ``"float16"``, ``"fp16"``, ``"float32"``)."""
+    if dtype is None or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+             "half": torch.float16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
+    if isinstance(dtype, str) and dtype.strip().lower().removeprefix("torch.") in names:
+        return names[dtype.strip().lower().removeprefix("torch.")]
+    raise ValueError(f"{name} must be None (the model's dtype) or one of {sorted(names)} / a floating torch.dtype, "
+                     f"got {dtype!r}")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision for the block forwards: ``torch.autocast`` to ``dtype`` on ``device`` (weights
+    stay in their own dtype; matmuls run in ``dtype``), or nothing when ``dtype`` is None or fp32."""
+    if dtype is None or dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
 @torch.no_grad()
 def capture_block_inputs(model: nn.Module, windows: torch.Tensor, batch_size: int = 8,
-                         device: torch.device | str | None = None, adapter: Adapter | None = None) -> Captured:
+                         device: torch.device | str | None = None, adapter: Adapter | None = None,
+                         dtype: torch.dtype | None = None, store: torch.device | str | None = None) -> Captured:
     """Run the calibration ``windows`` ``[n, T]`` up to block 0 and record what every block receives
     (attention masks, position ids, rotary embeddings ... exactly as transformers passes them, per
-    block), moved to ``device``."""
+    block), moved to ``device``.  The block-0 hidden states are kept on ``store`` (default ``device``)
+    in ``dtype`` (default: as the embeddings produce them)."""
     adapter = adapter or adapter_for(model)
     blocks = adapter.blocks(model)
     model_dev = model_device(model)
     device = torch.device(device) if device is not None else model_dev
+    store = torch.device(store) if store is not None else device
     hidden, args = [], [[] for _ in blocks]
     move = DeviceMemo(device)
 
@@ -255,7 +283,7 @@ def capture_block_inputs(model: nn.Module, windows: torch.Tensor, batch_size: in
         kw = dict(kw)
         h = a[0] if a else kw.pop("hidden_states")
         if i == 0:
-            hidden.append(h.to(device))
+            hidden.append(h.to(store, dtype) if dtype is not None else h.to(store))
         args[i].append((move(tuple(a[1:])), move(kw)))
 
     call_kw = {"use_cache": False} if adapter.is_decoder else {}
@@ -276,7 +304,10 @@ def run_block(block: nn.Module, hidden: torch.Tensor, args_kwargs) -> torch.Tens
 
 @dataclass
 class BlockStep:
-    """One block of the sequential pass, handed to the callback of ``sequential_pass``."""
+    """One block of the sequential pass, handed to the callback of ``sequential_pass``.
+
+    ``inputs``/``args``: the calibration batches; ``heldout``/``heldout_args``: the held-out batches
+    (``None`` without held-out windows), which are never used to choose anything, only measured."""
 
     index: int
     block: nn.Module
@@ -285,6 +316,10 @@ class BlockStep:
     adapter: Adapter
     timer: Timer
     outputs: list[torch.Tensor] | None = field(default=None)
+    heldout: list[torch.Tensor] | None = field(default=None)
+    heldout_args: list[tuple[tuple, dict]] | None = field(default=None)
+    device: torch.device | None = field(default=None)      # where the block runs (default: the inputs' device)
+    dtype: torch.dtype | None = field(default=None)        # autocast dtype of the forwards (None: the block's own)
 
     def modules(self, keys: Iterable[str]) -> dict[str, nn.Module]:
         """Resolve keys of this block (``"<index>.<path>"``) to its modules."""
@@ -299,56 +334,99 @@ class BlockStep:
     def linear_keys(self) -> dict[str, nn.Module]:
         return {key(self.index, n): m for n, m in self.adapter.linear_layers(self.block).items()}
 
+    def _run(self, hidden: torch.Tensor, args_kwargs) -> torch.Tensor:
+        dev = self.device or hidden.device
+        with autocast(dev, self.dtype):
+            out = run_block(self.block, hidden.to(dev, non_blocking=True), args_kwargs)
+        # keep the stream where and in the dtype the inputs are kept (e.g. bf16 on the CPU)
+        return out.to(hidden.device, hidden.dtype) if (out.device, out.dtype) != (hidden.device, hidden.dtype) else out
+
+    def _stream(self, heldout: bool):
+        if not heldout:
+            return self.inputs, self.args
+        if self.heldout is None:
+            raise ValueError("this pass has no held-out windows (sequential_pass(..., heldout=...))")
+        return self.heldout, self.heldout_args
+
     @torch.no_grad()
-    def feed(self, accs: Accs, batches: Iterable[int] | None = None) -> None:
-        """Run the calibration batches through the block with ``accs`` fed by hooks."""
+    def feed(self, accs: Accs, batches: Iterable[int] | None = None, heldout: bool = False) -> None:
+        """Run the calibration batches (``heldout=True``: the held-out batches) through the block with
+        ``accs`` fed by hooks.  Calibration time goes to ``forward_s``/``stats_s``, held-out time
+        (forward and statistics together) to ``heldout_s``."""
         mods = self.modules(accs.keys())
-        idx = range(len(self.inputs)) if batches is None else batches
+        inputs, args = self._stream(heldout)
+        idx = range(len(inputs)) if batches is None else batches
+        if heldout:
+            with self.timer("heldout_s"), feeding(mods, accs):
+                for b in idx:
+                    self._run(inputs[b], args[b])
+            return
         stats_before = self.timer.totals.get("stats_s", 0.0)
         with self.timer("forward_s"), feeding(mods, accs, timer=self.timer):
             for b in idx:
-                run_block(self.block, self.inputs[b], self.args[b])
+                self._run(inputs[b], args[b])
         # forward_s counts the block's own compute: take out the time spent in the accumulators
         self.timer.add("forward_s", -(self.timer.totals.get("stats_s", 0.0) - stats_before))
 
     @torch.no_grad()
-    def forward(self) -> list[torch.Tensor]:
-        """The block's outputs for every calibration batch (the next block's inputs)."""
-        with self.timer("forward_s"):
-            return [run_block(self.block, h, a) for h, a in zip(self.inputs, self.args)]
+    def forward(self, heldout: bool = False) -> list[torch.Tensor]:
+        """The block's outputs for every calibration (or held-out) batch: the next block's inputs."""
+        inputs, args = self._stream(heldout)
+        with self.timer("heldout_s" if heldout else "forward_s"):
+            return [self._run(h, a) for h, a in zip(inputs, args)]
 
 
 @torch.no_grad()
 def sequential_pass(model: nn.Module, windows: torch.Tensor, on_block: Callable[[BlockStep], None],
                     device: torch.device | str | None = "auto", batch_size: int = 8, timer: Timer | None = None,
-                    progress: bool = False, desc: str = "blocks") -> Timer:
+                    progress: bool = False, desc: str = "blocks", heldout: torch.Tensor | None = None,
+                    forward_dtype: torch.dtype | str | None = None,
+                    store: torch.device | str | None = None) -> Timer:
     """Block by block: capture, then for each block ``on_block(step)`` (feed accumulators with
     ``step.feed``, then change the block), then rerun the block for the next block's inputs.
 
     ``device``: where each block runs (``"auto"``: CUDA when present); the model itself stays where it
-    is, so models larger than the GPU can be processed one block at a time.  Returns the ``Timer``
-    (``capture_s``, ``forward_s``, ``stats_s`` and whatever ``on_block`` timed)."""
+    is, so models larger than the GPU can be processed one block at a time.  ``heldout``: windows
+    that flow through the same (changed) blocks beside the calibration windows, for measuring on
+    inputs that chose nothing (``step.feed(accs, heldout=True)``).  ``forward_dtype``: run the block
+    forwards under ``torch.autocast`` in this dtype (``"bfloat16"``/``"float16"``; the weights keep
+    their dtype and the activations between blocks are kept in it, halving their memory);
+    accumulators still work in fp32.  ``store``: where the activations between blocks are kept
+    (default: ``device``; ``"cpu"`` offloads them and moves one batch at a time).  Returns the ``Timer``
+    (``capture_s``, ``forward_s``, ``stats_s``, ``heldout_s`` and whatever ``on_block`` timed)."""
     from tqdm.auto import tqdm
     windows = check_windows(windows, model)
+    if heldout is not None:
+        heldout = check_windows(heldout, model, "held-out windows")
+    forward_dtype = check_dtype(forward_dtype)
     adapter = adapter_for(model)
     dev = resolve_device(device)
+    store = resolve_device(store) if store is not None else dev
     timer = timer or Timer(dev)
     was_training = model.training
     model.eval()
     try:
         with timer("capture_s"):
-            cap = capture_block_inputs(model, windows, batch_size, dev, adapter)
-        inps = cap.hidden
+            cap = capture_block_inputs(model, windows, batch_size, dev, adapter, forward_dtype, store)
+            ho = capture_block_inputs(model, heldout, batch_size, dev, adapter, forward_dtype, store) \
+                if heldout is not None else None
+        inps, ho_inps = cap.hidden, (ho.hidden if ho is not None else None)
         for bi, block in enumerate(tqdm(adapter.blocks(model), desc=desc, disable=not progress)):
             home = model_device(block)
             block.to(dev)
             try:
-                step = BlockStep(bi, block, inps, cap.args[bi], adapter, timer)
+                step = BlockStep(bi, block, inps, cap.args[bi], adapter, timer,
+                                 heldout=ho_inps, heldout_args=ho.args[bi] if ho is not None else None,
+                                 device=dev, dtype=forward_dtype)
                 on_block(step)
                 inps = step.forward()
+                if ho is not None:
+                    ho_inps = step.forward(heldout=True)
             finally:
                 block.to(home)
             cap.args[bi] = None  # this block's arguments are no longer needed
+            if ho is not None:
+                ho.args[bi] = None
     finally:
         model.train(was_training)
     return timer

@@ -287,13 +287,18 @@ def widths_multiple(masks: list[torch.Tensor], multiple: int, scores: list[torch
 
 def mask_vocab(counts: torch.Tensor, tokenizer, min_count: int = 1, min_tokens: int = 1000) -> torch.Tensor:
     """Prune mask over the vocabulary: tokens seen fewer than ``min_count`` times in ``counts``.
-    Special tokens and (for byte-level BPE tokenizers) the single-byte tokens are never pruned.
+    Special tokens and every single-byte token the tokenizer has (byte-level BPE symbols, or
+    SentencePiece ``<0xXX>`` byte-fallback tokens: ``minilib.models.vocab.byte_alphabet``) are never
+    pruned, so that pruned tokens can be spelt in bytes (the lossless fallback).
 
     Raises ``CorpusError`` when the counts cover fewer than ``min_tokens`` tokens."""
     from minilib.data.corpora import CorpusError
-    from minilib.models.vocab import byte_level_ids, special_ids
-    if int(min_count) != min_count or min_count < 1:
-        raise ValueError(f"min_count must be an integer >= 1, got {min_count}")
+    from minilib.models.vocab import byte_alphabet, special_ids
+    if isinstance(min_count, bool) or int(min_count) != min_count or min_count < 1:
+        raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}")
+    if not isinstance(counts, torch.Tensor) or counts.dim() != 1:
+        raise ValueError(f"counts must be a 1-D tensor (one count per token id), got {type(counts).__name__} "
+                         f"{tuple(getattr(counts, 'shape', ()))}")
     if int(counts.sum()) < min_tokens:
         raise CorpusError(f"token counts cover {int(counts.sum())} tokens; need at least {min_tokens} "
                           f"to decide which tokens a domain uses")
@@ -301,9 +306,9 @@ def mask_vocab(counts: torch.Tensor, tokenizer, min_count: int = 1, min_tokens: 
     for i in special_ids(tokenizer):
         if i < len(keep):
             keep[i] = True
-    b = byte_level_ids(tokenizer)
-    if b is not None:
-        keep[list(b.values())] = True
+    alpha = byte_alphabet(tokenizer)
+    if alpha is not None:
+        keep[[i for i in alpha[1].values() if i < len(keep)]] = True
     return ~keep
 
 

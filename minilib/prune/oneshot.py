@@ -4,7 +4,10 @@
     report = prune_model(model, "wanda", nm=(2, 4), calib=windows)               # 2 zeros in every 4
     report = prune_model(model, "sparsegpt", sparsity=0.5, wbits=4, calib=windows, device="cuda")
     report = prune_model(model, "sparsegpt", calib=windows, masks={"3.mlp.up_proj": m, ...})
+    report = prune_model(model, "wanda", 0.5, calib=windows, heldout=other_windows)  # + held-out error
+    report = prune_model(model, "sparsegpt", 0.5, calib=windows, forward_dtype="bfloat16")  # GPU-style
     report.layers          # DataFrame: block, group, layer, out, in, params, zeros, sparsity, error, rel_error
+                           # (+ heldout_error, heldout_rel_error with heldout=...)
     report.overall         # params, zeros, sparsity of the pruned layers; timings in report.timings
 
 It is the block-by-block calibration pass of ``minilib.calib.sequential_pass``: per block, the
@@ -18,18 +21,29 @@ reconstruction); each unstructured at ``sparsity`` in [0, 1) or N:M (``nm=(n, m)
 round-to-nearest after masking for the others.  ``masks`` fixes the mask of some layers (keys as in
 ``minilib.calib``, True = prune), from any other criterion: with ``sparsegpt`` OBS reconstructs the
 rest of the layer around it, with the other methods the mask is applied as it is.
+
+Errors.  ``error``/``rel_error`` are measured on the calibration inputs (by default only for
+SparseGPT, whose Hessians exist anyway; ``measure_error=True`` for the others), which favours
+SparseGPT by construction: it minimised exactly that.  ``heldout=`` windows give the same error on
+inputs that chose nothing (``heldout_error``/``heldout_rel_error``), captured alongside the
+calibration windows and flowing through the same pruned blocks.
+
+Precision and memory.  Hessians and the solver are fp32 always.  ``forward_dtype="bfloat16"`` (or
+``"float16"``) runs the block forwards under autocast and keeps the activations between blocks in
+that dtype (half the memory); the weights keep their dtype, so nothing is rounded by the pass
+itself.  ``hessian_precision="tf32"`` lets CUDA tensor cores read the ``X X^T`` inputs in TF32.
+``offload=True`` keeps the activations on the CPU while the block runs on the GPU.
 """
 
 from __future__ import annotations
-
-import time
 
 import pandas as pd
 import torch
 from torch import nn
 
-from minilib.calib.accumulators import InputSqNorms, LastBatch
-from minilib.calib.passes import BlockStep, CalibrationError, check_windows, key, sequential_pass
+from minilib.calib.accumulators import HESSIAN_PRECISIONS, Hessian, InputSqNorms, LastBatch
+from minilib.calib.passes import (BlockStep, CalibrationError, check_dtype, check_windows, key,
+                                  sequential_pass)
 from minilib.device import Timer, model_device, resolve_device
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import in_features, weight_oi
@@ -38,7 +52,7 @@ from minilib.prune.masks import (SparsityError, check_nm, check_sparsity, mask_n
 from minilib.prune.quant import check_wbits
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
 from minilib.prune.scores import score_magnitude, score_wanda
-from minilib.prune.sparsegpt import SparseGPT
+from minilib.prune.sparsegpt import SparseGPT, heldout_stats
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 
@@ -52,7 +66,15 @@ def score_mask(method: str, w: torch.Tensor, sq_norms: torch.Tensor | None, spar
     return mask_unstructured(score, sparsity, per="layer" if method == "magnitude" else "row")
 
 
-def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks):
+def resolve_forward_dtype(forward_dtype, device: torch.device) -> torch.dtype | None:
+    """``"auto"``: bfloat16 on a CUDA device that supports it, else ``None`` (the model's own dtype);
+    anything else as ``minilib.calib.passes.check_dtype`` reads it."""
+    if isinstance(forward_dtype, str) and forward_dtype.strip().lower() == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return check_dtype(forward_dtype)
+
+
+def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout=None):
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if nm is not None:
@@ -73,9 +95,13 @@ def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, m
     if not needs_calib:
         return
     if calib is None:
-        raise CalibrationError(f"method {method!r} needs calibration windows: a non-empty [n, seqlen] LongTensor "
+        why = f"method {method!r} needs" if method != "magnitude" else \
+            "measuring the reconstruction error (measure_error=True or heldout=...) needs"
+        raise CalibrationError(f"{why} calibration windows: a non-empty [n, seqlen] LongTensor "
                                "(see minilib.data.calibration_set)")
     check_windows(calib, model)
+    if heldout is not None:
+        check_windows(heldout, model, "held-out windows")
     if method == "sparsegpt":
         widest = max(in_features(l) for b in adapter.blocks(model) for l in adapter.linear_layers(b).values())
         if calib.numel() < widest:
@@ -106,55 +132,62 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float = 0
                 nm: tuple[int, int] | str | None = None, wbits: int = 16, calib: torch.Tensor | None = None,
                 device: torch.device | str | None = "auto", blocksize: int = 128, percdamp: float = 0.01,
                 batch_size: int = 8, measure_error: bool | None = None, progress: bool = False,
-                masks: dict[str, torch.Tensor] | None = None) -> PruneReport:
+                masks: dict[str, torch.Tensor] | None = None, heldout: torch.Tensor | None = None,
+                forward_dtype: torch.dtype | str | None = None, hessian_precision: str = "fp32",
+                offload: bool = False) -> PruneReport:
     """Prune every linear layer of every block in place; see the module docstring.
 
     ``calib``: calibration windows ``[n, seqlen]`` (needed by wanda and sparsegpt; with magnitude it
-    only serves ``measure_error``).  ``measure_error`` (default: whenever ``calib`` is given) records
-    each layer's reconstruction error on the calibration inputs (it needs each layer's ``X X^T``).
-    ``device``: where each block runs (``"auto"``: CUDA when present), while the model stays where it is."""
+    only serves the error report).  ``measure_error`` (default: only for ``sparsegpt``, whose solver
+    holds each layer's ``X X^T`` anyway) records each layer's reconstruction error on the calibration
+    inputs (``error``, ``rel_error``); for wanda and magnitude it is opt-in, because it needs the full
+    ``X X^T`` of every layer input (about 70% of a Wanda run's time).  That error is *in-sample*:
+    SparseGPT minimised exactly it.  ``heldout``: windows that choose nothing but flow through the
+    same pruned blocks; each layer then also reports ``heldout_error``/``heldout_rel_error``, the error
+    on inputs the solver never saw (any method; costs a forward and one ``X X^T`` per layer input over
+    the held-out tokens).
+    ``device``: where each block runs (``"auto"``: CUDA when present), while the model stays where it
+    is.  ``forward_dtype`` (e.g. ``"bfloat16"``): block forwards under autocast in that dtype, the
+    activations between blocks kept in it; Hessians, the solver and the weights stay in fp32 (the
+    model's dtype); ``"auto"``: bfloat16 on CUDA, the model's dtype elsewhere.
+    ``hessian_precision="tf32"``: TF32 GEMM inputs for ``X X^T`` (CUDA tensor cores; emulated
+    elsewhere, for measuring).  ``offload``: keep the activations between blocks on the CPU
+    (for calibration sets that do not fit on the GPU beside one block)."""
     adapter = adapter_for(model)
     nm = parse_nm(nm)
-    measure_error = calib is not None if measure_error is None else measure_error
-    needs_calib = method in ("wanda", "sparsegpt") or measure_error
+    if measure_error is None:
+        measure_error = method == "sparsegpt" and calib is not None
+    needs_calib = method in ("wanda", "sparsegpt") or bool(measure_error) or heldout is not None
     masks = dict(masks or {})
-    _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks)
+    _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout)
+    if hessian_precision not in HESSIAN_PRECISIONS:
+        raise ValueError(f"hessian_precision must be one of {HESSIAN_PRECISIONS}, got {hessian_precision!r}")
     eff_sparsity = nm[0] / nm[1] if nm else float(sparsity)
     dev = resolve_device(device)
+    forward_dtype = resolve_forward_dtype(forward_dtype, dev)
     timer = Timer(dev)
     before = snapshot(model)
     rows: list[dict] = []
-    t_start = time.perf_counter()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     was_training = model.training
     model.eval()
     try:
-        if not needs_calib:  # magnitude without calibration: no forward pass at all
-            from tqdm.auto import tqdm
-            for bi, block in enumerate(tqdm(adapter.blocks(model), desc=method, disable=not progress)):
-                home = model_device(block)
-                block.to(dev)
-                try:
-                    for name, layer in adapter.linear_layers(block).items():
-                        k = key(bi, name)
-                        with timer("solve_s"):
-                            mask = masks.get(k)
-                            if mask is None:
-                                mask = score_mask(method, weight_oi(layer).float(), None, eff_sparsity, nm, k)
-                            w_old, w_new = zero_weights(layer, mask.to(dev), wbits)
-                        rows.append({"block": bi, "group": name, **reconstruction_stats(name, w_old, w_new)})
-                finally:
-                    block.to(home)
-        else:
-            def on_block(step: BlockStep):
-                _prune_block(step, method, eff_sparsity, nm, wbits, blocksize, percdamp, measure_error, masks, rows)
-
-            sequential_pass(model, calib, on_block, dev, batch_size, timer=timer, progress=progress, desc=method)
+        with timer("total_s"):
+            if not needs_calib:  # magnitude without calibration: no forward pass at all
+                _prune_by_weights(model, adapter, method, eff_sparsity, nm, wbits, masks, dev, timer, rows, progress)
+            else:
+                opts = dict(method=method, sparsity=eff_sparsity, nm=nm, wbits=wbits, blocksize=blocksize,
+                            percdamp=percdamp, measure_error=bool(measure_error), masks=masks,
+                            precision=hessian_precision, rows=rows)
+                sequential_pass(model, calib, lambda step: _prune_block(step, **opts), dev, batch_size, timer=timer,
+                                progress=progress, desc=method, heldout=heldout, forward_dtype=forward_dtype,
+                                store="cpu" if offload else None)
     finally:
         model.train(was_training)
-    timings = {k: timer.totals.get(k, 0.0) for k in ("capture_s", "forward_s", "stats_s", "solve_s")}
-    timings["total_s"] = time.perf_counter() - t_start
+    timings = {k: timer.totals.get(k, 0.0) for k in ("capture_s", "forward_s", "stats_s", "solve_s", "total_s")}
+    if heldout is not None:
+        timings["heldout_s"] = timer.totals.get("heldout_s", 0.0)
     if dev.type == "cuda":
         timings["peak_cuda_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
     target = {"nm": f"{nm[0]}:{nm[1]}"} if nm else {"sparsity": eff_sparsity}
@@ -162,35 +195,72 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float = 0
         target["wbits"] = wbits
     if masks:
         target["fixed_masks"] = len(masks)
-    rep = PruneReport(method, target, before, snapshot(model), pd.DataFrame(rows), timings)
+    notes = {}
+    if heldout is not None:
+        notes["heldout_tokens"] = int(heldout.numel())
+    if forward_dtype is not None:
+        notes["forward_dtype"] = str(forward_dtype).removeprefix("torch.")
+    if hessian_precision != "fp32":
+        notes["hessian_precision"] = hessian_precision
+    rep = PruneReport(method, target, before, snapshot(model), pd.DataFrame(rows), timings, notes)
     rep.nm, rep.sparsity, rep.wbits = nm, eff_sparsity, wbits
     return rep
 
 
-def _prune_block(step: BlockStep, method, sparsity, nm, wbits, blocksize, percdamp, measure_error, masks, rows):
+def _prune_by_weights(model, adapter, method, sparsity, nm, wbits, masks, dev, timer, rows, progress):
+    """Magnitude pruning without calibration data: one block at a time on ``dev``, no forward pass."""
+    from tqdm.auto import tqdm
+    for bi, block in enumerate(tqdm(adapter.blocks(model), desc=method, disable=not progress)):
+        home = model_device(block)
+        block.to(dev)
+        try:
+            for name, layer in adapter.linear_layers(block).items():
+                k = key(bi, name)
+                with timer("solve_s"):
+                    mask = masks.get(k)
+                    if mask is None:
+                        mask = score_mask(method, weight_oi(layer).float(), None, sparsity, nm, k)
+                    w_old, w_new = zero_weights(layer, mask.to(dev), wbits)
+                rows.append({"block": bi, "group": name, **reconstruction_stats(name, w_old, w_new)})
+        finally:
+            block.to(home)
+
+
+def _prune_block(step: BlockStep, method, sparsity, nm, wbits, blocksize, percdamp, measure_error, masks,
+                 precision, rows):
     bi, layers = step.index, step.linear_keys()
-    full = method == "sparsegpt" or measure_error
+    full = method == "sparsegpt" or measure_error  # the full X X^T per input
     groups, first = _groups(step)
-    dev = step.inputs[0].device
+    dev = step.device or step.inputs[0].device
     accs = {}
     for g in groups:
-        accs[g[0]] = SparseGPT({k: layers[k] for k in g}, dev) if full else InputSqNorms(in_features(layers[g[0]]), dev)
+        cols = in_features(layers[g[0]])
+        if method == "sparsegpt":
+            accs[g[0]] = SparseGPT({k: layers[k] for k in g}, dev, precision)
+        else:
+            accs[g[0]] = Hessian(cols, dev, precision) if full else InputSqNorms(cols, dev)
         with step.timer("stats_s"):
             accs[g[0]].add_batch(first[g[0]])
     del first
     step.feed(accs, batches=range(1, len(step.inputs)))
+    held = None
+    if step.heldout is not None:  # the same layer inputs on the held-out windows (the block is still dense)
+        held = {g[0]: Hessian(in_features(layers[g[0]]), dev, precision) for g in groups}
+        step.feed(held, heldout=True)
 
+    name = lambda k: k.split(".", 1)[1]  # noqa: E731  (the path inside the block)
     for g in groups:
         acc = accs[g[0]]
+        ho = held[g[0]] if held is not None else None
         fixed = [k for k in g if k in masks]
         if fixed and len(fixed) != len(g) and method == "sparsegpt":
             raise SparsityError(f"layers {g} share one input (one OBS problem): give fixed masks for all of them "
                                 f"or none (got {fixed})")
-        name = lambda k: k.split(".", 1)[1]  # noqa: E731  (the path inside the block)
         if method == "sparsegpt":
             with step.timer("solve_s"):
                 st = acc.prune(sparsity, *(nm or (0, 0)), wbits=wbits, blocksize=blocksize, percdamp=percdamp,
-                               mask={k: masks[k] for k in g} if fixed else None)
+                               mask={k: masks[k] for k in g} if fixed else None, measure_error=measure_error,
+                               heldout=ho)
             rows.extend({"block": bi, "group": "+".join(map(name, g)), **s, "layer": name(s["layer"])} for s in st)
         else:
             sq = acc.input_sq_norms() if method == "wanda" else None
@@ -199,6 +269,11 @@ def _prune_block(step: BlockStep, method, sparsity, nm, wbits, blocksize, percda
                     w = weight_oi(layers[k]).float()
                     mask = masks[k] if k in masks else score_mask(method, w, sq, sparsity, nm, k)
                     w_old, w_new = zero_weights(layers[k], mask.to(w.device), wbits)
-                rows.append({"block": bi, "group": "+".join(map(name, g)),
-                             **reconstruction_stats(name(k), w_old, w_new, acc.H if full else None, acc.tokens)})
+                row = {"block": bi, "group": "+".join(map(name, g)),
+                       **reconstruction_stats(name(k), w_old, w_new, acc.H if measure_error else None, acc.tokens)}
+                if ho is not None:
+                    row.update(heldout_stats(w_old, w_new, ho))
+                rows.append(row)
         acc.free()
+        if ho is not None:
+            ho.free()

@@ -2,25 +2,112 @@
 
 Only ``nn.Linear`` layers whose weight holds at least 2 zeros in every 4 inputs and whose shape the
 kernels accept are converted; the rest stay dense.
+
+**It does not always pay.**  Issue 12 measured the converted model at 4.7-9.7x the dense latency on
+an H100, and cuSPARSELt at 0.61x the dense speed on a single 11008x4096 fp16 linear; PyTorch's
+CUTLASS kernels need compute capability 8.x (A100-class), cuSPARSELt must be present for 9.x.  So
+every conversion times each layer, dense against sparse, on a probe input of ``tokens`` rows
+(CUDA-synchronized ``minilib.device.Timer``), returns the speed-ups, warns (``SlowSparseWarning``)
+when the sparse layers are slower than the dense ones, and with ``min_speedup`` keeps every layer
+that would not gain that much dense.  ``benchmarks/bench_sparsegpt.py`` measures the same on the
+model's and on larger shapes.
 """
 
 from __future__ import annotations
 
+import statistics
+import warnings
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from minilib.device import Timer
 from minilib.models.adapters import Adapter, adapter_for
 from minilib.prune.masks import is_nm
 
 
-def to_semi_structured(model: nn.Module, adapter: Adapter | None = None) -> dict:
-    """Convert the 2:4-sparse linear layers of every block in place (the model must be on CUDA in
-    fp16 or bf16, e.g. ``model.half().cuda()``); returns ``{"converted": [...], "skipped": {name: reason}}``."""
+class SlowSparseWarning(UserWarning):
+    """Semi-structured 2:4 layers measured slower than their dense originals."""
+
+
+def time_call(fn, device: torch.device | str, repeats: int = 5, inner: int = 10, warmup: int = 3) -> float:
+    """Median over ``repeats`` rounds of the mean seconds per call of ``fn`` (``inner`` calls per
+    round, after ``warmup`` calls), timed with the CUDA-synchronized ``Timer``."""
+    for _ in range(warmup):
+        fn()
+    rounds = []
+    for _ in range(repeats):
+        timer = Timer(device)
+        with timer("t"):
+            for _ in range(inner):
+                fn()
+        rounds.append(timer.totals["t"] / inner)
+    return statistics.median(rounds)
+
+
+def speed_summary(dense_s: dict[str, float], sparse_s: dict[str, float]) -> dict:
+    """Per-layer speed-ups ``dense / sparse`` (> 1: the sparse layer is faster) and the overall
+    speed-up of all layers together (total dense time over total sparse time)."""
+    if set(dense_s) != set(sparse_s):
+        raise ValueError(f"dense and sparse timings must cover the same layers: {sorted(set(dense_s) ^ set(sparse_s))}")
+    for d in (dense_s, sparse_s):
+        for k, v in d.items():
+            if not (v > 0):
+                raise ValueError(f"{k}: a timing must be > 0 seconds, got {v!r}")
+    per = {k: dense_s[k] / sparse_s[k] for k in dense_s}
+    overall = sum(dense_s.values()) / sum(sparse_s.values()) if dense_s else float("nan")
+    return {"speedup": per, "overall_speedup": overall}
+
+
+def warn_if_slower(summary: dict, tokens: int) -> None:
+    """Warn (``SlowSparseWarning``) when the converted layers are slower than dense overall or any
+    single layer is."""
+    per = summary["speedup"]
+    slow = {k: v for k, v in per.items() if v < 1}
+    if not slow:
+        return
+    worst = min(slow, key=slow.get)
+    warnings.warn(f"semi-structured 2:4 layers are slower than dense on this GPU for {tokens}-token inputs: "
+                  f"{len(slow)} of {len(per)} layers (worst {worst}: {slow[worst]:.2f}x the dense speed), all "
+                  f"together {summary['overall_speedup']:.2f}x; keep the model dense, or convert only the layers "
+                  f"that gain (min_speedup=1.0)", SlowSparseWarning, stacklevel=3)
+
+
+def check_backend() -> str:
+    """Which semi-structured backend PyTorch will use here (``"cusparselt"`` or ``"cutlass"``), or a
+    ``RuntimeError`` saying why none can run."""
     if not torch.cuda.is_available():
         raise RuntimeError("semi-structured sparsity needs a CUDA GPU (torch.cuda.is_available() is False)")
+    cslt = getattr(torch.backends, "cusparselt", None)
+    if cslt is not None and cslt.is_available():
+        return "cusparselt"
+    major, minor = torch.cuda.get_device_capability()
+    if major == 8:
+        return "cutlass"
+    raise RuntimeError(f"semi-structured sparsity on compute capability {major}.{minor} needs cuSPARSELt, which this "
+                       "PyTorch build does not have (its CUTLASS kernels need compute capability 8.x)")
+
+
+def to_semi_structured(model: nn.Module, adapter: Adapter | None = None, check_speed: bool = True,
+                       tokens: int = 2048, min_speedup: float | None = None) -> dict:
+    """Convert the 2:4-sparse linear layers of every block in place (the model must be on CUDA in
+    fp16 or bf16, e.g. ``model.half().cuda()``).
+
+    ``check_speed``: time every layer dense and sparse on a random ``[tokens, in]`` input first
+    (warns when sparse is slower); ``min_speedup``: keep a layer dense unless it gains at least that
+    factor (e.g. 1.0: convert only what is faster).  Returns ``{"backend", "converted": [...],
+    "skipped": {name: reason}, "speedup": {name: dense/sparse}, "overall_speedup"}``."""
+    backend = check_backend()
     from torch.sparse import to_sparse_semi_structured
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens must be an integer >= 1 (rows of the probe input), got {tokens!r}")
+    if min_speedup is not None and not (isinstance(min_speedup, (int, float)) and min_speedup > 0):
+        raise ValueError(f"min_speedup must be a number > 0 or None, got {min_speedup!r}")
+    if min_speedup is not None and not check_speed:
+        raise ValueError("min_speedup needs check_speed=True (the speed-up is measured)")
     adapter = adapter or adapter_for(model)
-    converted, skipped = [], {}
+    converted, skipped, dense_s, sparse_s = [], {}, {}, {}
     for bi, block in enumerate(adapter.blocks(model)):
         for name, layer in adapter.linear_layers(block).items():
             full = f"{bi}.{name}"
@@ -41,6 +128,25 @@ def to_semi_structured(model: nn.Module, adapter: Adapter | None = None) -> dict
             except (RuntimeError, ValueError) as e:  # shape the kernels do not support
                 skipped[full] = str(e).splitlines()[0]
                 continue
+            if check_speed:
+                x = torch.randn(tokens, w.shape[1], device=w.device, dtype=w.dtype)
+                try:
+                    dense_s[full] = time_call(lambda: F.linear(x, w), w.device)
+                    sparse_s[full] = time_call(lambda: F.linear(x, sw), w.device)
+                except (RuntimeError, ValueError) as e:  # an input shape the sparse kernel refuses
+                    dense_s.pop(full, None)
+                    skipped[full] = f"sparse matmul failed on a {tokens}-token input: {str(e).splitlines()[0]}"
+                    continue
+                if min_speedup is not None and dense_s[full] / sparse_s[full] < min_speedup:
+                    skipped[full] = f"sparse is {dense_s[full] / sparse_s[full]:.2f}x the dense speed (< {min_speedup})"
+                    continue
             layer.weight = nn.Parameter(sw, requires_grad=False)
             converted.append(full)
-    return {"converted": converted, "skipped": skipped}
+    out = {"backend": backend, "converted": converted, "skipped": skipped}
+    if check_speed and dense_s:
+        summary = speed_summary(dense_s, sparse_s)
+        out.update(summary)
+        if converted:
+            warn_if_slower(speed_summary({k: dense_s[k] for k in converted}, {k: sparse_s[k] for k in converted}),
+                           tokens)
+    return out

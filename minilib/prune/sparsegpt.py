@@ -11,6 +11,8 @@ any other criterion (True = prune) and lets OBS reconstruct the remaining weight
 
 Algorithm (per group of layers sharing one input X, so one Hessian ``H = 2 X X^T / tokens``):
 
+* input columns that are zero on every calibration token (``diag H == 0``) are zeroed in ``W`` and get
+  ``H_jj = 1``, as in the reference;
 * dampen ``H += percdamp * mean(diag H) * I``; take ``U = chol(H^-1)`` (upper);
 * walk the input columns in lazy blocks of ``blocksize``: at the start of each block choose the mask
   adaptively (the lowest ``w**2 / U_jj**2``; or ``n`` of every ``m`` columns, chosen when the group is
@@ -25,7 +27,12 @@ Two things make ours cheaper than a per-layer port of the reference, with the sa
   the block is updated with one GEMM per sub-block (the same lazy-update trick, one level down).
 
 The pruned count is exact: over each layer's blocks the number pruned follows
-``round(sparsity * weights seen so far)``, so a layer ends with ``round(sparsity * numel)`` zeros.
+``round(sparsity * weights seen so far)``, so a layer ends with ``round(sparsity * numel)`` zeros
+(dead columns score 0 and are taken first; more dead weights than that leave the layer sparser).
+
+The error report: ``error``/``rel_error`` on the calibration inputs (in-sample: what the solver
+minimised; ``measure_error=False`` skips it), and with ``heldout=`` (a ``Hessian`` of held-out
+inputs) ``heldout_error``/``heldout_rel_error``.
 """
 
 from __future__ import annotations
@@ -77,7 +84,8 @@ def cholesky_inverse_upper(H: torch.Tensor, percdamp: float, names: str, retries
 class SparseGPT(Hessian):
     """OBS solver for one linear layer, or several that read the same input (stacked by rows)."""
 
-    def __init__(self, layers: dict[str, nn.Module] | nn.Module, device: torch.device | str | None = None):
+    def __init__(self, layers: dict[str, nn.Module] | nn.Module, device: torch.device | str | None = None,
+                 precision: str = "fp32"):
         if isinstance(layers, nn.Module):
             layers = {"layer": layers}
         self.layers = dict(layers)
@@ -86,18 +94,26 @@ class SparseGPT(Hessian):
             raise ValueError(f"layers of one solver must share the input width, got {widths}")
         first = next(iter(self.layers.values()))
         self.device = torch.device(device) if device is not None else first.weight.device
-        super().__init__(next(iter(widths.values())), self.device)
+        super().__init__(next(iter(widths.values())), self.device, precision)
         self.names = ", ".join(self.layers)
 
     # --- pruning -----------------------------------------------------------------------------
     @torch.no_grad()
     def prune(self, sparsity: float = 0.5, n: int = 0, m: int = 0, wbits: int = 16, blocksize: int = 128,
-              percdamp: float = 0.01, subblock: int = 16, mask: dict[str, torch.Tensor] | None = None) -> list[dict]:
+              percdamp: float = 0.01, subblock: int = 16, mask: dict[str, torch.Tensor] | None = None,
+              measure_error: bool = True, heldout: Hessian | None = None) -> list[dict]:
         """Prune (and with ``wbits < 16`` quantize) every layer in place; one stats dict per layer:
-        ``layer, out, in, params, zeros, sparsity, error, rel_error, damp, time_s``.
+        ``layer, out, in, params, zeros, sparsity, error, rel_error, damp, dead, time_s`` (and
+        ``heldout_error, heldout_rel_error`` with ``heldout``).
 
         ``mask``: a fixed bool mask ``[out, in]`` per layer name (True = prune) chosen by any other
-        criterion; OBS then only reconstructs (``sparsity`` and ``n:m`` are ignored)."""
+        criterion; OBS then only reconstructs (``sparsity`` and ``n:m`` are ignored).
+        ``measure_error``: the reconstruction error on the calibration inputs (``error``, ``rel_error``;
+        in-sample: the solver minimised it), ``NaN`` when False.  ``heldout``: a ``Hessian`` of the
+        same layers' inputs on held-out windows, for the error on inputs that chose nothing.
+        Input columns that are zero on every calibration token (``diag H == 0``, "dead") are zeroed in
+        every row, as the reference does (they cannot matter on the calibration inputs); they count
+        as pruned."""
         synchronize(self.device)
         t0 = time.perf_counter()
         fixed = mask is not None
@@ -132,16 +148,19 @@ class SparseGPT(Hessian):
             r += out_features(l)
         H = self.H
         dead = torch.diag(H) == 0
-        H0 = H.clone()
+        H0 = H.clone() if measure_error else None
         H[dead, dead] = 1.0
         U, damp = cholesky_inverse_upper(H, percdamp, self.names)
-        quant = fit_quantizer(W, wbits) if wbits < 16 else None
+        quant = fit_quantizer(W, wbits) if wbits < 16 else None  # fitted before the dead columns go, as the reference
+        n_dead = int(dead.sum())
         pruned_so_far = [0] * len(bounds)
         seen_so_far = 0
         full_mask = torch.cat([mask[k].to(self.device) for k in self.layers]) if fixed else None
         mask = torch.zeros_like(W, dtype=torch.bool)
 
         trivial = not fixed and not nm and sparsity == 0 and quant is None  # nothing to prune: W stays as it is
+        if n_dead and not trivial:
+            W[:, dead] = 0.0
         for i1 in range(0, 0 if trivial else cols, blocksize):
             i2 = min(i1 + blocksize, cols)
             b = i2 - i1
@@ -190,8 +209,22 @@ class SparseGPT(Hessian):
         stats = []
         for (name, layer), (a, b) in zip(self.layers.items(), bounds):
             set_weight_oi(layer, W[a:b].to(layer.weight.device))
-            stats.append(reconstruction_stats(name, W0[a:b], W[a:b], H0, self.tokens))
-            stats[-1].update(damp=damp, time_s=elapsed * (b - a) / W.shape[0])
-        self.H = H0  # keep the undampened statistics (free() releases them)
+            stats.append(reconstruction_stats(name, W0[a:b], W[a:b], H0, self.tokens if measure_error else 0))
+            if heldout is not None:
+                stats[-1].update(heldout_stats(W0[a:b], W[a:b], heldout))
+            stats[-1].update(damp=damp, dead=n_dead if not trivial else 0, time_s=elapsed * (b - a) / W.shape[0])
+        if H0 is not None:
+            self.H = H0  # keep the undampened statistics (free() releases them)
+        else:
+            self.H[dead, dead] = 0.0
         return stats
+
+
+def heldout_stats(w_old: torch.Tensor, w_new: torch.Tensor, heldout: Hessian) -> dict:
+    """``heldout_error`` and ``heldout_rel_error`` of one layer: the reconstruction error on the inputs
+    that ``heldout`` (a ``Hessian`` of held-out windows) saw."""
+    if heldout.tokens == 0:
+        raise CalibrationError("the held-out Hessian saw no inputs")
+    st = reconstruction_stats("", w_old, w_new, heldout.H, heldout.tokens)
+    return {"heldout_error": st["error"], "heldout_rel_error": st["rel_error"]}
 

@@ -2,36 +2,52 @@
 
 1. **Calibrate** (``collect_l1_stats``): one whole-model pass (``minilib.calib.calibrate``) over
    windows of the domain's *calib* split with ``AbsMean`` accumulators on the output of every linear
-   layer and on the input of every FFN ``down`` (the post-activation neurons).  For neuron ``j`` of a
-   layer the **normalized L1 norm** is its mean absolute output per token divided by the largest such
-   mean in that layer (``normalize``), in [0, 1].
-2. **Prune neurons** (``prune_neurons``): ``score_neurons_l1`` -> ``mask_threshold`` (under ε) ->
+   layer and on the input of every FFN ``down`` (the post-activation neurons).
+2. **Score** each neuron by the **authors' rule** (default, ``scale="absolute"``): its mean absolute
+   output per token, on the absolute scale; for a linear output with a bias ``min(mean|y|, mean|y - b|)``
+   (as ``get_calib_feat``/``prune_linear`` of tval2/contextual-pruning compute it).  The one
+   normalized variant is an explicit option, ``scale="median"``: the first position of every window is
+   left out (the attention-sink token, whose activations can be 1,000x the rest) and each layer is
+   divided by its **median** neuron, so ε means "a fraction of a typical neuron of this layer".  (The
+   former rule, dividing by the layer's maximum, let one massive activation set the scale of a whole
+   layer; it is gone.)
+3. **Prune neurons** (``prune_neurons``): ``score_neurons_l1`` -> ``mask_threshold`` (score < ε) ->
    ``remove_neurons`` (physically).  ``down`` rows and attention ``o`` rows write the residual
    stream, whose width every block shares, and ``q/k/v`` rows belong to heads of fixed ``head_dim``:
    they cannot be removed one at a time, so attention rows are **skipped** by default;
    ``attention="mask"`` zeroes the rows under ε instead (``zero_rows``: fewer nonzeros, same shapes).
-3. **Prune the vocabulary** (``prune_vocabulary``): ``token_counts`` -> ``mask_vocab`` ->
-   ``remove_vocab``; a ``RemappedTokenizer`` reads and writes text as before.
-4. **Recover** with ``minilib.train.finetune`` and **evaluate** before, after pruning and after
-   fine-tuning (``run_domain``).
+4. **Prune the vocabulary** (``prune_vocabulary``): ``token_counts`` -> ``mask_vocab`` ->
+   ``remove_vocab``; a ``RemappedTokenizer`` reads and writes any text losslessly (unseen tokens are
+   spelt in byte tokens).
+5. **Recover** with ``minilib.train.finetune`` and **evaluate** dense, pruned and fine-tuned models on
+   the **same test text** in bits per byte (``minilib.eval.bytes``), with paired bootstrap intervals
+   over text chunks (``run_domain``).
 
-The corpus is cut once into disjoint calib/train/dev/test token ranges (``minilib.data.corpus_splits``):
-neuron statistics come from *calib*, token counts for vocabulary pruning from *calib + train*,
-fine-tuning from *train*, early stopping from *dev*, and every reported perplexity from *test*.
+The corpus is cut once into disjoint calib/train/dev/test token ranges (``minilib.data.corpus_splits``).
+Neuron statistics **and** the kept vocabulary come from *calib* only, so the fine-tuning text (*train*)
+holds tokens outside the kept vocabulary, as the test text does; fine-tuning runs on *train*, early
+stopping compares bits per byte on the same *dev* text with the dense model's, and every reported
+number comes from *test*.  ``TABLES`` turn the results JSON into the docs' tables and verdicts.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 
 from minilib.calib import AbsMean, calibrate, key, linear_keys
 from minilib.data import CorpusError, calibration_windows, corpus_splits, load_mcq, validate_mcq
-from minilib.eval import mcq_accuracy, perplexity
+from minilib.eval import mcq_accuracy
+from minilib.eval.bytes import (TextScore, agree_perplexity, bits_per_byte, bpb_difference, perplexity_per_base_token,
+                                score_text, text_chunks)
 from minilib.eval.report import parameters_by_type
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import out_features
@@ -40,78 +56,152 @@ from minilib.prune.apply import remove_neurons, remove_vocab, zero_rows
 from minilib.prune.masks import check_threshold, mask_threshold, mask_vocab
 from minilib.prune.report import PruneReport
 from minilib.prune.scores import score_neurons_l1
+from minilib.stats import format_ci, mcnemar
 from minilib.train.finetune import finetune
 
+NOTEBOOK = "contextual_pruning"
 MASKABLE_ROWS = ("q", "k", "v", "qkv", "o")
+SCALES = ("absolute", "median")
+SCALE_LABELS = {"absolute": "absolute mean of abs. output (authors' rule)",
+                "median": "divided by the layer median, first position excluded"}
 
 
 # --- 1. statistics ---------------------------------------------------------------------------
 
-def normalize(mean_abs: torch.Tensor) -> torch.Tensor:
-    """Per-layer normalization to [0, 1] by the largest mean absolute output (all-zero stays zero)."""
-    top = mean_abs.max()
-    return mean_abs / top if top > 0 else mean_abs.clone()
+def check_scale(scale) -> str:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return scale
+
+
+def normalize(mean_abs: torch.Tensor, scale: str = "median") -> torch.Tensor:
+    """Scores of one layer from its per-neuron mean |a|: ``"absolute"`` keeps them, ``"median"``
+    divides by the layer's median (a layer whose median is 0 keeps its raw values)."""
+    check_scale(scale)
+    if scale == "absolute":
+        return mean_abs.clone()
+    med = mean_abs.median()
+    return mean_abs / med if med > 0 else mean_abs.clone()
 
 
 @dataclass
 class L1Stats:
-    """Normalized L1 norms of one calibration pass.
+    """Neuron statistics of one calibration pass, and the scores of one scale.
 
-    ``linear``: ``{"3.mlp.up_proj": norms[out_features]}`` (keys of ``minilib.calib``); ``ffn``: one
-    tensor ``[ffn width]`` per block (post-activation neurons); ``mean_abs_*``: the raw means before
-    normalization; ``tokens``: calibration tokens seen."""
+    ``linear``: ``{"3.mlp.up_proj": scores[out_features]}`` (keys of ``minilib.calib``); ``ffn``: one
+    tensor ``[ffn width]`` per block (post-activation neurons) -- what ``score_neurons_l1`` reads.
+    ``mean_abs_*``: the raw means over every position (``min(mean|y|, mean|y - b|)`` for linear outputs);
+    ``mean_abs_*_rest``: the same without the first position of each window.  ``rescaled(scale)``
+    gives the scores of the other scale without another pass."""
 
     linear: dict[str, torch.Tensor]
     ffn: list[torch.Tensor]
     mean_abs_linear: dict[str, torch.Tensor] = field(repr=False)
     mean_abs_ffn: list[torch.Tensor] = field(repr=False)
+    mean_abs_linear_rest: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    mean_abs_ffn_rest: list[torch.Tensor] = field(repr=False, default_factory=list)
     tokens: int = 0
+    scale: str = "absolute"
 
-    def summary(self, eps_grid=(1e-5, 1e-3, 1e-1)):
-        """Fraction of neurons under each ε, per layer kind (a DataFrame)."""
-        import pandas as pd
+    def rescaled(self, scale: str) -> "L1Stats":
+        """The same statistics scored on ``scale`` (``"absolute"``: every position, raw; ``"median"``:
+        first positions excluded, divided by the layer median)."""
+        check_scale(scale)
+        lin, ffn = ((self.mean_abs_linear, self.mean_abs_ffn) if scale == "absolute"
+                    else (self.mean_abs_linear_rest, self.mean_abs_ffn_rest))
+        if not ffn:
+            raise ValueError("these statistics have no first-position-excluded means; collect them again")
+        return replace(self, linear={k: normalize(v, scale) for k, v in lin.items()},
+                       ffn=[normalize(v, scale) for v in ffn], scale=scale)
+
+    def summary(self, eps_grid=(1e-3, 1e-2, 1e-1)):
+        """Fraction of neurons whose score is under each ε, per layer kind (a DataFrame)."""
         rows = []
         kinds: dict[str, list[torch.Tensor]] = {"ffn.post_act": self.ffn}
         for name, v in self.linear.items():
             kinds.setdefault(name.split(".", 1)[1], []).append(v)
         for kind, vs in kinds.items():
             allv = torch.cat(vs)
-            rows.append({"kind": kind, "neurons": allv.numel(),
+            rows.append({"kind": kind, "scale": self.scale, "neurons": allv.numel(),
                          **{f"under_{e:g}": float((allv < e).double().mean()) for e in eps_grid}})
         return pd.DataFrame(rows)
 
 
 @torch.no_grad()
-def collect_l1_stats(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, min_tokens: int = 256) -> L1Stats:
-    """One calibration pass over ``windows`` ``[n, seqlen]``: normalized L1 norms of every linear
-    layer's output rows and every FFN's post-activation neurons.
+def collect_l1_stats(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, min_tokens: int = 256,
+                     scale: str = "absolute") -> L1Stats:
+    """One calibration pass over ``windows`` ``[n, seqlen]``: mean |output| of every linear layer's
+    rows (``min`` with ``mean|y - b|`` where there is a bias) and of every FFN's post-activation
+    neurons, over every position and over all but the first position of each window; scored on
+    ``scale`` (see the module docstring).
 
     Raises ``CorpusError`` if the windows hold fewer than ``min_tokens`` tokens."""
+    check_scale(scale)
     if not isinstance(windows, torch.Tensor) or windows.dim() != 2:
         raise ValueError(f"windows must be [n, seqlen], got {getattr(windows, 'shape', type(windows).__name__)}")
+    if windows.shape[1] < 2:
+        raise ValueError(f"windows must hold at least 2 positions (the first is left out of the "
+                         f"normalized statistics), got {windows.shape[1]}")
     if windows.numel() < min_tokens:
         raise CorpusError(f"calibration has {windows.numel()} tokens; need at least {min_tokens} "
                           f"for neuron statistics (use a larger domain corpus or more windows)")
     adapter = adapter_for(model)
-    lin = {k: AbsMean(out_features(m), "output") for k, m in linear_keys(model, adapter).items()}
+    mods = linear_keys(model, adapter)
+    lin = {k: AbsMean(out_features(m), "output", bias=getattr(m, "bias", None)) for k, m in mods.items()}
+    t = windows.shape[1]
+    lin_rest = {k: AbsMean(out_features(m), "output", bias=getattr(m, "bias", None), skip_first=1, seqlen=t)
+                for k, m in mods.items()}
     down = adapter.ffn_paths["down"]
     post = [AbsMean(f.width, "input") for f in adapter.ffns(model)]
-    accs = {k: [a] for k, a in lin.items()}
-    for i, a in enumerate(post):
-        accs[key(i, down)].append(a)
+    post_rest = [AbsMean(f.width, "input", skip_first=1, seqlen=t) for f in adapter.ffns(model)]
+    accs = {k: [lin[k], lin_rest[k]] for k in lin}
+    for i, (a, b) in enumerate(zip(post, post_rest)):
+        accs[key(i, down)] += [a, b]
     calibrate(model, windows, accs, batch_size)
-    mean_lin = {k: a.mean() for k, a in lin.items()}
-    mean_ffn = [a.mean() for a in post]
-    return L1Stats(linear={k: normalize(v) for k, v in mean_lin.items()}, ffn=[normalize(v) for v in mean_ffn],
-                   mean_abs_linear=mean_lin, mean_abs_ffn=mean_ffn, tokens=int(windows.numel()))
+    stats = L1Stats(linear={}, ffn=[], mean_abs_linear={k: a.mean_min() for k, a in lin.items()},
+                    mean_abs_ffn=[a.mean() for a in post],
+                    mean_abs_linear_rest={k: a.mean_min() for k, a in lin_rest.items()},
+                    mean_abs_ffn_rest=[a.mean() for a in post_rest], tokens=int(windows.numel()))
+    return stats.rescaled(scale)
 
 
 def domain_stats(model: nn.Module, calib_ids: torch.Tensor, n_windows: int = 16, seqlen: int = 256,
-                 seed: int = 0, batch_size: int = 4) -> L1Stats:
+                 seed: int = 0, batch_size: int = 4, scale: str = "absolute") -> L1Stats:
     """``collect_l1_stats`` over ``n_windows`` seeded random windows of a calibration split."""
     if len(calib_ids) < seqlen:
         raise CorpusError(f"calibration split has {len(calib_ids)} tokens, fewer than one window of {seqlen}")
-    return collect_l1_stats(model, calibration_windows(calib_ids, n_windows, seqlen, seed), batch_size=batch_size)
+    return collect_l1_stats(model, calibration_windows(calib_ids, n_windows, seqlen, seed), batch_size=batch_size,
+                            scale=scale)
+
+
+def layer_removal(model: nn.Module, stats: L1Stats, eps_grid, criterion: str = "any",
+                  match: str | None = "median") -> pd.DataFrame:
+    """Per block and ε: how many FFN neurons the threshold removes (``rule`` = ``stats.scale``).
+
+    With ``match`` (another scale), the same statistics are also scored on that scale at the ε that
+    removes the same total number of neurons, so the two rules can be compared layer by layer at an
+    equal budget.  Columns: ``rule, eps, block, removed, width, fraction, total_fraction``."""
+    rows = []
+
+    def add(rule, eps, scores, label_eps):
+        total = sum(int((s < eps).sum()) for s in scores)
+        n = sum(s.numel() for s in scores)
+        for b, s in enumerate(scores):
+            k = int((s < eps).sum())
+            rows.append({"rule": rule, "eps": label_eps, "threshold": float(eps), "block": b, "removed": k,
+                         "width": s.numel(), "fraction": k / s.numel(), "total_fraction": total / n})
+        return total
+
+    base = score_neurons_l1(model, stats, criterion)
+    other = score_neurons_l1(model, stats.rescaled(match), criterion) if match and match != stats.scale else None
+    flat = torch.sort(torch.cat(other)).values if other is not None else None
+    for eps in eps_grid:
+        eps = check_threshold(eps)
+        total = add(stats.scale, eps, base, eps)
+        if other is not None:
+            thr = float(flat[total]) if 0 < total < len(flat) else (0.0 if total == 0 else float(flat[-1]) + 1)
+            add(match, thr, other, eps)
+    return pd.DataFrame(rows)
 
 
 # --- 2. neurons -------------------------------------------------------------------------------
@@ -133,14 +223,14 @@ def prune_neurons(model: nn.Module, stats: L1Stats, eps: float, criterion: str =
     eps = check_threshold(eps)
     masks = mask_threshold(score_neurons_l1(model, stats, criterion), eps)
     rows = mask_attention_rows(model, stats, eps) if attention == "mask" else {}
-    rep = remove_neurons(model, masks, method="contextual-l1", target={"eps": eps})
+    rep = remove_neurons(model, masks, method="contextual-l1", target={"eps": eps, "scale": stats.scale})
     if rows:
         rep = rep.merge(zero_rows(model, rows))
     rep.notes.setdefault("rows_masked", 0)
     if verbose:
-        print(f"[contextual] ε={eps:g}: removed {rep.ffn_neurons_removed} FFN neurons ({100 * rep.ffn_ratio:.1f}%), "
-              f"masked {rep.notes['rows_masked']} attention rows; size {rep.params_before / 1e6:.2f}M -> "
-              f"{rep.params_after / 1e6:.2f}M ({100 * rep.size_ratio:.1f}%)")
+        print(f"[contextual] ε={eps:g} ({stats.scale}): removed {rep.ffn_neurons_removed} FFN neurons "
+              f"({100 * rep.ffn_ratio:.1f}%), masked {rep.notes['rows_masked']} attention rows; size "
+              f"{rep.params_before / 1e6:.2f}M -> {rep.params_after / 1e6:.2f}M ({100 * rep.size_ratio:.1f}%)")
     return rep
 
 
@@ -154,88 +244,325 @@ def prune_vocabulary(model: nn.Module, tokenizer, corpus_ids: torch.Tensor, min_
     mask = mask_vocab(token_counts(corpus_ids, emb.num_embeddings), tokenizer, min_count)
     tok, rep = remove_vocab(model, tokenizer, mask, fallback)
     if verbose:
-        print(f"[contextual] vocabulary {rep.before['vocab']} -> {rep.after['vocab']} tokens; parameters "
-              f"{rep.params_before / 1e6:.2f}M -> {rep.params_after / 1e6:.2f}M ({100 * rep.size_ratio:.1f}%)")
+        print(f"[contextual] vocabulary {rep.before['vocab']} -> {rep.after['vocab']} tokens ({tok.vmap.fallback} "
+              f"fallback); parameters {rep.params_before / 1e6:.2f}M -> {rep.params_after / 1e6:.2f}M "
+              f"({100 * rep.size_ratio:.1f}%)")
     return tok, rep
 
 
 # --- 4. the protocol --------------------------------------------------------------------------
 
-def evaluate(model, tokenizer, test_ids, items=None, seqlen: int = 256, max_windows: int = 8,
-             dev_ids=None) -> dict:
-    """Test perplexity (and dev perplexity, MCQ acc/acc_norm when given) of ``model``."""
-    out = {"ppl": perplexity(model, test_ids, seqlen, max_windows=max_windows)}
-    if dev_ids is not None:
-        out["dev_ppl"] = perplexity(model, dev_ids, seqlen, max_windows=max_windows)
-    if items:
-        r = mcq_accuracy(model, tokenizer, items)
-        out.update({"acc": r["acc"], "acc_norm": r["acc_norm"], "acc_stderr": r["acc_stderr"], "mcq_n": r["n"]})
-    return out
+def split_text(tokenizer, ids: torch.Tensor) -> str:
+    """The text of a token split (decoded by the base tokenizer), without a partial character at
+    either end (a split boundary may fall inside a multi-byte character)."""
+    return tokenizer.decode(ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)).strip("\ufffd")
 
 
-def run_domain(model, tokenizer, domain: str, mcq: str | None = None, eps_grid=(1e-5, 1e-3, 1e-1),
-               prune_embeddings: bool = True, min_count: int = 1, mcq_n: int = 50, calib_windows: int = 16,
-               seqlen: int = 256, eval_windows: int = 8, ft_steps: int = 30, ft_epochs: int = 1,
-               ft_seqlen: int = 128, ft_batch: int = 4, ft_lr: float = 5e-5, ft_eval_every: int = 10,
-               attention: str = "skip", seed: int = 0, device=None, verbose: bool = True) -> dict:
-    """Run the whole protocol on one domain; returns ``{"records": [...], "curves": [...], ...}``.
+def _mcq(model, tok, items) -> dict:
+    r = mcq_accuracy(model, tok, items, details=True)
+    return {"acc": r["acc"], "acc_low": r["acc_ci95_low"], "acc_high": r["acc_ci95_high"], "acc_norm": r["acc_norm"],
+            "mcq_n": r["n"], "_correct": r["correct"]}
+
+
+def _text_measures(s: TextScore, dense: TextScore | None, n_resamples: int) -> dict:
+    bpb = bits_per_byte(s, n_resamples=n_resamples)
+    ppl = perplexity_per_base_token(s, n_resamples=n_resamples)
+    out = {"bpb": bpb.estimate, "bpb_low": bpb.low, "bpb_high": bpb.high, "ppl_base": ppl.estimate,
+           "ppl_base_low": ppl.low, "ppl_base_high": ppl.high, "fallback_rate": s.fallback_rate,
+           "test_chunks": s.chunks, "test_bytes": int(s.bytes.sum()), "model_tokens": int(s.tokens.sum())}
+    if dense is None:
+        return {**out, "d_bpb": 0.0, "d_bpb_low": 0.0, "d_bpb_high": 0.0}
+    d = bpb_difference(s, dense, n_resamples=n_resamples)
+    ag = agree_perplexity(s, dense, n_resamples=n_resamples)
+    return {**out, "d_bpb": d.estimate, "d_bpb_low": d.low, "d_bpb_high": d.high, "ppl_agree": ag["a"].estimate,
+            "dense_ppl_agree": ag["b"].estimate, "agree_ratio": ag["ratio"].estimate,
+            "agree_ratio_low": ag["ratio"].low, "agree_ratio_high": ag["ratio"].high, "agree_share": ag["share"]}
+
+
+def _vs_dense_mcq(m: dict, dense: dict) -> dict:
+    if "_correct" not in m or "_correct" not in dense:
+        return {}
+    t = mcnemar(m["_correct"], dense["_correct"])
+    return {"mcq_b": t.b, "mcq_c": t.c, "mcq_p": t.p_value}
+
+
+def run_domain(model, tokenizer, domain: str, mcq: str | None = None, eps_grid=(0.0, 0.05, 0.1),
+               scale: str = "absolute", prune_embeddings: bool = True, min_count: int = 1, mcq_n: int | None = 32,
+               calib_windows: int = 16, seqlen: int = 128, test_chunks: int = 16, dev_chunks: int = 6,
+               chunk_bytes: int = 512, eval_seqlen: int = 256, ft_steps: int = 6, ft_epochs: int = 1,
+               ft_seqlen: int = 128, ft_batch: int = 4, ft_lr: float = 5e-5, ft_eval_every: int = 3,
+               attention: str = "skip", n_resamples: int = 10_000, seed: int = 0, device=None,
+               verbose: bool = True) -> dict:
+    """Run the whole protocol on one domain; returns ``{"records", "curves", "layers", "chunks", ...}``.
 
     ``model`` is left unchanged (every ε prunes a copy).  ``eps_grid`` may contain 0: with
-    ``prune_embeddings`` that is vocabulary pruning alone.
+    ``prune_embeddings`` that is vocabulary pruning alone.  Every stage is scored on the same
+    ``test_chunks`` chunks of ``chunk_bytes`` bytes of the test split (bits per byte); early stopping
+    uses bits per byte on ``dev_chunks`` chunks of the dev split, against the dense model's.
     """
+    check_scale(scale)
     eps_grid = [check_threshold(e) for e in eps_grid]
     items = validate_mcq(load_mcq(mcq, n=mcq_n), mcq) if mcq else None
     t0 = time.time()
     sp = corpus_splits(tokenizer, domain)
     sp.assert_disjoint()
-    tag = {"domain": domain, "mcq": mcq}
-    dense = evaluate(model, tokenizer, sp["test"], items, seqlen, eval_windows, dev_ids=sp["dev"])
+    tag = {"domain": domain, "mcq": mcq, "scale": scale}
+    test_ch = text_chunks(split_text(tokenizer, sp["test"]), chunk_bytes, test_chunks)
+    dev_ch = text_chunks(split_text(tokenizer, sp["dev"]), chunk_bytes, dev_chunks)
+
+    def score(m, tok, chunks):
+        return score_text(m, tok, chunks, seqlen=eval_seqlen)
+
+    dense_test, dense_dev = score(model, tokenizer, test_ch), score(model, tokenizer, dev_ch)
+    dense_mcq = _mcq(model, tokenizer, items) if items else {}
     size0 = parameters_by_type(model)
-    records = [{**tag, "eps": None, "stage": "dense", "params": size0["total"], "size_pct": 100.0,
-                **{f"{k}_params": v for k, v in size0.items() if k != "total"}, "fallback_rate": 0.0, **dense}]
+    dense = {**tag, "eps": None, "stage": "dense", "params": size0["total"], "size_pct": 100.0,
+             **{f"{k}_params": v for k, v in size0.items() if k != "total"}, "vocab": len(tokenizer),
+             "ffn_neurons_removed": 0, "ffn_removed_pct": 0.0, "dev_bpb": dense_dev.bpb,
+             **_text_measures(dense_test, None, n_resamples), **dense_mcq}
+    records, chunks = [dense], {"bytes": dense_test.bytes.tolist(), "dense": [float(n.sum()) for n in dense_test.nll]}
     if verbose:
-        print(f"[{domain}] dense: {dense}")
-    stats = domain_stats(model, sp["calib"], calib_windows, seqlen, seed=seed)
-    vocab_ids = torch.cat([sp["calib"], sp["train"]])
+        print(f"[{domain}] dense: {dense['bpb']:.4f} bits/byte on {dense['test_bytes']:,} test bytes "
+              f"({dense['test_chunks']} chunks); dev {dense_dev.bpb:.4f}")
+    stats = domain_stats(model, sp["calib"], calib_windows, seqlen, seed=seed, scale=scale)
+    layers = layer_removal(model, stats, [e for e in eps_grid if e > 0] or [0.0],
+                           match="median" if scale == "absolute" else "absolute")
+    width0 = sum(f.width for f in adapter_for(model).ffns(model))
     curves = []
     for eps in eps_grid:
         m = copy.deepcopy(model)
         rep = prune_neurons(m, stats, eps, attention=attention, verbose=verbose) if eps > 0 else None
-        tok, test, dev, train, vrep = tokenizer, sp["test"], sp["dev"], sp["train"], None
-        if prune_embeddings:
-            tok, vrep = prune_vocabulary(m, tokenizer, vocab_ids, min_count, verbose=verbose)
-            test, dev, train = tok.map_tensor(sp["test"]), tok.map_tensor(sp["dev"]), tok.map_tensor(sp["train"])
-            tok.reset_counts()
-            tok.map_ids(sp["test"].tolist())
+        tok, train, vrep = tokenizer, sp["train"], None
+        if prune_embeddings:  # the kept vocabulary comes from the calib split only
+            tok, vrep = prune_vocabulary(m, tokenizer, sp["calib"], min_count, verbose=verbose)
+            train = tok.map_tensor(sp["train"])
+        train_fb = tok.fallback_count / max(1, tok.token_count) if isinstance(tok, RemappedTokenizer) else 0.0
         size = parameters_by_type(m)
+        removed = rep.ffn_neurons_removed if rep else 0
         base = {**tag, "eps": eps, "params": size["total"], "size_pct": 100.0 * size["total"] / size0["total"],
                 **{f"{k}_params": v for k, v in size.items() if k != "total"},
-                "vocab": vrep.after["vocab"] if vrep is not None else (size0["embedding"] and len(tokenizer)),
-                "ffn_neurons_removed": rep.ffn_neurons_removed if rep else 0,
-                "fallback_rate": tok.fallback_count / max(1, tok.token_count) if isinstance(tok, RemappedTokenizer) else 0.0}
-        pruned = evaluate(m, tok, test, items, seqlen, eval_windows)
-        records.append({**base, "stage": "pruned", **pruned})
+                "vocab": vrep.after["vocab"] if vrep is not None else len(tokenizer),
+                "ffn_neurons_removed": removed, "ffn_removed_pct": 100.0 * removed / width0,
+                "train_fallback_rate": train_fb}
+        s_pruned = score(m, tok, test_ch)
+        pruned = {**base, "stage": "pruned", **_text_measures(s_pruned, dense_test, n_resamples)}
+        records.append(pruned)
+        chunks[f"{eps:g}/pruned"] = [float(n.sum()) for n in s_pruned.nll]
         if verbose:
-            print(f"[{domain}] ε={eps:g} pruned: size {base['size_pct']:.1f}%  {pruned}")
-        ft = finetune(m, train, dev, target_ppl=dense["dev_ppl"], seqlen=ft_seqlen, batch_size=ft_batch, lr=ft_lr,
-                      max_epochs=ft_epochs, max_steps=ft_steps, eval_every=ft_eval_every, dev_windows=eval_windows,
-                      seed=seed, device=device, verbose=verbose)
+            print(f"[{domain}] ε={eps:g} pruned: size {base['size_pct']:.1f}%, {pruned['bpb']:.4f} bits/byte "
+                  f"(Δ {format_ci(pruned['d_bpb'], pruned['d_bpb_low'], pruned['d_bpb_high'], 4)})")
+        ft = finetune(m, train, train, target_ppl=dense_dev.bpb, seqlen=ft_seqlen, batch_size=ft_batch, lr=ft_lr,
+                      max_epochs=ft_epochs, max_steps=ft_steps, eval_every=ft_eval_every, seed=seed, device=device,
+                      verbose=verbose, dev_eval=lambda mm, t=tok: score(mm, t, dev_ch).bpb, dev_name="dev_bpb")
         curves += [{**tag, "eps": eps, **h} for h in ft.history]
-        after = evaluate(m, tok, test, items, seqlen, eval_windows) if ft.steps else pruned
-        records.append({**base, "stage": "finetuned", "ft_steps": ft.steps, "best_step": ft.best_step,
-                        "best_dev_ppl": ft.best_dev_ppl, "stopped": ft.stopped, **after})
+        s_ft = score(m, tok, test_ch) if ft.steps else s_pruned
+        after_mcq = _mcq(m, tok, items) if items else {}
+        stopped = ft.stopped.replace("dev perplexity", "dev bits per byte")
+        after = {**base, "stage": "finetuned", "ft_steps": ft.steps, "best_step": ft.best_step,
+                 "dev_bpb_start": ft.start_dev_ppl, "best_dev_bpb": ft.best_dev_ppl, "target_dev_bpb": dense_dev.bpb,
+                 "stopped": stopped, **_text_measures(s_ft, dense_test, n_resamples), **after_mcq,
+                 **_vs_dense_mcq(after_mcq, dense_mcq)}
+        records.append(after)
+        chunks[f"{eps:g}/finetuned"] = [float(n.sum()) for n in s_ft.nll]
         if verbose:
-            print(f"[{domain}] ε={eps:g} fine-tuned ({ft.stopped}): {after}")
+            print(f"[{domain}] ε={eps:g} fine-tuned ({stopped}): {after['bpb']:.4f} bits/byte "
+                  f"(Δ {format_ci(after['d_bpb'], after['d_bpb_low'], after['d_bpb_high'], 4)})")
         del m
-    return {"records": records, "curves": curves, "dense": dense, "stats_summary": stats.summary(eps_grid or (1e-3,)),
-            "splits": {k: list(v) for k, v in sp.ranges.items()}, "seconds": time.time() - t0}
+    for r in records:
+        r.pop("_correct", None)
+    return {"records": records, "curves": curves, "layers": layers.assign(domain=domain).to_dict("records"),
+            "chunks": chunks, "stats_summary": stats.summary([e for e in eps_grid if e > 0] or [1e-3]),
+            "splits": {k: list(v) for k, v in sp.ranges.items()},
+            "text": {"test_chunks": len(test_ch), "test_bytes": int(dense_test.bytes.sum()), "dev_chunks": len(dev_ch),
+                     "dev_bytes": int(dense_dev.bytes.sum())},
+            "seconds": time.time() - t0}
+
+
+def verdict(d_low: float, d_high: float) -> str:
+    """What a paired interval of Δ bits per byte (model - dense) supports."""
+    if d_low > 0:
+        return "worse than dense"
+    if d_high < 0:
+        return "better than dense"
+    return "not resolved from dense"
 
 
 def best_reduction(records, domain: str) -> dict | None:
-    """The smallest fine-tuned model of ``domain`` whose test perplexity is at or below the dense one."""
-    dense = [r for r in records if r["domain"] == domain and r["stage"] == "dense"][0]
-    ok = [r for r in records if r["domain"] == domain and r["stage"] == "finetuned" and r["ppl"] <= dense["ppl"]]
+    """The smallest fine-tuned model of ``domain`` that is not detectably worse than dense: the lower
+    end of its paired 95% interval of Δ bits per byte is <= 0.  None if every one is worse."""
+    ok = [r for r in records if r["domain"] == domain and r["stage"] == "finetuned" and r["d_bpb_low"] <= 0]
     return min(ok, key=lambda r: r["size_pct"]) if ok else None
+
+
+# --- tables for the docs (tools.tables fills <!-- table:<name> --> blocks) ----------------------
+
+class ResultsMissing(LookupError):
+    """No results JSON, or one written by an older notebook: the tables say so instead of failing."""
+
+
+def _missing() -> str:
+    return (f"_No results in the current format yet: run `make reproduce` (or the `{NOTEBOOK}` notebook on its "
+            f"default profile) to write `results/{NOTEBOOK}.json`._")
+
+
+def _load(results_dir: Path) -> dict:
+    """The results JSON: ``<results_dir>/contextual_pruning.json``, or ``results_dir`` itself when it is a file."""
+    p = Path(results_dir)
+    p = p if p.is_file() else p / f"{NOTEBOOK}.json"
+    if not p.is_file():
+        raise ResultsMissing(f"{p} is missing")
+    return json.loads(p.read_text())
+
+
+def _records(res: dict, need=("bpb", "d_bpb_low", "d_bpb_high")) -> pd.DataFrame:
+    df = pd.DataFrame(res.get("records", []))
+    if not len(df) or any(c not in df for c in need):
+        raise ResultsMissing(f"{NOTEBOOK}.json was written by an older notebook")
+    return df
+
+
+def _table(fn):
+    """A table function that prints ``_missing()`` when there are no results in the current format."""
+    def table(results_dir: Path) -> str:
+        try:
+            return fn(results_dir)
+        except ResultsMissing:
+            return _missing()
+    table.__doc__, table.__name__ = fn.__doc__, fn.__name__
+    return table
+
+
+def _eps(e) -> str:
+    return "—" if e is None or (isinstance(e, float) and math.isnan(e)) else f"{e:g}"
+
+
+def _pct(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def _ok(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+@_table
+def table_results(results_dir: Path) -> str:
+    """Every domain x ε x stage: size, vocabulary, FFN removed, bits per byte on the same test text
+    with its interval, Δ vs dense (paired interval), share of test tokens spelt in bytes, MCQ acc."""
+    df = _records(_load(results_dir))
+    lines = ["| domain | ε | stage | size % | vocab | FFN removed % | bits/byte [95% CI] | Δ vs dense [paired 95% CI] "
+             "| bytes-spelt test tokens | MCQ acc [95% CI] |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in df.to_dict("records"):
+        acc = format_ci(r["acc"], r["acc_low"], r["acc_high"]) if _ok(r.get("acc")) else ""
+        d = "0" if r["stage"] == "dense" else format_ci(r["d_bpb"], r["d_bpb_low"], r["d_bpb_high"], 4)
+        lines.append(f"| {r['domain']} | {_eps(r['eps'])} | {r['stage']} | {_pct(r['size_pct'])} | {int(r['vocab']):,} | "
+                     f"{_pct(r['ffn_removed_pct'])} | {format_ci(r['bpb'], r['bpb_low'], r['bpb_high'], 4)} | {d} | "
+                     f"{100 * r['fallback_rate']:.1f}% | {acc} |")
+    return "\n".join(lines)
+
+
+@_table
+def table_tokens(results_dir: Path) -> str:
+    """Token perplexities that are comparable: per base-tokenizer token over the same text, and over
+    the positions where the pruned and dense tokenizations agree (paired ratio)."""
+    df = _records(_load(results_dir), ("ppl_base", "agree_ratio"))
+    lines = ["| domain | ε | stage | perplexity per base token [95% CI] | where tokenizations agree: model / dense "
+             "[paired 95% CI] | share of tokens |", "|---|---|---|---|---|---|"]
+    for r in df.to_dict("records"):
+        ag = (f"{r['ppl_agree']:.2f} / {r['dense_ppl_agree']:.2f} = "
+              f"{format_ci(r['agree_ratio'], r['agree_ratio_low'], r['agree_ratio_high'])}"
+              if _ok(r.get("agree_ratio")) else "")
+        share = f"{100 * r['agree_share']:.1f}%" if _ok(r.get("agree_share")) else ""
+        lines.append(f"| {r['domain']} | {_eps(r['eps'])} | {r['stage']} | "
+                     f"{format_ci(r['ppl_base'], r['ppl_base_low'], r['ppl_base_high'], 2)} | {ag} | {share} |")
+    return "\n".join(lines)
+
+
+@_table
+def table_recovery(results_dir: Path) -> str:
+    """Fine-tuning: dev bits per byte before and at the best step against the dense target."""
+    df = _records(_load(results_dir), ("best_dev_bpb", "target_dev_bpb"))
+    df = df[df.stage == "finetuned"]
+    lines = ["| domain | ε | train tokens spelt in bytes | dev bits/byte: pruned -> best (step) | dense target | "
+             "steps | stopped |", "|---|---|---|---|---|---|---|"]
+    for r in df.to_dict("records"):
+        lines.append(f"| {r['domain']} | {_eps(r['eps'])} | {100 * r['train_fallback_rate']:.1f}% | "
+                     f"{r['dev_bpb_start']:.4f} -> {r['best_dev_bpb']:.4f} ({int(r['best_step'])}) | "
+                     f"{r['target_dev_bpb']:.4f} | {int(r['ft_steps'])} | {r['stopped']} |")
+    return "\n".join(lines)
+
+
+@_table
+def table_layers(results_dir: Path) -> str:
+    """Share of FFN neurons removed per group of blocks, for each ε (authors' absolute rule) and for
+    the median-normalized rule at the ε that removes as many neurons in total (first domain)."""
+    res = _load(results_dir)
+    lay = pd.DataFrame(res.get("layers", []))
+    if not len(lay) or "fraction" not in lay:
+        raise ResultsMissing(f"{NOTEBOOK}.json has no 'layers' table")
+    lay = lay[lay.domain == lay.domain.iloc[0]]
+    nb = int(lay.block.max()) + 1
+    size = max(1, math.ceil(nb / 6))
+    groups = [(a, min(nb, a + size) - 1) for a in range(0, nb, size)]
+    head = "| rule | ε | total | " + " | ".join(f"blocks {a}-{b}" if b > a else f"block {a}" for a, b in groups) + " |"
+    lines = [f"Domain `{lay.domain.iloc[0]}`; % of FFN neurons removed.", "", head, "|" + "---|" * (3 + len(groups))]
+    for (rule, eps), g in lay.groupby(["rule", "eps"], sort=False):
+        cells = []
+        for a, b in groups:
+            s = g[(g.block >= a) & (g.block <= b)]
+            cells.append(f"{100 * s.removed.sum() / s.width.sum():.1f}")
+        label = f"{eps:g}" if rule == lay.rule.iloc[0] else f"matched to {eps:g} (threshold {g.threshold.iloc[0]:.3g})"
+        lines.append(f"| {SCALE_LABELS.get(rule, rule)} | {label} | {100 * g.total_fraction.iloc[0]:.1f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@_table
+def table_verdict(results_dir: Path) -> str:
+    """The conclusions the intervals support, one line per domain, and the comparison with the paper."""
+    res = _load(results_dir)
+    df = _records(res)
+    out = []
+    recs = df.to_dict("records")
+    for d in dict.fromkeys(df.domain):
+        rs = [r for r in recs if r["domain"] == d]
+        ft = [r for r in rs if r["stage"] == "finetuned"]
+        best = best_reduction(recs, d)
+        worst = [r for r in ft if verdict(r["d_bpb_low"], r["d_bpb_high"]) == "worse than dense"]
+        if best is None:
+            out.append(f"* **{d}**: every fine-tuned setting is worse than dense on the same test text (smallest "
+                       f"Δ bits/byte {format_ci(*min((r['d_bpb'], r['d_bpb_low'], r['d_bpb_high']) for r in ft), 4)}, "
+                       "paired bootstrap over text chunks): no size reduction at dense quality.")
+        else:
+            out.append(f"* **{d}**: the smallest fine-tuned model not detectably worse than dense keeps "
+                       f"{best['size_pct']:.1f}% of the parameters (ε = {best['eps']:g}; Δ bits/byte "
+                       f"{format_ci(best['d_bpb'], best['d_bpb_low'], best['d_bpb_high'], 4)}: "
+                       f"{verdict(best['d_bpb_low'], best['d_bpb_high'])}); {len(worst)} of {len(ft)} settings are worse.")
+        v0 = [r for r in rs if r["stage"] == "pruned" and r["eps"] == 0]
+        if v0:
+            r = v0[0]
+            out.append(f"  Vocabulary pruning alone (kept vocabulary from calib only, {int(r['vocab']):,} tokens, "
+                       f"{r['size_pct']:.1f}% of the parameters): Δ bits/byte before fine-tuning "
+                       f"{format_ci(r['d_bpb'], r['d_bpb_low'], r['d_bpb_high'], 4)} "
+                       f"({verdict(r['d_bpb_low'], r['d_bpb_high'])}); {100 * r['fallback_rate']:.1f}% of the test "
+                       f"tokens are spelt in bytes.")
+        mc = [r for r in ft if _ok(r.get("mcq_p"))]
+        if mc:
+            r = min(mc, key=lambda r: r["mcq_p"])
+            out.append(f"  MCQ ({r['mcq']}, n = {int(r['mcq_n'])}): the largest change after fine-tuning has "
+                       f"McNemar p = {r['mcq_p']:.3g} (ε = {r['eps']:g}: acc "
+                       f"{format_ci(r['acc'], r['acc_low'], r['acc_high'])} vs dense "
+                       f"{rs[0]['acc']:.3f})" + ("." if r["mcq_p"] < 0.05 else "; no accuracy change is resolved."))
+    n_best = [best_reduction(recs, d) for d in dict.fromkeys(df.domain)]
+    red = [100 - b["size_pct"] for b in n_best if b is not None]
+    out.append(f"* The paper reports up to ~42% smaller models at equal or better perplexity (Phi-1.5, same data for "
+               f"calibration, fine-tuning and test). On our protocol the largest reduction not detectably worse than "
+               f"dense is {f'{max(red):.1f}%' if red else 'none'}.")
+    return "\n".join(out)
+
+
+TABLES = {"contextual_results": table_results, "contextual_tokens": table_tokens,
+          "contextual_recovery": table_recovery, "contextual_layers": table_layers,
+          "contextual_verdict": table_verdict}
 
 
 # --- the notebook's parameters and profiles (minilib.params) -----------------------------------
@@ -247,12 +574,16 @@ SPEC = {
     "domains": List(Str(), min_len=1),
     "mcq_sets": Dict(Param("str", optional=True)),
     "thresholds": List(Float(0.0), min_len=1),
+    "scale": Str(choices=list(SCALES)),
     "prune_embeddings": Bool(),
     "min_count": Int(1),
     "mcq_n": Int(0, help="MCQ items per domain (0 = the whole set)"),
     "calib_windows": Int(1),
     "seqlen": Int(2),
-    "eval_windows": Int(1),
+    "test_chunks": Int(2),
+    "dev_chunks": Int(1),
+    "chunk_bytes": Int(16),
+    "eval_seqlen": Int(2),
     "epochs": Int(1),
     "ft_steps": Int(0),
     "ft_seqlen": Int(2),
@@ -262,15 +593,20 @@ SPEC = {
     "seed": Int(0),
 }
 PROFILES = {
-    "test": dict(model="tiny-llama", domains=["tiny"], mcq_sets={"tiny": "piqa"}, thresholds=[0.001, 0.1], mcq_n=4,
-                 calib_windows=4, seqlen=64, eval_windows=2, ft_steps=2, ft_seqlen=32, ft_batch=2, ft_eval_every=1),
+    "test": dict(model="tiny-llama", domains=["tiny"], mcq_sets={"tiny": "piqa"}, thresholds=[0.0, 0.008],
+                 scale="absolute", mcq_n=4, calib_windows=8, seqlen=32, test_chunks=4, dev_chunks=2, chunk_bytes=128,
+                 eval_seqlen=64, ft_steps=2, ft_seqlen=32, ft_batch=2, ft_eval_every=1),
+    # code: no MCQ in the default budget (MMLU computer-science questions are long: ~14k tokens per
+    # evaluation of 24 items with the batched scorer, 4 evaluations per domain); the paper profile has it
     "default": dict(model="smollm2-135m", domains=["wiki", "tiny", "code"],
-                    mcq_sets={"wiki": "arc_easy", "tiny": "piqa", "code": "mmlu:high_school_computer_science"},
-                    thresholds=[0.001, 0.01, 0.1], mcq_n=32, calib_windows=16, seqlen=256, eval_windows=4, ft_steps=12,
-                    ft_seqlen=128, ft_batch=4, ft_eval_every=4),
+                    mcq_sets={"wiki": "arc_easy", "tiny": "piqa", "code": None},
+                    thresholds=[0.0, 0.05, 0.1], scale="absolute", mcq_n=24, calib_windows=16, seqlen=128,
+                    test_chunks=16, dev_chunks=6, chunk_bytes=512, eval_seqlen=256, ft_steps=6, ft_seqlen=128,
+                    ft_batch=4, ft_eval_every=3),
     "paper": dict(model=HubOr("microsoft/phi-1_5", "smollm2-135m"), domains=["wiki", "tiny", "code"],
                   mcq_sets={"wiki": "arc_easy", "tiny": "piqa", "code": "mmlu:high_school_computer_science"},
-                  thresholds=[1e-5, 1e-3, 1e-1], mcq_n=0, calib_windows=128, seqlen=512, eval_windows=64,
-                  ft_steps=1000, ft_seqlen=512, ft_batch=8, ft_eval_every=50),
+                  thresholds=[1e-5, 1e-3, 1e-1], scale="absolute", mcq_n=0, calib_windows=128, seqlen=2048,
+                  test_chunks=400, dev_chunks=64, chunk_bytes=2048, eval_seqlen=1024, ft_steps=1000, ft_seqlen=512,
+                  ft_batch=8, ft_eval_every=50),
 }
-NOTEBOOKS = {"contextual_pruning": (SPEC, PROFILES)}
+NOTEBOOKS = {NOTEBOOK: (SPEC, PROFILES)}

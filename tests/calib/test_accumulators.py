@@ -67,3 +67,35 @@ def test_last_batch_keeps_identity():
     x = _x()
     lb.add_batch(x, None)
     assert lb.value is x
+
+
+def test_round_to_tf32_keeps_ten_mantissa_bits():
+    from minilib.calib.accumulators import round_to_tf32
+    x = torch.tensor([1.0, 1 + 2 ** -11, 1 + 2 ** -12, 1 + 3 * 2 ** -11, -(1 + 2 ** -10), 3.14159265, float("inf")])
+    want = torch.tensor([1.0, 1 + 2 ** -10, 1.0, 1 + 2 ** -9, -(1 + 2 ** -10), 3.140625, float("inf")])
+    assert torch.equal(round_to_tf32(x), want)
+    y = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
+    rel = ((round_to_tf32(y) - y).abs() / y.abs()).max()
+    assert 2 ** -13 < rel <= 2 ** -11  # half an ulp of a 10-bit mantissa, and not exact
+
+
+def test_tf32_hessian_is_close_but_not_identical_on_cpu():
+    """precision='tf32' on the CPU emulates tensor cores' TF32 inputs: the Hessian moves by about
+    1e-4 relative, far below what matters for the solver, but it does move."""
+    x = _x(0, (4, 64, 32))
+    a, b = Hessian(32), Hessian(32, precision="tf32")
+    a.add_batch(x)
+    b.add_batch(x)
+    rel = float((a.H - b.H).norm() / a.H.norm())
+    assert 0 < rel < 1e-3
+    with pytest.raises(ValueError, match="precision"):
+        Hessian(32, precision="fp16")
+
+
+def test_hessian_of_bf16_inputs_is_fp32():
+    x = _x(0)
+    h = Hessian(16)
+    h.add_batch(x.bfloat16())
+    xb = x.bfloat16().float().reshape(-1, 16)
+    assert h.H.dtype == torch.float32
+    torch.testing.assert_close(h.H, xb.T @ xb, rtol=1e-5, atol=1e-4)

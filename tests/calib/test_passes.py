@@ -108,3 +108,80 @@ def test_sequential_pass_leaves_the_model_where_it_is():
     sequential_pass(m, _windows(), lambda step: seen.append((step.index, next(step.block.parameters()).device.type)),
                     device="cpu")
     assert seen == [(0, "cpu"), (1, "cpu")] and next(m.parameters()).device.type == "cpu"
+
+
+def test_heldout_windows_flow_through_the_changed_blocks():
+    """Held-out windows are captured beside the calibration ones and flow through each block *after*
+    the callback changed it: their inputs at block i are what the changed model computes there."""
+    m, _, ad = load("tiny-llama")
+    calib, held = _windows(4, 24, 0), _windows(3, 16, 1)
+    seen, fed = {}, {}
+
+    def on_block(step):
+        seen[step.index] = [h.clone() for h in step.heldout]
+        k = f"{step.index}.mlp.down_proj"
+        acc = {k: Hessian(resolve(m, k).in_features)}
+        step.feed(acc, heldout=True)
+        fed[step.index] = acc[k].tokens
+        resolve(m, k).weight.data.mul_(0.5)  # change the block before its outputs are computed
+    timer = sequential_pass(m, calib, on_block, device="cpu", batch_size=2, heldout=held)
+    assert fed == {0: held.numel(), 1: held.numel()} and timer.totals["heldout_s"] > 0
+    with torch.no_grad():  # the changed model, run whole on the held-out windows
+        hs = ad.base(m)(input_ids=held, output_hidden_states=True).hidden_states
+    for i in (0, 1):
+        torch.testing.assert_close(torch.cat(seen[i]), hs[i], rtol=1e-4, atol=1e-5)
+
+
+def test_heldout_feed_needs_heldout_windows():
+    m = load("tiny-llama").model
+
+    def on_block(step):
+        step.feed({f"{step.index}.mlp.down_proj": Hessian(128)}, heldout=True)
+    with pytest.raises(ValueError, match="no held-out windows"):
+        sequential_pass(m, _windows(), on_block, device="cpu")
+
+
+def test_bf16_forwards_keep_weights_and_fp32_statistics():
+    """forward_dtype='bfloat16': the block forwards run under autocast and the activations between
+    blocks are kept in bf16, the weights stay fp32 and untouched, the Hessians are fp32 and close to
+    the fp32 pass (bf16 keeps 8 bits of mantissa)."""
+    m, _, ad = load("tiny-llama")
+    w0 = {k: v.clone() for k, v in m.state_dict().items()}
+    x = _windows(4, 32)
+    out = {}
+    for dt in (None, "bfloat16"):
+        accs = {k: Hessian(mod.in_features) for k, mod in linear_keys(m).items()}
+        dtypes = []
+
+        def on_block(step):
+            dtypes.append(step.inputs[0].dtype)
+            step.feed({k: v for k, v in accs.items() if k.startswith(f"{step.index}.")})
+        sequential_pass(m, x, on_block, device="cpu", forward_dtype=dt)
+        out[dt] = (accs, dtypes)
+    assert out[None][1] == [torch.float32] * 2 and out["bfloat16"][1] == [torch.bfloat16] * 2
+    for k, a in out["bfloat16"][0].items():
+        ref = out[None][0][k].H
+        assert a.H.dtype == torch.float32
+        assert float((a.H - ref).norm() / ref.norm()) < 0.05, k
+    assert all(torch.equal(v, w0[k]) for k, v in m.state_dict().items())
+
+
+@pytest.mark.parametrize("bad", ["int8", "bf17", torch.int32, 3])
+def test_bad_forward_dtype_is_named(bad):
+    m = load("tiny-llama").model
+    with pytest.raises(ValueError, match="forward_dtype"):
+        sequential_pass(m, _windows(), lambda step: None, device="cpu", forward_dtype=bad)
+
+
+def test_offloaded_activations_give_the_same_statistics():
+    """store='cpu' keeps the activations on the CPU and moves one batch at a time to the device; on a
+    CPU-only machine both are the CPU, so this checks the code path gives identical statistics."""
+    m, _, _ = load("tiny-llama")
+    x = _windows(4, 24)
+    res = []
+    for store in (None, "cpu"):
+        accs = {k: Hessian(mod.in_features) for k, mod in linear_keys(m).items()}
+        sequential_pass(m, x, lambda step: step.feed({k: v for k, v in accs.items() if k.startswith(f"{step.index}.")}),
+                        device="cpu", store=store)
+        res.append(accs)
+    assert all(torch.equal(res[0][k].H, res[1][k].H) for k in res[0])

@@ -83,8 +83,19 @@ def test_sparsegpt_lowest_error_on_tiny():
     errs = {}
     for method in METHODS:
         m, _, ad = load("tiny-llama")
-        errs[method] = prune_model(m, method, 0.5, calib=_calib(8, 64)).overall["mean_rel_error"]
+        errs[method] = prune_model(m, method, 0.5, calib=_calib(8, 64), measure_error=True).overall["mean_rel_error"]
     assert errs["sparsegpt"] < errs["wanda"] and errs["sparsegpt"] < errs["magnitude"]
+
+
+def test_error_report_is_opt_in_for_wanda_and_magnitude():
+    """Wanda and magnitude need no X X^T to prune: by default they report no error (and build no
+    Hessian); SparseGPT has its Hessians anyway and reports the in-sample error."""
+    reps = {meth: prune_model(load("tiny-llama").model, meth, 0.5, calib=_calib()) for meth in METHODS}
+    assert reps["sparsegpt"].layers["rel_error"].notna().all()
+    for meth in ("wanda", "magnitude"):
+        assert reps[meth].layers["rel_error"].isna().all()
+    with pytest.raises(CalibrationError, match="measuring the reconstruction error"):
+        prune_model(load("tiny-llama").model, "magnitude", 0.5, measure_error=True)
 
 
 def test_hooks_never_leak_even_on_error(no_hook_leak):
@@ -204,3 +215,86 @@ def test_semi_structured_matches_dense_on_cuda():
     ref = _hidden(m.half(), ad, x)
     info = to_semi_structured(m)
     assert torch.allclose(_hidden(m, ad, x), ref, atol=5e-2) or not info["converted"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_heldout_error_on_the_calibration_windows_is_the_in_sample_error(method):
+    """Held-out windows flow through the same pruned blocks; given the calibration windows themselves
+    as held-out windows, the held-out error must equal the in-sample error, layer by layer."""
+    calib = _calib(4, 64)
+    rep = prune_model(load("tiny-llama").model, method, 0.5, calib=calib, measure_error=True, heldout=calib)
+    df = rep.layers
+    assert df["heldout_rel_error"].notna().all() and rep.notes["heldout_tokens"] == calib.numel()
+    assert (df["heldout_rel_error"] - df["rel_error"]).abs().max() < 1e-4 * df["rel_error"].max()
+
+
+def test_in_sample_error_favours_sparsegpt_held_out_error_less():
+    """SparseGPT minimises the error on its calibration inputs: on held-out windows its error is
+    higher than in-sample, and its advantage over Wanda shrinks."""
+    calib, held = _calib(8, 64, seed=0), _calib(8, 64, seed=1)
+    reps = {meth: prune_model(load("tiny-llama").model, meth, 0.5, calib=calib, measure_error=True, heldout=held)
+            for meth in ("sparsegpt", "wanda")}
+    s, w = reps["sparsegpt"].layers, reps["wanda"].layers
+    assert s["heldout_rel_error"].mean() > s["rel_error"].mean()
+    assert w["heldout_rel_error"].mean() / s["heldout_rel_error"].mean() < w["rel_error"].mean() / s["rel_error"].mean()
+
+
+def test_bf16_forwards_keep_fp32_weights_exact():
+    """forward_dtype='bfloat16' (what a GPU run uses): the kept weights of a fp32 model are its own
+    fp32 values, not rounded to bf16, and the masks barely differ from an fp32 pass."""
+    a, _, ad = load("tiny-llama")
+    w0 = [weight_oi(l).clone() for b in ad.blocks(a) for l in ad.linear_layers(b).values()]
+    calib = _calib(8, 64)
+    rep = prune_model(a, "wanda", 0.5, calib=calib, forward_dtype="bfloat16")
+    assert rep.notes["forward_dtype"] == "bfloat16"
+    b, _, _ = load("tiny-llama")
+    prune_model(b, "wanda", 0.5, calib=calib)
+    for wa, wb, w in zip(_masks(a, ad), _masks(b, ad), w0):
+        assert (wa != wb).float().mean() < 0.05
+    for l, w in zip([l for blk in ad.blocks(a) for l in ad.linear_layers(blk).values()], w0):
+        kept = weight_oi(l) != 0
+        assert weight_oi(l).dtype == torch.float32 and torch.equal(weight_oi(l)[kept], w[kept])
+
+
+def test_sparsegpt_bf16_forwards_close_to_fp32():
+    calib = _calib(8, 64)
+    errs = {}
+    for dt in (None, "bfloat16"):
+        rep = prune_model(load("tiny-llama").model, "sparsegpt", 0.5, calib=calib, forward_dtype=dt)
+        errs[dt] = rep.layers["rel_error"].to_numpy()
+        assert rep.overall["sparsity"] == 0.5
+    assert abs(errs["bfloat16"].mean() / errs[None].mean() - 1) < 0.05
+
+
+def test_model_in_bf16_is_pruned_in_bf16():
+    m, _, ad = load("tiny-llama", dtype=torch.bfloat16)
+    rep = prune_model(m, "sparsegpt", 0.5, calib=_calib(8, 64))
+    assert all(p.dtype == torch.bfloat16 for p in m.parameters())
+    assert rep.overall["sparsity"] == 0.5 and rep.layers["rel_error"].notna().all()
+
+
+def test_tf32_offload_and_auto_options_on_cpu():
+    """hessian_precision='tf32' is emulated on the CPU (about the same result), offload=True gives the
+    same result as keeping activations on the device, forward_dtype='auto' is the model dtype off CUDA."""
+    calib = _calib(8, 64)
+    base = prune_model(load("tiny-llama").model, "sparsegpt", 0.5, calib=calib)
+    tf32 = prune_model(load("tiny-llama").model, "sparsegpt", 0.5, calib=calib, hessian_precision="tf32")
+    off = prune_model(load("tiny-llama").model, "sparsegpt", 0.5, calib=calib, offload=True, forward_dtype="auto")
+    assert tf32.notes["hessian_precision"] == "tf32" and "forward_dtype" not in off.notes
+    assert abs(tf32.overall["mean_rel_error"] / base.overall["mean_rel_error"] - 1) < 0.01
+    assert off.layers["rel_error"].tolist() == base.layers["rel_error"].tolist()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(forward_dtype="int8"), "forward_dtype"),
+    (dict(hessian_precision="fp16"), "hessian_precision"),
+    (dict(heldout=torch.zeros(2, 8)), "held-out windows must hold integer token ids"),
+])
+def test_bad_precision_and_heldout_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        prune_model(load("tiny-llama").model, "wanda", 0.5, calib=_calib(), **kwargs)
+
+
+def test_heldout_needs_calibration_windows():
+    with pytest.raises(CalibrationError, match="measuring the reconstruction error"):
+        prune_model(load("tiny-llama").model, "magnitude", 0.5, heldout=_calib())

@@ -57,3 +57,19 @@ def test_unstructured_error_matches_reference(sparsity):
     assert st["zeros"] == round(sparsity * w0.numel())
     assert abs(int((ref == 0).sum()) - st["zeros"]) <= w0.shape[1] // 128 + 2  # the reference rounds per block
     assert st["error"] == pytest.approx(e_ref, rel=0.03)
+
+
+@pytest.mark.parametrize("kw", [dict(mask=True), dict(n=2, m=4)])
+def test_dead_input_columns_are_zeroed_as_in_the_reference(kw):
+    """Columns whose input is zero on every calibration token (diag H == 0) are zeroed in every row,
+    as the reference does; the result matches the reference port."""
+    layer, x = _problem(seed=3)
+    dead = torch.tensor([3, 17, 64, 200])
+    x[:, dead] = 0
+    w0 = layer.weight.data.clone()
+    mask = torch.rand(w0.shape, generator=torch.Generator().manual_seed(6)) < 0.5
+    kw = dict(mask={"l": mask}) if "mask" in kw else kw
+    w, H, st = _ours(layer, x, **kw)
+    assert (w[:, dead] == 0).all() and st["dead"] == len(dead)
+    ref = reference_sparsegpt(w0, H, mask=mask) if "mask" in kw else reference_sparsegpt(w0, H, prunen=2, prunem=4)
+    torch.testing.assert_close(w, ref, rtol=1e-3, atol=1e-4)

@@ -188,3 +188,38 @@ def test_fixed_mask_reconstructs_around_any_criterion():
     s.add_batch(x)
     with pytest.raises(ValueError, match="bool of shape"):
         s.prune(mask={"l": mask[:, :10]})
+
+
+def test_error_report_optional_and_heldout_error():
+    """measure_error=False skips the in-sample error; a held-out Hessian gives the error on other
+    inputs, which for the solver's own calibration inputs equals the in-sample error."""
+    from minilib.calib import Hessian
+    layer, x = _layer_and_inputs()
+    _, x_other = _layer_and_inputs(seed=9)
+    w0 = layer.weight.data.clone()
+    res = {}
+    for name, hx in (("same", x), ("other", x_other)):
+        layer.weight.data = w0.clone()
+        s = SparseGPT(layer)
+        s.add_batch(x)
+        held = Hessian(64)
+        held.add_batch(hx)
+        res[name], = s.prune(0.5, heldout=held)
+    same, other = res["same"], res["other"]
+    assert same["heldout_rel_error"] == pytest.approx(same["rel_error"], rel=1e-4)
+    assert other["heldout_rel_error"] > other["rel_error"]  # in-sample favours the solver
+    layer.weight.data = w0.clone()
+    s = SparseGPT(layer)
+    s.add_batch(x)
+    st, = s.prune(0.5, measure_error=False)
+    assert st["error"] != st["error"] and st["zeros"] == round(0.5 * w0.numel())
+    torch.testing.assert_close(layer.weight.data, _solve(w0, x))
+
+
+def _solve(w0, x):
+    layer = nn.Linear(w0.shape[1], w0.shape[0], bias=False)
+    layer.weight.data = w0.clone()
+    s = SparseGPT(layer)
+    s.add_batch(x)
+    s.prune(0.5)
+    return layer.weight.data

@@ -1,6 +1,10 @@
-"""Contextual pruning (Mini-GPTs) on tiny models: L1 statistics, thresholds, physical removal."""
+"""Contextual pruning (Mini-GPTs) on tiny models: L1 statistics, thresholds, physical removal, the
+protocol on the same test text, and the tables generated from its results."""
 
+import json
+import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -10,8 +14,9 @@ from minilib.hooks import count_hooks
 from minilib.models import (adapter_for, ffn_widths, load,
                             load_model, save_model)
 from minilib.prune import SparsityError, check_threshold, mask_threshold, score_neurons_l1
+from minilib.studies import contextual as study
 from minilib.studies.contextual import collect_l1_stats as collect_neuron_stats
-from minilib.studies.contextual import prune_neurons
+from minilib.studies.contextual import layer_removal, normalize, prune_neurons
 
 
 TEXT = ("Once upon a time there was a little cat. The cat liked to play in the sun. "
@@ -63,11 +68,66 @@ def test_stats_shapes_and_no_hook_leak(tiny_decoder):
     model, tok, ad = tiny_decoder
     st = collect_neuron_stats(model, windows(tok))
     assert count_hooks(model) == 0
-    assert [s.numel() for s in st.ffn] == ffn_widths(model)
-    for s in st.ffn + list(st.linear.values()):
-        assert s.min() >= 0 and abs(float(s.max()) - 1.0) < 1e-9  # normalized to [0, 1]
+    assert st.scale == "absolute" and [s.numel() for s in st.ffn] == ffn_widths(model)
+    for s, raw in zip(st.ffn, st.mean_abs_ffn):  # the authors' rule: the raw mean |a| per token
+        assert torch.equal(s, raw) and s.min() >= 0
+    med = st.rescaled("median")
+    for s in med.ffn + list(med.linear.values()):
+        assert s.min() >= 0 and float(s.median()) == pytest.approx(1.0)  # a typical neuron scores 1
     n_lin = sum(len(ad.linear_layers(b)) for b in ad.blocks(model))
-    assert len(st.linear) == n_lin
+    assert len(st.linear) == n_lin and len(st.mean_abs_linear_rest) == n_lin
+
+
+@pytest.mark.parametrize("name", ["tiny-opt", "tiny-llama"])
+def test_stats_are_what_the_authors_compute(name):
+    """Post-activation means over every position (and without the first one), and min(mean|y|, mean|y-b|)
+    for a linear output with a bias -- checked against a direct computation with plain hooks."""
+    model, tok, ad = load(name)
+    x = windows(tok)
+    st = collect_neuron_stats(model, x)
+    ffn = ad.ffn(ad.blocks(model)[1])
+    seen = {}
+    h1 = ffn.down.register_forward_hook(lambda m, i, o: seen.__setitem__("post", i[0].detach()))
+    h2 = ffn.up.register_forward_hook(lambda m, i, o: seen.__setitem__("up", o.detach()))
+    try:
+        with torch.no_grad():
+            model(input_ids=x)
+    finally:
+        h1.remove()
+        h2.remove()
+    post, up = (seen[k].double().view(x.shape[0], x.shape[1], -1) for k in ("post", "up"))  # OPT flattens
+    torch.testing.assert_close(st.mean_abs_ffn[1], post.abs().mean((0, 1)))
+    torch.testing.assert_close(st.mean_abs_ffn_rest[1], post[:, 1:].abs().mean((0, 1)))
+    want = up.abs().mean((0, 1))
+    if ffn.up.bias is not None:
+        want = torch.minimum(want, (up - ffn.up.bias.double()).abs().mean((0, 1)))
+    torch.testing.assert_close(st.mean_abs_linear[f"1.{ad.ffn_paths['up']}"], want)
+
+
+def test_median_scale_ignores_one_massive_neuron():
+    """The former max-normalization let one huge neuron set a layer's scale; the median does not."""
+    a = torch.tensor([0.2, 0.4, 0.5, 0.6, 0.8], dtype=torch.float64)
+    b = a.clone()
+    b[4] = 2900.0  # a massive activation
+    torch.testing.assert_close(normalize(a)[:4], normalize(b)[:4])
+    assert torch.equal(normalize(a, "absolute"), a)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        normalize(a, "max")
+    with pytest.raises(ValueError, match="scale must be one of"):
+        collect_neuron_stats(load("tiny-llama").model, windows(load("tiny-llama").tokenizer), scale="max")
+
+
+def test_layer_removal_counts_and_matched_budget():
+    model, tok, _ = load("tiny-llama")
+    st = collect_neuron_stats(model, windows(tok))
+    eps = float(torch.cat(st.ffn).median())
+    lay = layer_removal(model, st, [eps])
+    a = lay[lay.rule == "absolute"]
+    masks = mask_ffn_neurons(model, st, eps)
+    assert a.removed.tolist() == [int(m.sum()) for m in masks]
+    b = lay[lay.rule == "median"]  # the other rule at the threshold that removes as many in total
+    assert b.removed.sum() == a.removed.sum() and len(b) == len(a)
+    assert b.threshold.iloc[0] != eps
 
 
 def test_stats_hooks_removed_when_forward_raises(tiny_decoder):
@@ -104,8 +164,8 @@ def test_removing_zero_neurons_keeps_logits(tiny_decoder):
 
 def test_threshold_selects_exactly_under_eps():
     model, tok, ad = load("tiny-llama")
-    st = collect_neuron_stats(model, windows(tok))
-    for eps in (0.0, 0.05, 0.2, 0.5):
+    st = collect_neuron_stats(model, windows(tok), scale="median")
+    for eps in (0.0, 0.5, 0.9, 1.2):
         masks = mask_ffn_neurons(model, st, eps, criterion="post_act")
         for m, s in zip(masks, st.ffn):
             assert torch.equal(m, s < eps)
@@ -113,8 +173,8 @@ def test_threshold_selects_exactly_under_eps():
         for i, (m, s) in enumerate(zip(masks, st.ffn)):
             exp = (s < eps) | (st.linear[f"{i}.mlp.up_proj"] < eps) | (st.linear[f"{i}.mlp.gate_proj"] < eps)
             assert torch.equal(m, exp)
-    rep = prune_neurons(model, st, 0.5, verbose=False)
-    exp = [int(m.sum()) for m in mask_ffn_neurons(load("tiny-llama").model, st, 0.5)]
+    rep = prune_neurons(model, st, 0.9, verbose=False)
+    exp = [int(m.sum()) for m in mask_ffn_neurons(load("tiny-llama").model, st, 0.9)]
     assert rep.removed_per_layer == exp and sum(exp) > 0  # what was asked is what was done
     assert rep.table().set_index("type").loc["ffn", "after"] == parameters_by_type(model)["ffn"]
 
@@ -128,7 +188,7 @@ def test_bad_thresholds():
     with pytest.raises(SparsityError, match="number >= 0"):
         mask_ffn_neurons(model, st, -0.1)
     with pytest.raises(SparsityError, match="remove every FFN neuron of layer 0"):
-        mask_ffn_neurons(model, st, 1.5)
+        mask_ffn_neurons(model, st, 1e6)
     other = load("tiny-llama").model  # statistics from another model: a clear error, not a KeyError
     with pytest.raises(ValueError, match="another model"):
         prune_neurons(other, st, 0.1, verbose=False)
@@ -136,10 +196,106 @@ def test_bad_thresholds():
 
 def test_attention_mask_mode_zeroes_rows_only():
     model, tok, ad = load("tiny-opt")
-    st = collect_neuron_stats(model, windows(tok))
+    st = collect_neuron_stats(model, windows(tok), scale="median")
     shapes = {n: p.shape for n, p in model.named_parameters()}
-    rep = prune_neurons(model, st, 0.3, attention="mask", verbose=False)
+    rep = prune_neurons(model, st, 0.9, attention="mask", verbose=False)
     assert rep.notes["rows_masked"] > 0 and rep.after["sizes"]["nonzeros"] < rep.before["sizes"]["nonzeros"]
     att = {n: s for n, s in shapes.items() if "self_attn" in n}
     assert all(dict(model.named_parameters())[n].shape == s for n, s in att.items())
 
+
+
+# --- the protocol: every stage on the same text; the generated tables ----------------------------
+
+@pytest.fixture(scope="module")
+def protocol():
+    """One small run of the whole protocol on tiny-llama (vocabulary pruning alone and with neurons)."""
+    m = load("tiny-llama")
+    eps = float(torch.cat(study.domain_stats(m.model, study.corpus_splits(m.tokenizer, "tiny")["calib"], 8, 32).ffn)
+                .quantile(0.3))
+    before = {k: v.clone() for k, v in m.model.state_dict().items()}
+    out = study.run_domain(m.model, m.tokenizer, "tiny", None, eps_grid=[0.0, eps], calib_windows=8, seqlen=32,
+                           test_chunks=6, dev_chunks=2, chunk_bytes=128, eval_seqlen=64, ft_steps=2, ft_seqlen=32,
+                           ft_batch=2, ft_eval_every=1, n_resamples=200, verbose=False)
+    return m, before, out, eps
+
+
+def test_protocol_scores_every_stage_on_the_same_text(protocol):
+    m, before, out, eps = protocol
+    assert all(torch.equal(v, m.model.state_dict()[k]) for k, v in before.items())  # the model is left as it was
+    rec = pd.DataFrame(out["records"])
+    assert rec.test_bytes.nunique() == 1 and rec.test_chunks.nunique() == 1  # the same characters everywhere
+    assert list(rec.stage) == ["dense", "pruned", "finetuned", "pruned", "finetuned"]
+    dense = rec.iloc[0]
+    assert dense.d_bpb == 0 and dense.fallback_rate == 0 and dense.bpb_low < dense.bpb < dense.bpb_high
+    for r in rec.iloc[1:].itertuples():
+        assert r.vocab < dense.vocab and r.fallback_rate > 0  # unseen test tokens are spelt in bytes
+        assert r.train_fallback_rate > 0  # the vocabulary comes from calib only: train holds unseen tokens too
+        assert r.d_bpb_low <= r.d_bpb <= r.d_bpb_high
+        assert r.d_bpb == pytest.approx(r.bpb - dense.bpb)
+        assert len(out["chunks"][f"{r.eps:g}/{r.stage}"]) == r.test_chunks
+    vocab_only = rec[(rec.eps == 0) & (rec.stage == "pruned")].iloc[0]
+    assert vocab_only.ffn_neurons_removed == 0 and vocab_only.size_pct < 100
+    neurons = rec[(rec.eps == eps) & (rec.stage == "pruned")].iloc[0]
+    assert 0 < neurons.ffn_removed_pct < 100 and neurons.size_pct < vocab_only.size_pct
+    ft = rec[rec.stage == "finetuned"]
+    assert (ft.target_dev_bpb == dense.dev_bpb).all()  # early stopping against the dense model, same dev text
+    assert {"dev_bpb", "step"} <= set(pd.DataFrame(out["curves"]).columns)
+    assert ft.stopped.str.contains("bits per byte|budget spent").all()
+
+
+def test_tables_from_results(protocol, tmp_path):
+    m, before, out, eps = protocol
+    res = {"records": out["records"], "layers": out["layers"]}
+    (tmp_path / "contextual_pruning.json").write_text(json.dumps(res, default=float))
+    for name, table in study.TABLES.items():
+        text = table(tmp_path)
+        assert text.strip(), name
+        if text.startswith("|"):
+            widths = {line.count("|") for line in text.splitlines() if line.startswith("|")}
+            assert len(widths) == 1, f"{name}: rows with different numbers of cells"
+    verdict = study.TABLES["contextual_verdict"](tmp_path)
+    assert "tiny" in verdict and "42%" in verdict
+    (tmp_path / "old").mkdir()  # results of an older notebook, or none: the tables say so
+    (tmp_path / "old" / "contextual_pruning.json").write_text(json.dumps({"records": [{"ppl": 1.0}]}))
+    for table in study.TABLES.values():
+        assert table(tmp_path / "old").startswith("_No results in the current format")
+        assert table(tmp_path / "none").startswith("_No results in the current format")
+
+
+def test_verdicts_follow_the_intervals():
+    assert study.verdict(0.01, 0.2) == "worse than dense"
+    assert study.verdict(-0.2, -0.01) == "better than dense"
+    assert study.verdict(-0.1, 0.1) == "not resolved from dense"
+    recs = [{"domain": "d", "stage": "dense", "size_pct": 100.0, "d_bpb_low": 0.0},
+            {"domain": "d", "stage": "finetuned", "size_pct": 60.0, "d_bpb_low": 0.05},
+            {"domain": "d", "stage": "finetuned", "size_pct": 80.0, "d_bpb_low": -0.01},
+            {"domain": "d", "stage": "finetuned", "size_pct": 90.0, "d_bpb_low": -0.1}]
+    assert study.best_reduction(recs, "d")["size_pct"] == 80.0  # the smallest not detectably worse
+    assert study.best_reduction(recs[:2], "d") is None
+    assert not math.isnan(recs[2]["size_pct"])
+
+
+def test_absmean_skips_first_positions_of_flattened_batches():
+    from minilib.calib import AbsMean
+    a = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    flat, full = AbsMean(3, "input", skip_first=1, seqlen=4), AbsMean(3, "input", skip_first=1)
+    flat.add_batch(a.view(8, 3))
+    full.add_batch(a)
+    torch.testing.assert_close(flat.mean(), a[:, 1:].abs().mean((0, 1)).double())
+    torch.testing.assert_close(full.mean(), flat.mean())
+    with pytest.raises(ValueError, match="skip_first needs"):  # never silently keep the first positions
+        AbsMean(3, "input", skip_first=1).add_batch(a.view(8, 3))
+    with pytest.raises(ValueError, match="seqlen must be"):
+        AbsMean(3, "input", skip_first=2, seqlen=2)
+
+
+def test_figures_render(protocol, tmp_path):
+    from minilib.plotting import plot_layer_removal, plot_recovery_bpb, plot_size_vs_bpb, save_figure
+    m, before, out, eps = protocol
+    rec, cur, lay = (pd.DataFrame(out[k]) for k in ("records", "curves", "layers"))
+    for name, fig in (("layers", plot_layer_removal(lay)), ("size", plot_size_vs_bpb(rec)),
+                      ("recovery", plot_recovery_bpb(cur, rec))):
+        paths = save_figure(fig, name, figures_dir=tmp_path)
+        assert all(p.stat().st_size > 1000 for p in paths)
+    assert set(lay.rule) == {"absolute", "median"}
