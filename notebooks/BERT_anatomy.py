@@ -61,11 +61,11 @@ ft_epochs = None
 ft_batch_size = None
 ft_lr = None                     # learning rate of the fine-tuned body (the head's is 1e-3)
 ft_init = None                   # "probe": start from the head-only head (LP-FT) | "random"; None: profile
-lora_r = None                    # LoRA rank (alpha = 2 r) when ft_method = "lora"
+lora_r = None                    # LoRA rank (alpha 2r) when ft_method is "lora"
 anatomy_dir = ""                 # "": $MINILIB_CACHE/anatomy
 device = "auto"                  # "auto": CUDA when present, else CPU
-results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
-figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+results_path = ""                # "": a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "": the run folder; make reproduce passes figures/
 
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.

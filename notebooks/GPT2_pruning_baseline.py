@@ -61,8 +61,8 @@ ppl_windows = None
 ppl_seqlen = None
 save_ratio = 0.3                 # ratio of the pruned model that is saved and reloaded
 device = "auto"                  # "auto": CUDA when present, else CPU
-results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
-figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+results_path = ""                # "": a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "": the run folder; make reproduce passes figures/
 
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.

@@ -72,8 +72,8 @@ decision_state = None            # "head" (the vector the head reads) | "residua
 anatomy_dir = ""                 # "": $MINILIB_CACHE/anatomy (written by GPT2_anatomy)
 baseline_path = ""               # "": results/GPT2_pruning_baseline.json of the repository (reused when its parameters match)
 device = "auto"                  # "auto": CUDA when present, else CPU
-results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
-figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+results_path = ""                # "": a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "": the run folder; make reproduce passes figures/
 
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.

@@ -41,18 +41,18 @@ wbits = 4                        # joint quantization bits of the detailed run, 
 sweep_sparsities = None          # unstructured sparsities compared across methods
 ffn_keep = 0.9                   # composition: fraction of FFN neurons kept before one-shot pruning
 eval_seqlen = None
-eval_windows = None              # perplexity windows of the test split (0 = all)
+eval_windows = None              # perplexity windows of the test split (0: all)
 mcq_set = "sciq"
-mcq_n = None                     # MCQ items for the dense model and each method at `sparsity` (0 = all)
-heldout_windows = None           # held-out windows (dev split of calib_corpus, seqlen tokens) for the held-out layer error; 0 = none
+mcq_n = None                     # MCQ items for the dense model and each method at `sparsity` (0: all)
+heldout_windows = None           # held-out windows (dev split of calib_corpus, seqlen tokens) for the held-out layer error; 0: none
 budget_corpus = None             # calibration text of the budget sweep (corpora joined by "+", e.g. "c4+wiki")
 budget_seqlen = None             # tokens per calibration window in the budget sweep
-budget_nsamples = None           # calibration budgets (windows) of the sweep; [] = no sweep
+budget_nsamples = None           # calibration budgets (windows) of the sweep; []: no sweep
 budget_seeds = None              # calibration seeds of the sweep
 forward_dtype = "auto"           # block forwards: "auto" (bfloat16 on CUDA, else the model's dtype), "" (model's dtype), "bfloat16", "float16"
 device = "auto"                  # "auto": CUDA when present, else CPU
-results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
-figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+results_path = ""                # "": a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "": the run folder; make reproduce passes figures/
 
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.

@@ -43,11 +43,11 @@ profile = "default"              # "test" (seconds, tiny models) | "default" (em
 model = None                     # None: from the profile (test: tiny-llama, default: smollm2-135m, paper: microsoft/phi-1_5 if the hub is reachable)
 domains = None                   # embedded domain corpora
 mcq_sets = None                  # MCQ set per domain (None for a domain: skip)
-thresholds = None                # ε on the neuron score (0 with prune_embeddings = vocabulary pruning alone)
+thresholds = None                # ε on the neuron score (0 with prune_embeddings: vocabulary pruning alone)
 scale = None                     # "absolute": mean |output| per token (the authors' rule) | "median": / layer median, first position excluded
 prune_embeddings = True          # vocabulary pruning by token frequency on/off
 min_count = 1                    # keep tokens seen at least this often in calib
-mcq_n = None                     # MCQ items per domain (0 = the whole set)
+mcq_n = None                     # MCQ items per domain (0: the whole set)
 calib_windows = None             # calibration windows of `seqlen` tokens (calib split)
 seqlen = None                    # calibration window length
 test_chunks = None               # test text: this many consecutive chunks of `chunk_bytes` bytes
@@ -62,8 +62,8 @@ ft_lr = 5e-5
 ft_eval_every = None             # dev evaluation every n steps (early stopping)
 seed = 0
 device = "auto"                  # "auto": CUDA when present, else CPU
-results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
-figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+results_path = ""                # "": a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "": the run folder; make reproduce passes figures/
 
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.

@@ -26,14 +26,14 @@ profile = "default"              # "test" (seconds, tiny models) | "default" (em
 model = None                     # None: from the profile (smollm2-135m; paper: facebook/opt-125m if the hub is reachable)
 corpora = None                   # embedded corpora (test split of each); None: profile
 seqlen = None                    # tokens per evaluation window
-max_windows = None               # evaluation windows per corpus (0 = every window of the test split)
+max_windows = None               # evaluation windows per corpus (0: every window of the test split)
 mcq_sets = None                  # zero-shot MCQ tasks
-mcq_n = None                     # at most this many items per MCQ set, seeded random subset (0 = the whole set)
+mcq_n = None                     # at most this many items per MCQ set, seeded random subset (0: the whole set)
 mcq_method = None                # MCQ scoring path: "auto" (by device and lengths) | "batched" | "shared"
 seed = None                      # seed of the MCQ subsets and of the bootstrap intervals
 device = "auto"                  # "auto": CUDA when present, else CPU
-results_path = ""                # "" = a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
-figures_dir = ""                 # "" = the run folder; make reproduce passes figures/
+results_path = ""                # "": a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
+figures_dir = ""                 # "": the run folder; make reproduce passes figures/
 
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.

@@ -47,7 +47,7 @@ from minilib.calib.passes import (BlockStep, CalibrationError, check_dtype, chec
 from minilib.device import Timer, model_device, resolve_device
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import in_features, weight_oi
-from minilib.prune.apply import zero_weights
+from minilib.prune.apply import PartialPruneError, zero_weights
 from minilib.prune.masks import (SparsityError, check_nm, check_sparsity, mask_nm, mask_unstructured, parse_nm)
 from minilib.prune.quant import check_wbits
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
@@ -183,6 +183,12 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float = 0
                 sequential_pass(model, calib, lambda step: _prune_block(step, **opts), dev, batch_size, timer=timer,
                                 progress=progress, desc=method, heldout=heldout, forward_dtype=forward_dtype,
                                 store="cpu" if offload else None)
+    except Exception as e:
+        done = sorted({int(r["block"]) for r in rows})
+        if done:  # the weights of these blocks were already changed in place
+            raise PartialPruneError(f"{method} pruning failed after blocks {done} were already pruned in place; the "
+                                    f"model is half-pruned: reload it before retrying ({type(e).__name__}: {e})") from e
+        raise
     finally:
         model.train(was_training)
     timings = {k: timer.totals.get(k, 0.0) for k in ("capture_s", "forward_s", "stats_s", "solve_s", "total_s")}

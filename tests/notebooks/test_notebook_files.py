@@ -38,3 +38,18 @@ def test_no_outputs_committed_and_one_parameters_cell(path):
     assert not dirty, f"{path.name}: cells {dirty} carry outputs; strip them (make notebooks)"
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
     assert nb.metadata["kernelspec"]["name"] == "minilib"
+
+
+@pytest.mark.parametrize("path", IPYNB, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(path):
+    """`papermill --help-notebook` (and any tool reading parameters the papermill way) silently drops a
+    line it cannot parse, e.g. one whose comment holds ``=``: every assignment must come through."""
+    import ast
+
+    from papermill.translators import PythonTranslator
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)]
+    parsed = [p.name for p in PythonTranslator.inspect(cell)]
+    assert parsed == assigned, f"{path.name}: papermill misses {sorted(set(assigned) - set(parsed))}"
