@@ -495,7 +495,7 @@ PROFILES = {
                  budget_seeds=[0, 1]),
     "default": dict(model="smollm2-135m", nsamples=8, seqlen=256, sweep_sparsities=[0.5, 0.7], eval_seqlen=512,
                     eval_windows=8, mcq_n=40, heldout_windows=8, budget_corpus="c4", budget_seqlen=256,
-                    budget_nsamples=[8, 16, 32], budget_seeds=[0, 1, 2]),
+                    budget_nsamples=[8, 32], budget_seeds=[0, 1, 2]),
     "paper": dict(model=HubOr("facebook/opt-125m", "smollm2-135m"), nsamples=128, seqlen=2048,
                   sweep_sparsities=[0.5, 0.6, 0.7, 0.8], eval_seqlen=2048, eval_windows=0, mcq_n=0,
                   heldout_windows=8, budget_corpus="c4+wiki", budget_seqlen=2048,
