@@ -1,6 +1,7 @@
 """Peak memory of block-by-block pruning: the memory model of docs/sparsegpt.md, predicted vs measured.
 
-    python benchmarks/bench_memory.py [--model gemma3-270m|smollm2-135m] [--sizes 16x256,32x256] [--threads 2]
+    python benchmarks/bench_memory.py [--model gemma3-270m|smollm2-135m] [--sizes 8x256,64x256] [--threads 1]
+                                      [--repeats 1] [--out results/bench_memory.json]
 
 The model is ``auto``: the largest embedded decoder in the cache (the optional ``gemma3-270m``,
 else ``smollm2-135m``).  One fresh subprocess per calibration size, so no earlier peak hides a later
@@ -24,6 +25,10 @@ the CPU is not counted in the pass's extra memory (it is there before and after)
 from safetensors is mapped from its file lazily, and pruning writes every weight, so the pruned
 weights become private memory: the child writes every weight once before the baseline (without that
 the measured peak includes up to one more copy of the model).
+
+Every process's values, the predicted terms, the device, torch, the threads, the date and the load
+average are written to ``--out`` (``''``: do not write); ``python -m tools.tables`` renders the
+table of docs/sparsegpt.md from it (``minilib.studies.benchmarks``).
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import sys
+from pathlib import Path
 
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
@@ -164,26 +172,46 @@ def child(model_name: str, n: int, T: int, threads: int, device: str, out) -> No
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="auto", help="auto: gemma3-270m when cached, else smollm2-135m")
-    ap.add_argument("--sizes", default="16x256,48x256", help="calibration sizes n x seqlen, comma-separated")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sizes", default="8x256,64x256", help="calibration sizes n x seqlen, comma-separated")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeats", type=int, default=1, help="fresh processes per calibration size")
+    ap.add_argument("--out", default=str(RESULTS / "bench_memory.json"), help="JSON of every run; '' = do not write")
     a = ap.parse_args()
+    try:
+        sizes = [tuple(int(v) for v in size.lower().split("x")) for size in a.sizes.split(",")]
+        assert sizes and all(len(s) == 2 and min(s) >= 1 for s in sizes)
+    except (ValueError, AssertionError):
+        ap.error(f"--sizes must be 'NxT[,NxT...]' with positive integers, e.g. 16x256,48x256; got {a.sizes!r}")
+    if a.repeats < 1 or a.threads < 1:
+        ap.error(f"--repeats and --threads must be >= 1, got {a.repeats} and {a.threads}")
+    from minilib.device import resolve_device
+    from minilib.studies.benchmarks import environment, write_bench
     model = a.model
     if model == "auto":
         from minilib.assets import cache_dir
         model = "gemma3-270m" if (cache_dir() / "assets" / "gemma3-270m").is_dir() else "smollm2-135m"
+    env = environment(resolve_device(a.device), a.threads)
     ctx = mp.get_context("spawn")
-    rows = []
-    for size in a.sizes.split(","):
-        n, T = (int(v) for v in size.lower().split("x"))
-        q = ctx.Queue()
-        p = ctx.Process(target=child, args=(model, n, T, a.threads, a.device, q))
-        p.start()
-        res = q.get()
-        p.join()
-        if "error" in res:
-            sys.exit(res["error"])
-        rows.append(res)
+    rows, runs = [], []
+    for n, T in sizes:
+        reps = []
+        for _ in range(a.repeats):
+            q = ctx.Queue()
+            p = ctx.Process(target=child, args=(model, n, T, a.threads, a.device, q))
+            p.start()
+            res = q.get()
+            p.join()
+            if "error" in res:
+                sys.exit(res["error"])
+            reps.append(res)
+        meas = [r["peak"] - r["rss_before"] for r in reps]
+        rows.append(dict(reps[0], peak=reps[0]["rss_before"] + statistics.median(meas)))  # printed: the median
+        runs.append({"n": n, "T": T, "terms": reps[0]["pred"]["terms"], "groups": reps[0]["pred"]["groups"],
+                     "cols": reps[0]["pred"]["cols"], "model_bytes": reps[0]["model_bytes"],
+                     "predicted": sum(reps[0]["pred"]["terms"].values()),
+                     "repeats": [{k: v for k, v in r.items() if k not in ("pred", "n", "T", "model_bytes")}
+                                 for r in reps]})
     mb = 2 ** 20
     r0 = rows[0]
     print(f"{model}: parameters {r0['model_bytes'] / mb:.0f} MiB; RSS after imports {r0['rss_imports'] / mb:.0f} MiB, "
@@ -213,6 +241,10 @@ def main() -> None:
               f"predicted {dp / mb:.1f} MiB (ratio {dm / dp:.2f})")
     print(json.dumps({"model": model, "runs": [{k: v for k, v in r.items() if k != "pred"} | {
         "predicted": sum(r["pred"]["terms"].values())} for r in rows]}))
+    if a.out:
+        path = write_bench(a.out, "bench_memory", env, {"model": model, "model_choice": a.model, "sparsity": 0.5,
+                                                       "batch_size": 8, "runs": runs})
+        print(f"written to {path} (python -m tools.tables renders the docs' table)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """SparseGPT against a plain port of the reference algorithm, on the device that is present.
 
     python benchmarks/bench_sparsegpt.py [--shape auto|smollm2|tinyllama] [--tokens N] [--repeats 3]
-                                         [--threads 2] [--model-precision] [--full]
+                                         [--threads 1] [--model-precision] [--full]
+                                         [--out results/bench_sparsegpt.json]
+                                         [--precision-out results/sparsegpt_precision.json]
 
 1. One transformer block of synthetic layers (random weights, random correlated inputs; no model is
    loaded): ``tinyllama`` is TinyLlama-1.1B's shapes (hidden 2048, FFN 5632, 4 KV heads of 64) at
@@ -9,8 +11,9 @@
    16 x 512 tokens, the CPU default.  Ours (one Hessian per distinct input: q/k/v and gate/up share,
    sub-blocked column walk) against ``tests/prune/reference_sparsegpt.py`` (one Hessian per layer,
    Algorithm 1 as published), both at 50% unstructured: wall time of the Hessian accumulation and of
-   the solver (CUDA-synchronized ``Timer``, median of ``--repeats``), peak memory of each (its own
-   subprocess: peak RSS growth on CPU, ``max_memory_allocated`` on CUDA), and the reconstruction
+   the solver (CUDA-synchronized ``Timer``), peak memory (peak RSS growth on CPU,
+   ``max_memory_allocated`` on CUDA), each run in its own subprocess, ``--repeats`` runs per variant
+   interleaved (medians printed), and the reconstruction
    error of both on the same Hessians; printed as ratios ours / reference.
 2. Precision on the same block: the error (measured with the exact fp32 Hessian) after pruning with
    a Hessian accumulated from TF32-rounded inputs (what CUDA tensor cores read in TF32 mode; on the
@@ -21,6 +24,11 @@
 4. ``--full``: one whole ``prune_model`` run on the embedded model: wall time split into capture,
    block forwards, Hessian accumulation and solver, in forward passes over the calibration set.
 5. On CUDA only: dense vs 2:4 semi-structured fp16 matmul on the model's and on larger shapes.
+
+Parts 1-2 (and 4-5 when they run) are written with every repeat, the device, torch, the threads,
+the shapes, the date and the load average to ``--out``; part 3 to ``--precision-out`` (``''``: do not
+write).  ``python -m tools.tables`` renders the tables of docs/sparsegpt.md from them
+(``minilib.studies.benchmarks``).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ SHAPES = {  # hidden, ffn, kv width, default tokens
     "tinyllama": (2048, 5632, 256, 128 * 2048),
 }
 CHUNK = 2048  # tokens per add_batch
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def _layers(shape, seed=0):
@@ -94,7 +103,7 @@ def run_variant(variant: str, shape: str, tokens: int, repeats: int, threads: in
     from reference_sparsegpt import reference_sparsegpt
     dev = torch.device(device)
     W0 = {n: w.to(dev) for n, w in _layers(shape).items()}
-    times = {"accumulate_s": [], "solve_s": []}
+    times = {"accumulate_s": [], "solve_s": []}  # one value per repeat
     errors = {}
     base = _peak_reset(dev)
     for _ in range(repeats):
@@ -137,12 +146,12 @@ def run_variant(variant: str, shape: str, tokens: int, repeats: int, threads: in
     for k, names in GROUPS.items():
         for n in names:
             errors[n] = reconstruction_stats(n, W0[n], new[n], H[k], toks)["rel_error"]
-    out.put({"times": {k: statistics.median(v) for k, v in times.items()}, "peak": peak, "errors": errors})
+    out.put({"times": times, "peak": peak, "errors": errors})
 
 
 def precision_errors(shape: str, tokens: int, device: str) -> dict:
     """Per layer: error (exact fp32 Hessian) after pruning with a TF32 / bf16-input Hessian, relative
-    to pruning with the fp32 Hessian."""
+    to pruning with the fp32 Hessian (``"ratio"``), and the errors themselves (``"rel_error"``)."""
     import torch
     from torch import nn
     from minilib.calib import Hessian
@@ -173,7 +182,8 @@ def precision_errors(shape: str, tokens: int, device: str) -> dict:
             for n in names:
                 err[p][n] = reconstruction_stats(n, W0[n], lin[n].weight.data, hs["fp32"][k].H,
                                                  hs["fp32"][k].tokens)["rel_error"]
-    return {p: {n: err[p][n] / err["fp32"][n] for n in err[p]} for p in ("tf32", "bf16")}
+    return {"tf32_mode": "tensor cores" if dev.type == "cuda" else "emulated", "rel_error": err,
+            "ratio": {p: {n: err[p][n] / err["fp32"][n] for n in err[p]} for p in ("tf32", "bf16")}}
 
 
 class _tf32:
@@ -187,32 +197,44 @@ class _tf32:
         torch.backends.cuda.matmul.allow_tf32 = self.old
 
 
-def model_precision(threads: int, device: str) -> None:
+def model_precision(threads: int, device: str) -> dict:
+    """Part 3: the embedded SmolLM2 pruned with fp32 forwards, bf16 forwards and TF32 Hessians."""
     import torch
     torch.set_num_threads(threads)
     from minilib.data import calibration_set, corpus_splits, eval_windows
     from minilib.eval.perplexity import perplexity_ci, perplexity_ratio_ci
     from minilib.models import load
     from minilib.prune import prune_model
-    _, tok, _ = load("smollm2-135m")
-    calib = calibration_set(tok, "c4", 8, 256, 0)
-    held = eval_windows(corpus_splits(tok, "c4")["dev"], 256, 8)
-    test = corpus_splits(tok, "wiki")["test"]
-    res = {}
-    for name, kw in (("fp32", {}), ("bf16 forwards", {"forward_dtype": "bfloat16"}),
-                     ("tf32 Hessians", {"hessian_precision": "tf32"})):
-        model = load("smollm2-135m", device=device).model
-        rep = prune_model(model, "sparsegpt", 0.5, calib=calib, heldout=held, device=device, **kw)
-        res[name] = (rep, perplexity_ci(model, test, 512, max_windows=8))
+    setup = {"model": "smollm2-135m", "sparsity": 0.5, "calib_corpus": "c4", "calib": [8, 256], "heldout": [8, 256],
+             "eval_corpus": "wiki", "eval": [8, 512], "seed": 0,
+             "autocast": "bf16 autocast" if device == "cpu" else "bf16 autocast on CUDA",
+             "tf32_mode": "tensor cores" if device.startswith("cuda") else "emulated"}
+    _, tok, _ = load(setup["model"])
+    calib = calibration_set(tok, setup["calib_corpus"], *setup["calib"], setup["seed"])
+    held = eval_windows(corpus_splits(tok, setup["calib_corpus"])["dev"], setup["heldout"][1], setup["heldout"][0])
+    test = corpus_splits(tok, setup["eval_corpus"])["test"]
+    res, runs = {}, {}
+    for name, label, kw in (("fp32", "fp32", {}), ("bf16 forwards", "bf16 forwards", {"forward_dtype": "bfloat16"}),
+                            ("tf32 Hessians", f"TF32 Hessians ({setup['tf32_mode']})", {"hessian_precision": "tf32"})):
+        model = load(setup["model"], device=device).model
+        rep = prune_model(model, "sparsegpt", setup["sparsity"], calib=calib, heldout=held, device=device, **kw)
+        res[name] = (rep, perplexity_ci(model, test, setup["eval"][1], max_windows=setup["eval"][0]))
+        runs[name] = {"label": label, "kwargs": kw, "perplexity": res[name][1],
+                      "mean_rel_error": float(rep.layers.rel_error.mean()),
+                      "mean_heldout_rel_error": float(rep.layers.heldout_rel_error.mean()),
+                      "layers": rep.layers[["block", "layer", "rel_error", "heldout_rel_error"]],
+                      "sparsity": rep.overall["sparsity"], "timings": rep.timings}
         print(f"    {name:14s} perplexity {res[name][1]['ppl']:.3f}  mean layer error in-sample "
               f"{rep.layers.rel_error.mean():.5f}, held-out {rep.layers.heldout_rel_error.mean():.5f}; "
               f"{rep.timings['total_s']:.1f} s")
     for name in ("bf16 forwards", "tf32 Hessians"):
         r = perplexity_ratio_ci(res[name][1], res["fp32"][1])
         print(f"    {name} / fp32 perplexity: {r.estimate:.4f} [{r.low:.4f}, {r.high:.4f}] (paired over 8 windows)")
+        runs[name]["ratio_vs_fp32"] = {"estimate": r.estimate, "low": r.low, "high": r.high}
+    return {"setup": setup, "runs": runs}
 
 
-def full_run(threads: int, nsamples: int, seqlen: int) -> None:
+def full_run(threads: int, nsamples: int, seqlen: int) -> dict:
     import copy
     import torch
     torch.set_num_threads(threads)
@@ -234,15 +256,17 @@ def full_run(threads: int, nsamples: int, seqlen: int) -> None:
           f"{tm['total_s']:.1f} s = {tm['total_s'] / fwd:.2f} forward passes")
     for k in ("capture_s", "forward_s", "stats_s", "solve_s"):
         print(f"    {k:10s} {tm[k]:8.1f} s  ({tm[k] / fwd:.2f} forward passes)")
+    return {"nsamples": nsamples, "seqlen": seqlen, "forward_s": fwd, "timings": tm}
 
 
-def semi_structured() -> None:
+def semi_structured() -> list:
     import torch
     import torch.nn.functional as F
     from minilib.prune import mask_nm
     from minilib.prune.semistructured import check_backend, time_call
     from torch.sparse import to_sparse_semi_structured
     print(f"[5] CUDA 2:4 semi-structured vs dense fp16 matmul ({check_backend()}), median of 5 rounds of 10")
+    rows = []
     for out_f, in_f in [(1536, 576), (576, 1536), (5632, 2048), (2048, 5632), (11008, 4096)]:
         for tokens in (128, 2048, 8192):
             w = torch.randn(out_f, in_f, device="cuda", dtype=torch.float16)
@@ -253,6 +277,8 @@ def semi_structured() -> None:
             ts = time_call(lambda: F.linear(x, sw), "cuda")
             print(f"    [{out_f}x{in_f}, {tokens} tokens] dense {td * 1e6:8.1f} us, 2:4 {ts * 1e6:8.1f} us, "
                   f"speed-up {td / ts:.2f}x")
+            rows.append({"out": out_f, "in": in_f, "tokens": tokens, "dense_s": td, "sparse_s": ts})
+    return rows
 
 
 def main():
@@ -261,10 +287,17 @@ def main():
     ap.add_argument("--shape", default="auto", choices=["auto", *SHAPES])
     ap.add_argument("--tokens", type=int, default=0, help="calibration tokens (0: the shape's default)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # 1 is stable on a shared machine
     ap.add_argument("--model-precision", action="store_true")
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS / "bench_sparsegpt.json"), help="parts 1-2 (4-5) as JSON; '' = do not write")
+    ap.add_argument("--precision-out", default=str(RESULTS / "sparsegpt_precision.json"),
+                    help="part 3 (--model-precision) as JSON; '' = do not write")
     a = ap.parse_args()
+    if a.repeats < 1 or a.threads < 1:
+        ap.error(f"--repeats and --threads must be >= 1, got {a.repeats} and {a.threads}")
+    from minilib.studies.benchmarks import environment, write_bench
+    torch.set_num_threads(a.threads)  # part 2 runs in this process
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     shape = a.shape if a.shape != "auto" else ("tinyllama" if cuda else "smollm2")
@@ -272,20 +305,29 @@ def main():
     print(f"device {device}{' (' + torch.cuda.get_device_name() + ')' if cuda else ''}, threads {a.threads}; "
           f"synthetic {shape}-shaped block (hidden {SHAPES[shape][0]}, FFN {SHAPES[shape][1]}, KV "
           f"{SHAPES[shape][2]}), {tokens} calibration tokens, SparseGPT 50%")
+    env = environment(device, a.threads)
     ctx = mp.get_context("spawn")
-    res = {}
-    for variant in ("ours", "reference"):
-        q = ctx.Queue()
-        p = ctx.Process(target=run_variant, args=(variant, shape, tokens, a.repeats, a.threads, device, q))
-        p.start()
-        res[variant] = q.get()
-        p.join()
+    res = {v: {"times": {"accumulate_s": [], "solve_s": []}, "peaks": []} for v in ("ours", "reference")}
+    for _ in range(a.repeats):  # one fresh process per run, the variants interleaved (load drift hits both)
+        for variant in res:
+            q = ctx.Queue()
+            p = ctx.Process(target=run_variant, args=(variant, shape, tokens, 1, a.threads, device, q))
+            p.start()
+            one = q.get()
+            p.join()
+            for k, v in one["times"].items():
+                res[variant]["times"][k] += v
+            res[variant]["peaks"].append(one["peak"])
+            res[variant]["errors"] = one["errors"]  # the same in every run (same weights, inputs, mask rule)
+    for v in res.values():
+        v["peak"] = statistics.median(v["peaks"])
     o, r = res["ours"], res["reference"]
     mb = 2 ** 20
     print(f"[1] {'':22s} {'ours':>10s} {'reference':>10s} {'ours/ref':>9s}")
+    med = {v: {k: statistics.median(x) for k, x in res[v]["times"].items()} for v in res}
     for k in ("accumulate_s", "solve_s"):
-        print(f"    {k:22s} {o['times'][k]:10.3f} {r['times'][k]:10.3f} {o['times'][k] / r['times'][k]:9.2f}")
-    to, tr = sum(o["times"].values()), sum(r["times"].values())
+        print(f"    {k:22s} {med['ours'][k]:10.3f} {med['reference'][k]:10.3f} {med['ours'][k] / med['reference'][k]:9.2f}")
+    to, tr = (statistics.median(map(sum, zip(*res[v]["times"].values()))) for v in ("ours", "reference"))
     print(f"    {'total_s':22s} {to:10.3f} {tr:10.3f} {to / tr:9.2f}")
     what = "peak CUDA memory" if cuda else "peak RSS growth"
     print(f"    {what + ' (MiB)':22s} {o['peak'] / mb:10.1f} {r['peak'] / mb:10.1f} {o['peak'] / r['peak']:9.2f}")
@@ -293,19 +335,34 @@ def main():
     print(f"    reconstruction error ours / reference: median {statistics.median(ratios):.4f}, min {min(ratios):.4f}, "
           f"max {max(ratios):.4f} over {len(ratios)} layers")
     pe = precision_errors(shape, tokens, device)
-    for p, d in pe.items():
+    for p, d in pe["ratio"].items():
         v = list(d.values())
         print(f"[2] {p} Hessian inputs: error / fp32-Hessian error (exact Hessian): median {statistics.median(v):.5f},"
               f" min {min(v):.5f}, max {max(v):.5f} over {len(v)} layers")
+    d, f, kv, _ = SHAPES[shape]
+    out = {"shape": {"model": {"smollm2": "SmolLM2-135M", "tinyllama": "TinyLlama-1.1B"}[shape], "name": shape,
+                     "hidden": d, "ffn": f, "kv": kv, "tokens": tokens, "chunk": CHUNK},
+           "sparsity": 0.5, "repeats": a.repeats, "groups": GROUPS,
+           "input_widths": {"attn": d, "o": d, "mlp": d, "down": f},
+           "memory": "peak CUDA memory" if cuda else "peak RSS growth",
+           "variants": {v: {"accumulate_s": res[v]["times"]["accumulate_s"], "solve_s": res[v]["times"]["solve_s"],
+                            "median_s": med[v], "peak_bytes": res[v]["peaks"], "rel_error": res[v]["errors"]}
+                        for v in res},
+           "precision": pe}
     if a.model_precision:
         print("[3] SmolLM2-135M, SparseGPT 50%, 8 x 256 C4 calibration tokens, 8 x 256 held-out, 8 x 512 wiki test:")
-        model_precision(a.threads, device)
+        mp_env = environment(device, a.threads)
+        mp_res = model_precision(a.threads, device)
+        if a.precision_out:
+            print(f"    written to {write_bench(a.precision_out, 'sparsegpt_precision', mp_env, mp_res)}")
     if a.full:
-        full_run(a.threads, 32, 512)
+        out["full"] = full_run(a.threads, 32, 512)
     if cuda:
-        semi_structured()
+        out["semi_structured"] = semi_structured()
     else:
         print("[5] no CUDA: semi-structured 2:4 benchmark skipped")
+    if a.out:
+        print(f"written to {write_bench(a.out, 'bench_sparsegpt', env, out)} (python -m tools.tables renders the docs' tables)")
 
 
 if __name__ == "__main__":

@@ -5,5 +5,6 @@
 * ``anatomy``    -- how information reaches the decision token, per layer and FFN neuron;
 * ``structured`` -- FFN-neuron pruning by baselines and by the anatomy-guided strategy, ratio sweeps;
 * ``sparsegpt``  -- one-shot pruning (magnitude, Wanda, SparseGPT), N:M, joint quantization;
-* ``contextual`` -- Mini-GPTs: L1 neuron statistics on a domain, thresholds, vocabulary, recovery.
+* ``contextual`` -- Mini-GPTs: L1 neuron statistics on a domain, thresholds, vocabulary, recovery;
+* ``benchmarks`` -- the tables of the measured benchmarks (``benchmarks/*.py`` write ``results/bench_*.json``).
 """

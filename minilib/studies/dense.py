@@ -160,9 +160,11 @@ PROFILES = {
     # 135k tokens); a seeded 150-item subset of each MCQ set (133k question+choice tokens).  Whole sets
     # would be 705k tokens (sciq 426k, piqa 133k, arc_easy 72k, arc_challenge 44k, openbookqa 30k):
     # ~25 min at the ~480 tokens/s of issue 12's CPU measurement, against a ~4 min MCQ budget.
+    # CPU budget: at most 24 x 512 tokens per corpus; 100 items per MCQ set (SciQ's long support
+    # paragraphs make it the costliest: ~100k scored tokens for 100 items)
     "default": dict(model="smollm2-135m", corpora=["wiki", "c4", "tiny", "code", "technical"], seqlen=512,
-                    max_windows=0, mcq_sets=["sciq", "arc_easy", "arc_challenge", "openbookqa", "piqa"],
-                    mcq_n=150, mcq_method="auto", seed=0),
+                    max_windows=24, mcq_sets=["sciq", "arc_easy", "arc_challenge", "openbookqa", "piqa"],
+                    mcq_n=100, mcq_method="auto", seed=0),
     "paper": dict(model=HubOr("facebook/opt-125m", "smollm2-135m"), corpora=["wiki", "c4", "tiny", "code", "technical"],
                   seqlen=2048, max_windows=0,
                   mcq_sets=["sciq", "arc_easy", "arc_challenge", "piqa", "openbookqa", "hellaswag"],
