@@ -424,6 +424,14 @@ def test_reproduce_profile_outputs_html_and_progress(tmp_path, nb, client, capsy
     out = capsys.readouterr().out
     assert "[reproduce] [1/2] start tiny" in out and "(est. 1m00s)" in out and "1/2 finished" in out
     assert (tmp_path / "runs" / "test" / "tiny" / "run.json").is_file()
+    timings = json.loads((tmp_path / "results" / "test" / "reproduce_runs.json").read_text())
+    assert [(r["notebook"], r["status"]) for r in timings["runs"]] == [("tiny", "done"), ("tiny2", "done")]
+    assert all(r["seconds"] > 0 for r in timings["runs"])
+    from minilib.runner.reproduce import table_timings
+    table = table_timings(tmp_path / "results" / "test")
+    assert "| `tiny2` | done |" in table and "**all, one after the other**" in table
+    with pytest.raises(ValueError, match="run `make reproduce`"):
+        table_timings(tmp_path)
     # the next run knows the recorded durations and skips the finished notebooks
     plan = plan_reproduce("test", **dirs)
     assert [r.status for r in plan.runs] == ["done", "done"]

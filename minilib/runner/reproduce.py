@@ -23,6 +23,7 @@ from pathlib import Path
 
 from minilib.io import write_text
 
+from .state import read_run_json
 from .spec import ROOT, SpecError, display_path, expand, load_spec, notebook_parameters, resolve_notebook
 from .sweep import Plan, PlannedRun, SweepResult, _fmt, execute_plan, plan_runs, print_plan
 
@@ -176,4 +177,56 @@ def reproduce(profile: str = "default", *, specs=None, results_dir=ROOT / "resul
         for rid, err in html_errors.items():
             print(f"[reproduce] HTML export FAILED for {rid}: {err}", flush=True)
             result.failed.setdefault(rid, f"HTML export failed: {err}")
+    path = write_timings(plan, res_dir, profile)
+    print(f"[reproduce] wall times -> {display_path(path)}", flush=True)
     return result
+
+
+TIMINGS = "reproduce_runs.json"
+
+
+def collect_timings(plan: Plan, profile: str) -> dict:
+    """Wall time, status, host and threads of every notebook of ``plan``, from each run folder's
+    ``run.json`` (runs of earlier invocations included; a notebook never run has ``status: "new"``)."""
+    import platform
+    import torch
+    rows = []
+    for r in plan.runs:
+        info = read_run_json(r.run_dir)
+        rows.append({"notebook": r.spec.notebook.stem, "status": info.get("status", "new"),
+                     "seconds": info.get("seconds"), "host": info.get("host"), "threads": info.get("threads"),
+                     "finished": info.get("finished")})
+    return {"profile": profile, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "cuda": torch.cuda.is_available(), "runs": rows}
+
+
+def write_timings(plan: Plan, res_dir: Path, profile: str) -> Path:
+    """``<results>/reproduce_runs.json``: what ``table_timings`` renders in the README."""
+    from minilib.results import write_results
+    path = Path(res_dir) / TIMINGS
+    write_results(path, collect_timings(plan, profile))
+    return path
+
+
+def table_timings(results_dir: Path) -> str:
+    """Markdown: the wall time of each notebook's last ``make reproduce`` run and their sum."""
+    import json
+    path = Path(results_dir) / TIMINGS
+    if not path.exists():
+        raise ValueError(f"{path.name} is missing: run `make reproduce` (it writes the wall times of its runs)")
+    d = json.loads(path.read_text())
+    if "runs" not in d:
+        raise ValueError(f"{path.name} is in an older format: re-run `make reproduce`")
+    lines = ["| notebook | status | wall time (min) | threads |", "|---|---|---|---|"]
+    total = 0.0
+    for r in d["runs"]:
+        sec = r.get("seconds")
+        total += sec or 0.0
+        lines.append(f"| `{r['notebook']}` | {r['status']} | {'' if sec is None else f'{sec / 60:.1f}'} | "
+                     f"{r.get('threads') or ''} |")
+    dev = "a CUDA GPU" if d.get("cuda") else f"{d.get('cpu_count')} CPU cores"
+    lines.append(f"| **all, one after the other** | | **{total / 60:.0f}** | |")
+    return (f"Wall times of the last `make reproduce` runs (profile `{d['profile']}`, {dev}, one notebook at "
+            f"a time; fine-tuned models and anatomy statistics come from the cache when present, so a first "
+            f"run on a fresh machine takes longer):\n\n" + "\n".join(lines))
+

@@ -314,5 +314,12 @@ def table_memory(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def table_reproduce_timings(results_dir: Path) -> str:
+    """The wall times of the last ``make reproduce`` (``results/reproduce_runs.json``, written by the runner)."""
+    from minilib.runner.reproduce import table_timings
+    return table_timings(results_dir)
+
+
 TABLES = {"bench_sparsegpt": table_speed, "bench_sparsegpt_precision": table_block_precision,
-          "sparsegpt_precision": table_model_precision, "bench_memory": table_memory}
+          "sparsegpt_precision": table_model_precision, "bench_memory": table_memory,
+          "reproduce_timings": table_reproduce_timings}
