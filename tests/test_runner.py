@@ -328,7 +328,7 @@ def test_worker_killed_mid_run_no_run_lost_or_duplicated(tmp_path, nb, client, c
     while not list(marks.glob("started-1-0-*")) and time.time() < deadline:
         time.sleep(0.1)
     lock = json.loads((plan.runs[0].run_dir / ".lock").read_text())
-    first_kernel = int(next(marks.glob("started-1-0-*")).read_text())
+    first_kernel = int(next(marks.glob("started-1-0-*")).name.rsplit("-", 1)[1])  # the pid is in the name (no read race)
     os.kill(lock["pid"], signal.SIGKILL)                     # the worker running x=1
     t.join(120)
     res = box["res"]
@@ -379,7 +379,7 @@ def test_sigterm_stops_the_sweep_and_its_notebook(tmp_path, nb):
     deadline = time.time() + 90
     while not list(marks.glob("started-*")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
-    kernel = int(next(marks.glob("started-*")).read_text())
+    kernel = int(next(marks.glob("started-*")).name.rsplit("-", 1)[1])  # the pid is in the name (no read race)
     assert psutil.pid_exists(kernel)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)

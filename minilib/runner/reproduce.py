@@ -27,12 +27,14 @@ from .state import read_run_json
 from .spec import ROOT, SpecError, display_path, expand, load_spec, notebook_parameters, resolve_notebook
 from .sweep import Plan, PlannedRun, SweepResult, _fmt, execute_plan, plan_runs, print_plan
 
-# Rough wall-clock guesses (seconds, 2 CPU cores) used for the time-left estimate only until a run of
-# the notebook has been recorded (runs/reproduce/<profile>/<notebook>/run.json); "paper" has none.
+# Wall-clock guesses (seconds, 2 CPU cores) used for the time-left estimate only until a run of the
+# notebook has been recorded (runs/reproduce/<profile>/<notebook>/run.json); "paper" has none.  The
+# default ones are the runs of 2026-11-23 (results/reproduce_runs.json then), rounded up, plus the
+# fine-tuning the anatomy notebooks skip when their cache is warm.
 ESTIMATES = {
-    "default": {"dense_baselines": 900, "BERT_anatomy": 300, "GPT2_anatomy": 600, "BERT_pruning_baseline": 600,
-                "GPT2_pruning_baseline": 900, "BERT_pruning_strategy": 600, "GPT2_pruning_strategy": 900,
-                "SparseGPT_one_shot": 1800, "contextual_pruning": 1800},
+    "default": {"dense_baselines": 480, "BERT_anatomy": 240, "GPT2_anatomy": 420, "BERT_pruning_baseline": 200,
+                "GPT2_pruning_baseline": 420, "BERT_pruning_strategy": 120, "GPT2_pruning_strategy": 120,
+                "SparseGPT_one_shot": 2040, "contextual_pruning": 720},
     "test": {},
     "paper": {},
 }
