@@ -68,8 +68,9 @@ def reset_hwm() -> bool:
 def predict(model, calib, batch_size: int, device) -> dict:
     """The terms of the memory model (bytes) for ``prune_model(..., "sparsegpt")`` on ``calib``."""
     import torch
-    from minilib.calib import LastBatch, capture_block_inputs
+    from minilib.calib import capture_block_inputs
     from minilib.calib.passes import BlockStep
+    from minilib.prune.oneshot import input_groups
     from minilib.device import Timer
     from minilib.models.adapters import adapter_for
     from minilib.models.linear import in_features, out_features
@@ -87,16 +88,7 @@ def predict(model, calib, batch_size: int, device) -> dict:
     cap = capture_block_inputs(model, calib[:1, :8], 1, None, ad)
     step = BlockStep(0, block0, cap.hidden, cap.args[0], ad, Timer())
     layers = step.linear_keys()
-    seen = {k: LastBatch("input") for k in layers}
-    step.feed(seen)
-    groups = []
-    for k in layers:
-        for g in groups:
-            if seen[g[0]].value is seen[k].value:
-                g.append(k)
-                break
-        else:
-            groups.append([k])
+    groups, _ = input_groups(step)
     cols = [in_features(layers[g[0]]) for g in groups]
     rows = [sum(out_features(layers[k]) for k in g) for g in groups]
     big = max(range(len(groups)), key=lambda i: rows[i] * cols[i] + 4 * cols[i] ** 2)

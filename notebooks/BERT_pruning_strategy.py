@@ -86,10 +86,9 @@ import os, time
 import numpy as np, pandas as pd, torch
 from minilib.models import load
 from minilib.eval.decision import decision_task
-from minilib.studies.anatomy import anatomy_for, decision_model, ft_options, layer_profile, preserved_neurons
-from minilib.studies.structured import (ratio_sweep, method_masks, baseline_methods, paired_tests, reuse_baselines,
-                                        seed_summary, split_correct)
-from minilib.prune import layer_budgets, score_neurons_anatomy, remove_neurons
+from minilib.studies.anatomy import ft_options
+from minilib.studies.structured import paired_tests, reuse_baselines, seed_summary, split_correct, strategy_sweep
+from minilib.prune import remove_neurons
 from minilib import plotting as plots
 from minilib.plotting import save_figure
 from minilib.params import ROOT
@@ -121,35 +120,12 @@ print("baselines reused from " + baseline_file if base is not None else "baselin
 # ## Per protocol: anatomy, layer profile, budgets, preserved neurons, and the sweep
 
 # %%
-frames, budgets, strategies, lost = [], {}, {}, {}
-for proto in protocols:
-    mp, head, info = decision_model(m, task, proto, batch_size, max_length, ft=ft)
-    an, an_info = anatomy_for(mp, task, batch_size, max_length, directory=anatomy_dir or None, decision_state=decision_state)
-    an.check(mp.model, decision_state=decision_state)   # raises AnatomyMismatchError for other weights or another state
-    prof, preserved = layer_profile(an), preserved_neurons(an, preserve_fraction)
-    widths = [len(p) for p in preserved]
-    budgets[proto] = pd.DataFrame({"layer": range(len(widths)), "profile": prof, "preserved": [int(p.sum()) for p in preserved],
-                                   **{f"removed@{r}": layer_budgets(widths, r, prof, profile_strength, max_layer_ratio, [int(p.sum()) for p in preserved])
-                                      for r in ratios if r > 0}})
-    strategy = method_masks(lambda mod, an=an: score_neurons_anatomy(mod, an, score_kind), prof, preserved, profile_strength, max_layer_ratio)
-    strategies[proto] = (mp, head, strategy)
-    top = strategy(mp.model, max(ratios)) if max(ratios) > 0 else [torch.zeros(w, dtype=torch.bool) for w in widths]
-    lost[proto] = sum(int((p & k).sum()) for p, k in zip(preserved, top))
-    assert lost[proto] == 0, f"{lost[proto]} preserved neurons removed"
-    methods = {"anatomy": strategy}
-    if uniform_ablation:
-        methods["anatomy-uniform"] = method_masks(lambda mod, an=an: score_neurons_anatomy(mod, an, score_kind))
-    print(f"{proto}: anatomy {'cached' if an_info['cached'] else 'computed'} ({an_info['key']}); preserved neurons removed at ratio {max(ratios)}: {lost[proto]}", flush=True)
-    if base is None:
-        b = ratio_sweep(mp, head, task, baseline_methods(seeds=random_seeds), ratios, ppl_ids, **kw).assign(protocol=proto)
-        frames.append(b)
-    else:
-        b = base[base.protocol == proto]
-    dense = b[b.ratio == 0].iloc[0].to_dict() if (b.ratio == 0).any() else None
-    frames.append(ratio_sweep(mp, head, task, methods, ratios, ppl_ids, dense=dense, **kw).assign(protocol=proto))
-if base is not None:
-    frames.append(base)
-allm = pd.concat(frames, ignore_index=True)
+run = strategy_sweep(m, task, protocols, ratios, ft=ft, baselines=base, random_seeds=random_seeds, ppl_ids=ppl_ids,
+                     decision_state=decision_state, preserve_fraction=preserve_fraction, strength=profile_strength,
+                     max_layer_ratio=max_layer_ratio, score_kind=score_kind, uniform_ablation=uniform_ablation,
+                     anatomy_dir=anatomy_dir, **kw)
+allm, budgets, strategies, lost = run["sweep"], run["budgets"], run["strategies"], run["preserved_removed"]
+print("preserved neurons removed at the largest ratio:", lost)
 budgets[protocols[0]].round(3)
 
 # %% [markdown]

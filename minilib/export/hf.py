@@ -60,7 +60,7 @@ from minilib.models.adapters import adapter_for
 from minilib.models.linear import in_features, out_features, resized_like, weight_oi
 from minilib.models.surgery import ffn_widths
 from minilib.models.tokenizers import bytes_to_unicode
-from minilib.models.vocab import CONFIG_KEY, RemappedTokenizer
+from minilib.models.vocab import CONFIG_KEY, RemappedTokenizer, _has_component
 
 EXPORT_FILE = "minilib_export.json"
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -136,17 +136,6 @@ def _check_config_builds(model: nn.Module) -> None:
 
 
 # --- the tokenizer --------------------------------------------------------------------------------
-
-def _has_component(node, kind: str) -> bool:
-    """Whether a ``tokenizers`` JSON component (or a Sequence of them) is or holds ``kind``."""
-    if isinstance(node, dict):
-        if node.get("type") == kind:
-            return True
-        return any(_has_component(v, kind) for v in node.values() if isinstance(v, (dict, list)))
-    if isinstance(node, list):
-        return any(_has_component(v, kind) for v in node)
-    return False
-
 
 def _remap_processor(proc, o2n: dict[int, int]):
     """The post-processor with its special-token ids renumbered (a pruned one raises)."""

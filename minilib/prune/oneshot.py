@@ -110,7 +110,7 @@ def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, m
                 f"full-rank Hessian; got {calib.shape[0]} x {calib.shape[1]} = {calib.numel()} tokens")
 
 
-def _groups(step: BlockStep) -> tuple[list[list[str]], dict[str, torch.Tensor]]:
+def input_groups(step: BlockStep) -> tuple[list[list[str]], dict[str, torch.Tensor]]:
     """Run batch 0 and group the block's linear layers that read the very same tensor (q/k/v,
     gate/up); returns the groups (by key) and the inputs of batch 0 per group leader."""
     layers = step.linear_keys()
@@ -236,7 +236,7 @@ def _prune_block(step: BlockStep, method, sparsity, nm, wbits, blocksize, percda
                  precision, rows):
     bi, layers = step.index, step.linear_keys()
     full = method == "sparsegpt" or measure_error  # the full X X^T per input
-    groups, first = _groups(step)
+    groups, first = input_groups(step)
     dev = step.device or step.inputs[0].device
     accs = {}
     for g in groups:

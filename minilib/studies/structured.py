@@ -131,6 +131,61 @@ def ratio_sweep(loaded, head, task, methods: dict[str, MaskFn], ratios: list[flo
     return pd.DataFrame(rows)
 
 
+
+def strategy_sweep(loaded, task, protocols: list[str], ratios: list[float], *, ft=None, baselines: pd.DataFrame | None = None,
+                   random_seeds: list[int] = (0, 1, 2), ppl_ids=None, decision_state: str = "head",
+                   preserve_fraction: float = 0.01, strength: float = 1.0, max_layer_ratio: float = 0.9,
+                   score_kind: str = "abs_proj", uniform_ablation: bool = False, anatomy_dir=None,
+                   batch_size: int = 32, max_length: int = 128, verbose: bool = True, **measure_kw) -> dict:
+    """The strategy notebooks' work, per protocol: the decision model (``anatomy.decision_model``), its
+    anatomy (cached), the per-layer budgets, the anatomy strategy (plus its uniform-budget ablation),
+    and the ratio sweep of the strategy beside the baselines -- taken from ``baselines`` (rows of the
+    baseline notebook, e.g. ``reuse_baselines``) or measured here over ``random_seeds``.
+
+    Returns ``sweep`` (every row, all protocols), ``budgets`` (per protocol: profile, preserved and
+    removed neurons per layer and ratio), ``strategies`` (per protocol: ``(model, head, mask function)``)
+    and ``preserved_removed`` (per protocol; always 0, checked)."""
+    from minilib.prune.masks import layer_budgets
+    from minilib.studies.anatomy import anatomy_for, decision_model
+    frames, budgets, strategies, lost = [], {}, {}, {}
+    sweep_kw = dict(batch_size=batch_size, max_length=max_length, verbose=verbose, **measure_kw)
+    for proto in protocols:
+        mp, head, _ = decision_model(loaded, task, proto, batch_size, max_length, ft=ft)
+        an, an_info = anatomy_for(mp, task, batch_size, max_length, directory=anatomy_dir or None,
+                                  decision_state=decision_state)
+        an.check(mp.model, decision_state=decision_state)  # AnatomyMismatchError for other weights or another state
+        prof, preserved = layer_profile(an), preserved_neurons(an, preserve_fraction)
+        widths, kept = [len(p) for p in preserved], [int(p.sum()) for p in preserved]
+        budgets[proto] = pd.DataFrame({"layer": range(len(widths)), "profile": prof, "preserved": kept,
+                                       **{f"removed@{r}": layer_budgets(widths, r, prof, strength, max_layer_ratio, kept)
+                                          for r in ratios if r > 0}})
+        strategy = anatomy_strategy(an, preserve_fraction, strength, max_layer_ratio, score_kind)
+        strategies[proto] = (mp, head, strategy)
+        if max(ratios) > 0:
+            top = strategy(mp.model, max(ratios))
+            lost[proto] = sum(int((p & k).sum()) for p, k in zip(preserved, top))
+            if lost[proto]:
+                raise RuntimeError(f"{proto}: the strategy removed {lost[proto]} preserved neurons at ratio {max(ratios)}")
+        else:
+            lost[proto] = 0
+        methods = {"anatomy": strategy}
+        if uniform_ablation:
+            methods["anatomy-uniform"] = anatomy_strategy(an, score_kind=score_kind, uniform=True)
+        if verbose:
+            print(f"{proto}: anatomy {'cached' if an_info['cached'] else 'computed'} ({an_info['key']})", flush=True)
+        if baselines is None:
+            b = ratio_sweep(mp, head, task, baseline_methods(seeds=list(random_seeds)), ratios, ppl_ids,
+                            **sweep_kw).assign(protocol=proto)
+            frames.append(b)
+        else:
+            b = baselines[baselines.protocol == proto]
+        dense = b[b.ratio == 0].iloc[0].to_dict() if (b.ratio == 0).any() else None
+        frames.append(ratio_sweep(mp, head, task, methods, ratios, ppl_ids, dense=dense, **sweep_kw).assign(protocol=proto))
+    if baselines is not None:
+        frames.append(baselines)
+    return {"sweep": pd.concat(frames, ignore_index=True), "budgets": budgets, "strategies": strategies,
+            "preserved_removed": lost}
+
 # --- paired statistics: strategy against the baselines on the same test examples ----------------
 
 def pack_correct(correct) -> str:

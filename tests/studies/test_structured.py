@@ -294,3 +294,31 @@ def test_tables_from_results(tmp_path):
     verdict = st.TABLES["anatomy_verdict"](tmp_path)
     assert "BERT (`tiny-llama`), head-only protocol" in verdict and "finetuned protocol" in verdict
     assert "**better** than magnitude at 30%" in verdict  # 0.8 vs 0.5 on 60 items is significant
+
+
+def test_strategy_sweep_budgets_preserved_and_reused_baselines(tmp_path, monkeypatch):
+    """The strategy notebooks' loop: budgets add up to the ratio, preserved neurons survive, and
+    baselines reused from an earlier run give the same strategy rows as baselines measured here."""
+    from minilib.eval.decision import decision_task
+    from minilib.models import load
+    monkeypatch.setenv("MINILIB_CACHE", str(tmp_path / "cache"))
+    m = load("tiny-llama")
+    task = decision_task("sst2", n_train=16, n_test=12, seed=0)
+    opts = dict(random_seeds=[0, 1], preserve_fraction=0.05, strength=0.5, anatomy_dir=tmp_path / "an",
+                batch_size=8, max_length=32, verbose=False, latency_repeats=1)
+    run = st.strategy_sweep(m, task, ["head-only"], [0.0, 0.3], **opts)
+    df = run["sweep"]
+    assert set(df.method) == {"anatomy", "random", "magnitude"} and set(df.protocol) == {"head-only"}
+    assert sorted(df[(df.method == "random") & (df.ratio == 0.3)].seed) == [0, 1]
+    b = run["budgets"]["head-only"]
+    widths = ffn_widths(m.model)
+    assert int(b["removed@0.3"].sum()) == round(0.3 * sum(widths))
+    assert (b["removed@0.3"] <= np.array(widths) - b["preserved"]).all() and (b["preserved"] > 0).all()
+    assert run["preserved_removed"] == {"head-only": 0}
+    anat = df[(df.method == "anatomy") & (df.ratio == 0.3)].iloc[0]
+    assert anat.ffn_ratio == pytest.approx(0.3, abs=0.01)
+    base = df[df.method != "anatomy"]
+    again = st.strategy_sweep(m, task, ["head-only"], [0.0, 0.3], baselines=base, **opts)["sweep"]
+    assert len(again) == len(df)
+    reused = again[(again.method == "anatomy") & (again.ratio == 0.3)].iloc[0]
+    np.testing.assert_array_equal(reused.correct, anat.correct)
