@@ -156,15 +156,15 @@ SPEC = {
 PROFILES = {
     "test": dict(model="smollm2-135m", corpora=["wiki", "tiny"], seqlen=128, max_windows=2, mcq_sets=["arc_easy"],
                  mcq_n=8, mcq_method="auto", seed=0),
-    # default (2 CPU cores, 2 threads: batched MCQ path): every test window of every corpus (263 x 512 =
-    # 135k tokens); a seeded 150-item subset of each MCQ set (133k question+choice tokens).  Whole sets
-    # would be 705k tokens (sciq 426k, piqa 133k, arc_easy 72k, arc_challenge 44k, openbookqa 30k):
-    # ~25 min at the ~480 tokens/s of issue 12's CPU measurement, against a ~4 min MCQ budget.
-    # CPU budget: at most 24 x 512 tokens per corpus; 100 items per MCQ set (SciQ's long support
-    # paragraphs make it the costliest: ~100k scored tokens for 100 items)
+    # default (2 CPU cores, 2 threads: batched MCQ path).  Every test window of every corpus would be
+    # 263 x 512 = 135k tokens, the whole MCQ sets 705k question+choice tokens (sciq 426k, piqa 133k,
+    # arc_easy 72k, arc_challenge 44k, openbookqa 30k): ~25 min at the ~480 tokens/s of issue 12's CPU
+    # measurement.
+    # CPU budget (`make reproduce` near 30 min on 2 cores): at most 12 x 512 tokens per corpus; 60 items
+    # per MCQ set (SciQ's long support paragraphs make it the costliest: ~1k scored tokens per item)
     "default": dict(model="smollm2-135m", corpora=["wiki", "c4", "tiny", "code", "technical"], seqlen=512,
-                    max_windows=24, mcq_sets=["sciq", "arc_easy", "arc_challenge", "openbookqa", "piqa"],
-                    mcq_n=100, mcq_method="auto", seed=0),
+                    max_windows=12, mcq_sets=["sciq", "arc_easy", "arc_challenge", "openbookqa", "piqa"],
+                    mcq_n=60, mcq_method="auto", seed=0),
     "paper": dict(model=HubOr("facebook/opt-125m", "smollm2-135m"), corpora=["wiki", "c4", "tiny", "code", "technical"],
                   seqlen=2048, max_windows=0,
                   mcq_sets=["sciq", "arc_easy", "arc_challenge", "piqa", "openbookqa", "hellaswag"],
