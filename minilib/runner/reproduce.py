@@ -32,9 +32,9 @@ from .sweep import Plan, PlannedRun, SweepResult, _fmt, execute_plan, plan_runs,
 # default ones are the runs of 2026-11-23 (results/reproduce_runs.json then), rounded up, plus the
 # fine-tuning the anatomy notebooks skip when their cache is warm.
 ESTIMATES = {
-    "default": {"dense_baselines": 480, "BERT_anatomy": 240, "GPT2_anatomy": 420, "BERT_pruning_baseline": 200,
-                "GPT2_pruning_baseline": 420, "BERT_pruning_strategy": 120, "GPT2_pruning_strategy": 120,
-                "SparseGPT_one_shot": 2040, "contextual_pruning": 720},
+    "default": {"dense_baselines": 320, "BERT_anatomy": 240, "GPT2_anatomy": 420, "BERT_pruning_baseline": 200,
+                "GPT2_pruning_baseline": 380, "BERT_pruning_strategy": 110, "GPT2_pruning_strategy": 150,
+                "SparseGPT_one_shot": 720, "contextual_pruning": 490},
     "test": {},
     "paper": {},
 }
