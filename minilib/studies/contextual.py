@@ -598,8 +598,8 @@ PROFILES = {
                  eval_seqlen=64, ft_steps=2, ft_seqlen=32, ft_batch=2, ft_eval_every=1),
     # code: no MCQ in the default budget (MMLU computer-science questions are long: ~14k tokens per
     # evaluation of 24 items with the batched scorer, 4 evaluations per domain); the paper profile has it
-    # two thresholds (vocabulary pruning alone, and ε = 0.1 with it) keep `make reproduce` near 30 min on
-    # 2 CPU cores: each threshold costs ~50 s per domain (prune, score, 6 fine-tuning steps, score, MCQ)
+    # two thresholds (vocabulary pruning alone, and ε = 0.1 with it) to shorten `make reproduce` on 2 CPU
+    # cores: each threshold costs ~50 s per domain (prune, score, 6 fine-tuning steps, score, MCQ)
     "default": dict(model="smollm2-135m", domains=["wiki", "tiny", "code"],
                     mcq_sets={"wiki": "arc_easy", "tiny": "piqa", "code": None},
                     thresholds=[0.0, 0.1], scale="absolute", mcq_n=24, calib_windows=16, seqlen=128,

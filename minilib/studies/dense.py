@@ -160,7 +160,7 @@ PROFILES = {
     # 263 x 512 = 135k tokens, the whole MCQ sets 705k question+choice tokens (sciq 426k, piqa 133k,
     # arc_easy 72k, arc_challenge 44k, openbookqa 30k): ~25 min at the ~480 tokens/s of issue 12's CPU
     # measurement.
-    # CPU budget (`make reproduce` near 30 min on 2 cores): at most 12 x 512 tokens per corpus; 60 items
+    # CPU budget (to shorten `make reproduce` on 2 cores): at most 12 x 512 tokens per corpus; 60 items
     # per MCQ set (SciQ's long support paragraphs make it the costliest: ~1k scored tokens per item)
     "default": dict(model="smollm2-135m", corpora=["wiki", "c4", "tiny", "code", "technical"], seqlen=512,
                     max_windows=12, mcq_sets=["sciq", "arc_easy", "arc_challenge", "openbookqa", "piqa"],

@@ -496,8 +496,8 @@ PROFILES = {
     # default: sized for a short `make reproduce` on 2 CPU cores (wall times in results/reproduce_runs.json).
     # ARC-Easy rather than SciQ: 60 ARC-Easy items cost ~13 s per evaluation against ~32 s for 40 SciQ
     # items (long support paragraphs); 4 evaluation windows; the budget sweep at 8 windows only, over 3
-    # seeds (a run at 32 windows costs about twice one at 8, and 2 seeds resolve nothing: a t-interval
-    # with one degree of freedom); the paper profile sweeps 8-128 windows over 5 seeds.
+    # seeds (a run at 32 windows costs about twice one at 8; with 2 seeds the t-interval has one degree of
+    # freedom, t = 12.7); the paper profile sweeps 8-128 windows over 5 seeds.
     "default": dict(model="smollm2-135m", nsamples=8, seqlen=256, sweep_sparsities=[0.5, 0.7], eval_seqlen=512,
                     eval_windows=4, mcq_set="arc_easy", mcq_n=60, heldout_windows=4, budget_corpus="c4",
                     budget_seqlen=256, budget_nsamples=[8], budget_seeds=[0, 1, 2]),

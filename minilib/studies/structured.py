@@ -131,7 +131,6 @@ def ratio_sweep(loaded, head, task, methods: dict[str, MaskFn], ratios: list[flo
     return pd.DataFrame(rows)
 
 
-
 def strategy_sweep(loaded, task, protocols: list[str], ratios: list[float], *, ft=None, baselines: pd.DataFrame | None = None,
                    random_seeds: list[int] = (0, 1, 2), ppl_ids=None, decision_state: str = "head",
                    preserve_fraction: float = 0.01, strength: float = 1.0, max_layer_ratio: float = 0.9,
@@ -185,6 +184,7 @@ def strategy_sweep(loaded, task, protocols: list[str], ratios: list[float], *, f
         frames.append(baselines)
     return {"sweep": pd.concat(frames, ignore_index=True), "budgets": budgets, "strategies": strategies,
             "preserved_removed": lost}
+
 
 # --- paired statistics: strategy against the baselines on the same test examples ----------------
 
