@@ -9,10 +9,11 @@ continuation's tokens are those of ``tokenize(question + " " + choice)`` beyond 
 question, so word boundaries tokenize as they do in running text.
 
 Two ways to compute the same numbers: ``batched`` (whole question+choice sequences, batched, as
-lm-eval does) and ``shared`` (each question runs once and its KV cache is shared by its choices).
-``method="auto"`` picks by device, threads and lengths (``pick_method``, measured in
-benchmarks/bench_eval.py): batched on GPUs and multi-threaded CPUs; shared on one CPU thread unless
-the choices dominate the tokens.
+lm-eval does) and ``shared`` (questions batched once each, their KV cache shared by their choices).
+``method="auto"`` picks by device and lengths (``pick_method``, measured in
+benchmarks/bench_eval.py): on CPUs shared where the batched path would compute at least twice its
+tokens (long questions, short choices: ARC, SciQ, OpenBookQA, MMLU), batched otherwise (PIQA);
+batched on GPUs and other accelerators.
 Accuracies come with 95% Wilson intervals over items (``minilib.stats``).
 """
 
@@ -97,66 +98,105 @@ def choice_loglikelihoods(model, tokenizer, items: list[MCQItem], batch_size: in
 
 @torch.no_grad()
 def choice_loglikelihoods_shared(model, tokenizer, items: list[MCQItem], progress: bool | None = None,
-                                 max_length: int | None = None) -> list[np.ndarray]:
-    """Same numbers as ``choice_loglikelihoods``, computed faster: the question runs once per item and
-    its KV cache is shared by all choices (which differ only in their continuation)."""
+                                 max_length: int | None = None, batch_items: int = 8) -> list[np.ndarray]:
+    """Same numbers as ``choice_loglikelihoods``, computing fewer tokens: each question runs once and
+    its KV cache is shared by all its choices (which differ only in their continuation).
+
+    ``batch_items`` questions run together (sorted by length, right-padded), then every choice of
+    those questions runs on a copy of its question's cache rows, with explicit positions and a mask
+    that hides the padding between the question and the choice.  Items that do not fit
+    ``max_length`` fall back to the batched path (which truncates from the left, as lm-eval does), and
+    so do items longer than half a sliding attention window (``config.sliding_window``): the window
+    counts cache slots, padding included, so only sequences that fit it whole score as unpadded."""
     adapter = adapter_for(model)
     if not adapter.is_decoder:
         raise ValueError(f"MCQ scoring needs a decoder language model; {adapter.family} is an encoder")
     validate_mcq(items)
+    if isinstance(batch_items, bool) or not isinstance(batch_items, int) or batch_items < 1:
+        raise ValueError(f"batch_items must be an integer >= 1, got {batch_items!r}")
     max_length = max_length or adapter.max_positions(model.config) or 2048
     device = model_device(model)
+    base = adapter.base(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = []
+    window = getattr(model.config, "sliding_window", None)
+    out: list[np.ndarray | None] = [None] * len(items)
+    pairs = [[_encode_pair(tokenizer, it.question, " " + ch) for ch in it.choices] for it in items]
+    fits = []
+    for i, p in enumerate(pairs):
+        for j, (_, k) in enumerate(p):
+            if not k:
+                raise ValueError(f"item {i} choice {j} tokenizes to nothing")
+        longest = max(len(c) + len(k) for c, k in p)
+        if longest > max_length + 1 or (window and longest > window // 2):  # see the docstring
+            out[i] = choice_loglikelihoods(model, tokenizer, [items[i]], batch_size=len(p),
+                                           max_length=max_length, progress=False)[0]
+        else:
+            fits.append(i)
+    fits.sort(key=lambda i: -len(pairs[i][0][0]))  # long first (fail fast on memory), little padding
+    batches = range(0, len(fits), batch_items)
+    show = progress if progress is not None else len(batches) > 8
     was_training = model.training
     model.eval()
     try:
-        for it in tqdm(items, desc="mcq", disable=not (progress if progress is not None else len(items) > 50),
-                       leave=False):
-            pairs = [_encode_pair(tokenizer, it.question, " " + ch) for ch in it.choices]
-            ctxs = {tuple(c) for c, _ in pairs}
-            longest = max(len(c) + len(k) for c, k in pairs)
-            if len(ctxs) != 1 or longest > max_length + 1 or any(not k for _, k in pairs):
-                out.extend(choice_loglikelihoods(model, tokenizer, [it], batch_size=len(it.choices),
-                                                 max_length=max_length, progress=False))
-                continue
-            ctx = torch.tensor(pairs[0][0], device=device)[None]
-            res = model(input_ids=ctx, use_cache=True)
-            first = F.log_softmax(res.logits[0, -1].float(), -1)
-            cache = res.past_key_values
-            n = len(pairs)
-            cache.batch_repeat_interleave(n)
-            conts = [k for _, k in pairs]
-            Tc = max(len(k) for k in conts)
-            x = torch.full((n, Tc), pad, dtype=torch.long, device=device)
-            mask = torch.zeros((n, ctx.shape[1] + Tc), dtype=torch.long, device=device)
-            mask[:, :ctx.shape[1]] = 1
-            for j, k in enumerate(conts):
-                x[j, :len(k)] = torch.tensor(k, device=device)
-                mask[j, ctx.shape[1]:ctx.shape[1] + len(k)] = 1
-            ll = np.zeros(n)
-            if Tc > 1:
-                logits = model(input_ids=x[:, :-1], attention_mask=mask[:, :-1], past_key_values=cache,
-                               use_cache=True).logits
-                logp = F.log_softmax(logits.float(), -1)
-            for j, k in enumerate(conts):
-                ll[j] = first[k[0]].item()
-                if len(k) > 1:
-                    ll[j] += logp[j, :len(k) - 1].gather(-1, x[j, 1:len(k), None]).sum().item()
-            out.append(ll)
+        for b in tqdm(batches, desc="mcq", disable=not show, leave=False):
+            idx = fits[b:b + batch_items]
+            ctxs = [pairs[i][0][0] for i in idx]
+            B, T = len(idx), max(len(c) for c in ctxs)
+            x = torch.full((B, T), pad, dtype=torch.long)
+            mask = torch.zeros((B, T), dtype=torch.long)
+            for r, c in enumerate(ctxs):
+                x[r, :len(c)] = torch.tensor(c)
+                mask[r, :len(c)] = 1
+            res = base(input_ids=x.to(device), attention_mask=mask.to(device), use_cache=True)
+            last = torch.tensor([len(c) - 1 for c in ctxs], device=device)
+            first = F.log_softmax(adapter.lm_logits(model, res.last_hidden_state[torch.arange(B, device=device), last])
+                                  .float(), -1).cpu()
+            owner = [r for r, i in enumerate(idx) for _ in pairs[i]]        # the question row of every choice
+            conts = [k for i in idx for _, k in pairs[i]]
+            lls = np.array([first[r, k[0]].item() for r, k in zip(owner, conts)])
+            Tc = max(len(k) for k in conts) - 1                            # continuation tokens fed to the model
+            if Tc > 0:
+                cache = res.past_key_values
+                cache.batch_select_indices(torch.tensor(owner, device=device))
+                R = len(conts)
+                y = torch.full((R, Tc), pad, dtype=torch.long)
+                m2 = torch.zeros((R, T + Tc), dtype=torch.long)
+                pos = torch.zeros((R, Tc), dtype=torch.long)
+                rows, cols, targets = [], [], []
+                for q, (r, k) in enumerate(zip(owner, conts)):
+                    L = len(ctxs[r])
+                    y[q, :len(k) - 1] = torch.tensor(k[:-1], dtype=torch.long)
+                    m2[q, :L] = 1
+                    m2[q, T:T + len(k) - 1] = 1
+                    pos[q] = L + torch.arange(Tc)
+                    rows += [q] * (len(k) - 1)
+                    cols += list(range(len(k) - 1))
+                    targets += k[1:]
+                h = base(input_ids=y.to(device), attention_mask=m2.to(device), position_ids=pos.to(device),
+                         past_key_values=cache, use_cache=True).last_hidden_state
+                if rows:
+                    logp = F.log_softmax(adapter.lm_logits(model, h[rows, cols]).float(), -1)
+                    tok_ll = logp.gather(-1, torch.tensor(targets, device=device)[:, None]).squeeze(-1).cpu()
+                    np.add.at(lls, rows, tok_ll.double().numpy())
+                del cache
+            s = 0
+            for i in idx:
+                out[i] = lls[s:s + len(pairs[i])]
+                s += len(pairs[i])
     finally:
         model.train(was_training)
     return out
 
 
-# The CPU rule of ``pick_method``, from benchmarks/bench_eval.py (SmolLM2-135M, 8 items per task,
-# interleaved runs, medians of 2, on a heavily shared 2-core machine).  One torch thread: the shared
-# path took 0.56x (PIQA, token ratio 1.24) to 0.72x (ARC-Easy, 2.91) of the batched time, 0.18x on
-# SciQ (3.83) and 0.29x on MMLU (3.86).  Two threads: the batched path's large matrix products
-# parallelise and the shared path's batch-1 calls do not: OpenBookQA (2.70) took 2.7x longer shared
-# (issue 12: 119 s vs 63 s for 500 items on CPU, 5.8x on a GPU); per computed token the shared path
-# cost 7x the batched one, more than the ~3.8x fewer tokens it computes on the longest questions.
-SHARED_MIN_RATIO = {"single_thread": 1.2, "multi_thread": float("inf")}
+# The CPU rule of ``pick_method``, from benchmarks/bench_eval.py (SmolLM2-135M, 24 items per task,
+# medians of 2 interleaved runs, 2-core machine, 2026-11-23).  Time of the shared path over the
+# batched one, 2 torch threads / 1 thread, with the token ratio (batched tokens / shared tokens):
+# PIQA (1.22) 1.41 / 1.43; OpenBookQA (2.62) 0.73 / 0.68; ARC-Challenge (2.81) 0.59 / 0.59; ARC-Easy
+# (2.90) 0.60 / 0.58; SciQ (3.85) 0.34 / 0.37; MMLU anatomy (3.86) 0.27 / 0.29.  Per computed token
+# the shared path cost 1.3-1.9x the batched one at either thread count, so it wins from a ratio of
+# about 2.  (The batch-1 shared path it replaced lost 2.7x on OpenBookQA with 2 threads.)  GPUs keep
+# the batched path: the shared one is not measured there.
+SHARED_MIN_RATIO = 2.0
 METHODS = ("auto", "batched", "shared")
 
 
@@ -179,13 +219,11 @@ def token_counts(tokenizer, items: list[MCQItem]) -> dict:
 
 
 def pick_method(model, tokenizer, items: list[MCQItem]) -> str:
-    """``"batched"`` on CUDA and other accelerators and on CPU with several torch threads; with one
-    thread ``"shared"`` unless the choices dominate the tokens (the batched path would compute fewer
-    than ``SHARED_MIN_RATIO["single_thread"]`` times the shared path's tokens)."""
+    """``"batched"`` on CUDA and other accelerators; on CPU ``"shared"`` where the batched path would
+    compute at least ``SHARED_MIN_RATIO`` times the shared path's tokens, else ``"batched"``."""
     if model_device(model).type != "cpu":
         return "batched"
-    need = SHARED_MIN_RATIO["single_thread" if torch.get_num_threads() == 1 else "multi_thread"]
-    return "shared" if token_counts(tokenizer, items)["ratio"] >= need else "batched"
+    return "shared" if token_counts(tokenizer, items)["ratio"] >= SHARED_MIN_RATIO else "batched"
 
 
 def mcq_accuracy(model, tokenizer, items: list[MCQItem], batch_size: int = 16,

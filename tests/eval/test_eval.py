@@ -63,6 +63,30 @@ def test_mcq_scoring_by_hand(tiny_decoder):
     assert res["n"] == 2 and res["chance"] == pytest.approx((1 / 3 + 1 / 2) / 2)
 
 
+def test_shared_prefix_batches_equal_the_batched_path(tiny_decoder):
+    """Questions of different lengths share a padded batch; every choice still scores as if alone:
+    mixed choice counts, one-token choices (nothing fed after the question), a batch of them only,
+    and (tiny-gemma3, sliding window 64) items past half the window that take the fallback."""
+    model, tok = tiny_decoder.model, tiny_decoder.tokenizer
+    items = [MCQItem("Q: colour?\nA:", ("red", "a pale shade of blue", "green"), 0),
+             MCQItem("The cat " * 9 + "sat on the", ("mat", "chair by the door"), 1),
+             MCQItem("x", ("y", "z", "w", "v"), 2),
+             MCQItem("word " * 40 + "\nAnswer:", ("A", "B is longer than A", "C"), 1),
+             MCQItem("word " * 56 + "\nAnswer:", ("A", "B"), 0),  # with the next: past a 64-slot window if padded
+             MCQItem("Q: sky?", ("a pale shade of blue, like the sky on a clear morning in May", "red"), 0),
+             MCQItem("One more question, of a middling length?", ("yes", "no"), 0)]
+    want = choice_loglikelihoods(model, tok, items)
+    for batch_items in (1, 2, 8):
+        got = choice_loglikelihoods_shared(model, tok, items, batch_items=batch_items)
+        for a, b in zip(want, got):
+            np.testing.assert_allclose(a, b, atol=2e-4)
+    single = [MCQItem("x", ("y", "z"), 0), MCQItem("Q: a longer one", ("a", "b"), 1)]
+    for a, b in zip(choice_loglikelihoods(model, tok, single), choice_loglikelihoods_shared(model, tok, single)):
+        np.testing.assert_allclose(a, b, atol=2e-4)
+    with pytest.raises(ValueError, match="batch_items"):
+        choice_loglikelihoods_shared(model, tok, items, batch_items=0)
+
+
 def test_mcq_needs_a_decoder():
     m = load("tiny-bert")
     with pytest.raises(ValueError, match="encoder"):
