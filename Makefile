@@ -36,8 +36,9 @@ test-fast: setup  # unit tests only (tiny models)
 	$(PY) -m pytest tests -m "not integration" -p no:cacheprovider -q
 
 PROFILE ?= default
+REPRODUCE_ARGS ?=  # e.g. "--workers 1 --threads 2", "--scheduler tcp://host:8786", "--only SparseGPT_one_shot"
 reproduce: setup  # PROFILE=default (results/, figures/) | test | paper (results/<profile>/, figures/<profile>/)
-	$(PY) -m minilib.runner reproduce --profile $(PROFILE)
+	$(PY) -m minilib.runner reproduce --profile $(PROFILE) $(REPRODUCE_ARGS)
 
 figures: reproduce
 

@@ -405,6 +405,33 @@ def test_second_runner_on_a_locked_run_skips_or_waits(tmp_path, nb):
 
 # --- reproduce --------------------------------------------------------------------------------------
 
+def test_reproduce_cpu_placement_runs_two_notebooks_at_least(monkeypatch):
+    from minilib.runner import cluster
+    from minilib.runner.reproduce import cpu_placement
+    monkeypatch.setattr(cluster, "detect_gpus", lambda: [])
+    assert cpu_placement(cores=2) == {"workers": 2, "threads": 1}
+    assert cpu_placement(cores=1) == {"workers": 1, "threads": 1}
+    assert cpu_placement(cores=8) == {"workers": 4, "threads": 2}
+    assert cpu_placement(workers=1, cores=2) == cpu_placement(threads=2, cores=2) == {}  # the caller's choice
+    assert cpu_placement(scheduler="tcp://h:8786", cores=2) == cpu_placement(gpus="0", cores=2) == {}
+    monkeypatch.setattr(cluster, "detect_gpus", lambda: ["0"])
+    assert cpu_placement(cores=2) == {}                                   # GPUs: one worker per GPU, as sweeps
+
+
+def test_reproduce_wall_clock_only_when_it_measures_one_call():
+    from minilib.runner.reproduce import wall_clock
+    run = lambda start, sec, status="done": {"status": status, "started": start, "finished": start + sec,  # noqa: E731
+                                             "seconds": sec}
+    overlapped = {"runs": [run(0, 100), run(10, 100), run(100, 50)]}      # 2 workers: span 150 s < sum 250 s
+    assert wall_clock(overlapped) == 150
+    gap = {"runs": [run(0, 100), run(5000, 100)]}                          # two calls an hour apart
+    assert wall_clock(gap) is None
+    assert wall_clock({**gap, "invocation": {"ran": 2}}) == 5100           # one call said it ran both
+    assert wall_clock({**gap, "invocation": {"ran": 1}}) is None
+    assert wall_clock({"runs": [run(0, 100), run(10, 100, "failed")]}) is None
+    assert wall_clock({"runs": [{"status": "done", "seconds": 5}]}) is None  # older records: no start time
+
+
 def test_reproduce_profile_outputs_html_and_progress(tmp_path, nb, client, capsys):
     nb2 = write_notebook(tmp_path / "tiny2.ipynb")
     spec = write_spec(tmp_path / "reproduce-t.yaml", {"name": "reproduce-t", "runs": [
@@ -429,7 +456,9 @@ def test_reproduce_profile_outputs_html_and_progress(tmp_path, nb, client, capsy
     assert all(r["seconds"] > 0 for r in timings["runs"])
     from minilib.runner.reproduce import table_timings
     table = table_timings(tmp_path / "results" / "test")
-    assert "| `tiny2` | done |" in table and "**all, one after the other**" in table
+    assert "| `tiny2` | done |" in table and "**sum of the notebooks' times**" in table
+    assert timings["invocation"]["ran"] == 2 and timings["invocation"]["wall_s"] > 0
+    assert "first start to last finish** (scheduler" in table  # one call ran both: its span is the wall clock
     with pytest.raises(ValueError, match="run `make reproduce`"):
         table_timings(tmp_path)
     # the next run knows the recorded durations and skips the finished notebooks

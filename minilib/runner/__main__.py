@@ -38,7 +38,8 @@ def _exec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=None,
                    help="local workers (default: one per GPU, else cores // threads)")
     g.add_argument("--threads", type=int, default=None,
-                   help="threads per run (OMP/MKL/OpenBLAS; default: 2 on CPU, cores // GPUs with GPUs)")
+                   help="threads per run (OMP/MKL/OpenBLAS; default: 2 on CPU, cores // GPUs with GPUs; "
+                        "reproduce on CPU: max(2, cores // 2) workers sharing the cores)")
     g.add_argument("--gpus", default=None, help="GPUs for local workers, e.g. 0,1 ('none': CPU workers; "
                                                 "default: every visible GPU)")
     g.add_argument("--resources", action="append", default=None, metavar="NAME=N",

@@ -83,6 +83,7 @@ class SweepResult:
     failed: dict = field(default_factory=dict)          # run id -> message
     skipped: dict = field(default_factory=dict)         # run id -> why it did not run
     interrupted: bool = False
+    where: str = ""              # where the runs executed (workers and threads, or the scheduler)
 
     @property
     def ok(self) -> bool:
@@ -286,6 +287,7 @@ def execute_plan(plan: Plan, *, client=None, scheduler: str | None = None, sched
             local = client is None and not scheduler and not scheduler_file
             where = placement.describe() if local else \
                 f"scheduler {c.scheduler.address} ({len(c.nthreads())} workers)"
+            result.where = where
             print(f"[{plan.label}] {plan.name}: {len(todo)} of {len(plan.runs)} runs to run on {where}", flush=True)
             if dashboard is not None or not local:
                 print(f"[{plan.label}] Dask dashboard: {c.dashboard_link}", flush=True)
