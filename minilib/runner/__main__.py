@@ -39,7 +39,7 @@ def _exec_args(p: argparse.ArgumentParser) -> None:
                    help="local workers (default: one per GPU, else cores // threads)")
     g.add_argument("--threads", type=int, default=None,
                    help="threads per run (OMP/MKL/OpenBLAS; default: 2 on CPU, cores // GPUs with GPUs; "
-                        "reproduce on CPU: max(2, cores // 2) workers sharing the cores)")
+                        "reproduce on CPU: cores // 2 workers, at least 2 on 2 cores, sharing the cores)")
     g.add_argument("--gpus", default=None, help="GPUs for local workers, e.g. 0,1 ('none': CPU workers; "
                                                 "default: every visible GPU)")
     g.add_argument("--resources", action="append", default=None, metavar="NAME=N",

@@ -19,7 +19,6 @@ fingerprint still matches is skipped, as in sweeps; ``--force`` runs everything 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from minilib.io import write_text
@@ -168,9 +167,7 @@ def reproduce(profile: str = "default", *, specs=None, results_dir=ROOT / "resul
             if err:
                 html_errors[r.run_id] = err
     kw.update(cpu_placement(**kw))
-    t0 = time.perf_counter()
     result = execute_plan(plan, after_run=after_run, **kw)
-    wall = time.perf_counter() - t0
     if html:
         for r in plan.runs:
             if r.run_id in result.done and r.run_id not in result.ran:
@@ -184,7 +181,7 @@ def reproduce(profile: str = "default", *, specs=None, results_dir=ROOT / "resul
         for rid, err in html_errors.items():
             print(f"[reproduce] HTML export FAILED for {rid}: {err}", flush=True)
             result.failed.setdefault(rid, f"HTML export failed: {err}")
-    invocation = {"wall_s": round(wall, 3), "ran": len(result.ran), "where": result.where} if result.ran else None
+    invocation = {"ran": len(result.ran), "where": result.where} if result.ran else None
     path = write_timings(plan, res_dir, profile, invocation)
     print(f"[reproduce] wall times -> {display_path(path)}", flush=True)
     return result
@@ -212,8 +209,8 @@ TIMINGS = "reproduce_runs.json"
 def collect_timings(plan: Plan, profile: str, invocation: dict | None = None) -> dict:
     """Wall time, status, host and threads of every notebook of ``plan``, from each run folder's
     ``run.json`` (runs of earlier invocations included; a notebook never run has ``status: "new"``);
-    ``invocation``: the wall clock of the call that wrote this (``wall_s``, ``ran``: notebooks it
-    executed, ``where``: workers and threads)."""
+    ``invocation``: the call that wrote this (``ran``: how many notebooks it executed, ``where``:
+    workers and threads); ``table_timings`` shows the runs' span as the wall clock only when it is one call's."""
     import platform
     import torch
     rows = []

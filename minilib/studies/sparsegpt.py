@@ -495,7 +495,7 @@ PROFILES = {
                  budget_seeds=[0, 1]),
     # default: sized for a short `make reproduce` on 2 CPU cores (wall times in results/reproduce_runs.json).
     # ARC-Easy rather than SciQ: 60 ARC-Easy items cost ~13 s per evaluation against ~32 s for 40 SciQ
-    # items (long support paragraphs); 4 evaluation windows; the budget sweep at 8 windows only, over 3
+    # items (long support paragraphs; both measured with the batched scorer, before the shared one won on CPU); 4 evaluation windows; the budget sweep at 8 windows only, over 3
     # seeds (a run at 32 windows costs about twice one at 8; with 2 seeds the t-interval has one degree of
     # freedom, t = 12.7); the paper profile sweeps 8-128 windows over 5 seeds.
     "default": dict(model="smollm2-135m", nsamples=8, seqlen=256, sweep_sparsities=[0.5, 0.7], eval_seqlen=512,
