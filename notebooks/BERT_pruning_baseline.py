@@ -67,7 +67,7 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
-from minilib.studies.structured import NOTEBOOKS
+from minilib.profiles import NOTEBOOKS
 globals().update(resolve("BERT_pruning_baseline", globals(), *NOTEBOOKS["BERT_pruning_baseline"]))
 
 # %%

@@ -78,7 +78,7 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
-from minilib.studies.structured import NOTEBOOKS
+from minilib.profiles import NOTEBOOKS
 globals().update(resolve("GPT2_pruning_strategy", globals(), *NOTEBOOKS["GPT2_pruning_strategy"]))
 
 # %%

@@ -57,7 +57,7 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
-from minilib.studies.sparsegpt import NOTEBOOKS
+from minilib.profiles import NOTEBOOKS
 globals().update(resolve("SparseGPT_one_shot", globals(), *NOTEBOOKS["SparseGPT_one_shot"]))
 
 # %%

@@ -68,7 +68,7 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
-from minilib.studies.contextual import NOTEBOOKS
+from minilib.profiles import NOTEBOOKS
 globals().update(resolve("contextual_pruning", globals(), *NOTEBOOKS["contextual_pruning"]))
 
 # %%

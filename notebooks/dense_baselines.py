@@ -38,7 +38,7 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # %%
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
-from minilib.studies.dense import NOTEBOOKS
+from minilib.profiles import NOTEBOOKS
 globals().update(resolve("dense_baselines", globals(), *NOTEBOOKS["dense_baselines"]))
 
 # %%

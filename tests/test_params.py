@@ -5,9 +5,7 @@ fresh run folder (never results/ or figures/)."""
 import pytest
 
 from minilib.params import PROFILES, Float, Fraction, HubOr, Int, List, ParameterError, Str, resolve
-from minilib.studies import anatomy, contextual, dense, sparsegpt, structured
-
-ALL = {**dense.NOTEBOOKS, **sparsegpt.NOTEBOOKS, **contextual.NOTEBOOKS, **anatomy.NOTEBOOKS, **structured.NOTEBOOKS}
+from minilib.profiles import NOTEBOOKS as ALL
 SPEC = {"n": Int(1), "frac": Fraction(), "xs": List(Float(0.0), min_len=1), "name": Str(("a", "b"))}
 PROF = {"test": {"n": 2, "xs": [0.1]}, "default": {"n": 8, "xs": [0.5, 0.7]}, "paper": {"n": 128, "xs": [0.5]}}
 
@@ -106,3 +104,21 @@ def test_hub_models_fall_back_offline(monkeypatch, tmp_path):
     out = resolve("nb", {"profile": "paper", "model": None, "results_path": str(tmp_path / "r.json")}, spec,
                   {"paper": {"model": HubOr("gpt2", "smollm2-135m")}}, verbose=False)
     assert out["model"] == "gpt2"
+
+
+def test_notebook_params_names_the_known_notebooks():
+    from minilib.profiles import NOTEBOOKS, notebook_params
+    assert notebook_params("SparseGPT_one_shot") is NOTEBOOKS["SparseGPT_one_shot"]
+    assert len(NOTEBOOKS) == 9
+    with pytest.raises(KeyError, match="no parameter spec for notebook 'SparseGPT'.*dense_baselines"):
+        notebook_params("SparseGPT")
+
+
+def test_studies_do_not_import_the_profiles():
+    import ast
+    from pathlib import Path
+    for f in (Path(__file__).resolve().parents[1] / "minilib" / "studies").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert not any(n.startswith("minilib.profiles") for n in names), f.name

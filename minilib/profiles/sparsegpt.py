@@ -1,0 +1,76 @@
+"""The ``SparseGPT_one_shot`` notebook's parameters and profiles (``minilib.params``); the experiment
+is ``minilib.studies.sparsegpt``."""
+
+from __future__ import annotations
+
+from minilib.params import Float, Fraction, HubOr, Int, List, ParameterError, Str
+from minilib.prune.masks import parse_nm
+from minilib.studies.sparsegpt import NOTEBOOK
+
+
+def _check_nm(v):
+    try:
+        parse_nm(v)
+    except ValueError as e:
+        raise ParameterError(f"parameter 'nm': {e}") from None
+
+
+def _check_positive(name):
+    def check(v):
+        if not v > 0:
+            raise ParameterError(f"parameter {name!r} = {v!r}: must lie in (0, 1]")
+    return check
+
+
+def _check_dtype(v):
+    if v not in ("", "auto"):
+        from minilib.calib.passes import check_dtype
+        try:
+            check_dtype(v)
+        except ValueError as e:
+            raise ParameterError(f"parameter 'forward_dtype': {e} ('' = the model's dtype, 'auto' = bfloat16 on "
+                                 "CUDA, else the model's dtype)") from None
+
+
+SPEC = {
+    "model": Str(),
+    "calib_corpus": Str(),
+    "eval_corpus": Str(),
+    "nsamples": Int(1, help="calibration windows"),
+    "seqlen": Int(2, help="tokens per calibration window"),
+    "seed": Int(0),
+    "method": Str(("magnitude", "wanda", "sparsegpt")),
+    "sparsity": Fraction(),
+    "nm": Str(check=_check_nm, help="N:M pattern such as '2:4', '' to skip"),
+    "wbits": Int(2, 16),
+    "sweep_sparsities": List(Fraction(), min_len=1),
+    "ffn_keep": Float(0.0, 1.0, check=_check_positive("ffn_keep")),
+    "eval_seqlen": Int(2),
+    "eval_windows": Int(0, help="0 = every window of the test split"),
+    "mcq_set": Str(help="MCQ set of the detailed runs (sciq, arc_easy, piqa, ...)"),
+    "mcq_n": Int(0, help="0 = the whole set"),
+    "heldout_windows": Int(0, help="held-out windows (dev split of calib_corpus) for the held-out error; 0 = none"),
+    "budget_corpus": Str(help="calibration text of the budget sweep: a corpus or several joined by '+'"),
+    "budget_seqlen": Int(2),
+    "budget_nsamples": List(Int(1), help="calibration budgets in windows; [] = no budget sweep"),
+    "budget_seeds": List(Int(0), help="calibration seeds of the budget sweep"),
+    "forward_dtype": Str(check=_check_dtype, help="'' (model dtype), 'auto' (bf16 on CUDA), 'bfloat16', 'float16'"),
+}
+PROFILES = {
+    "test": dict(model="tiny-llama", nsamples=4, seqlen=64, sweep_sparsities=[0.5], eval_seqlen=64, eval_windows=4,
+                 mcq_set="sciq", mcq_n=4, heldout_windows=2, budget_corpus="c4", budget_seqlen=64, budget_nsamples=[4],
+                 budget_seeds=[0, 1]),
+    # default: sized for a short `make reproduce` on 2 CPU cores (wall times in results/reproduce_runs.json).
+    # ARC-Easy rather than SciQ: 60 ARC-Easy items cost ~13 s per evaluation against ~32 s for 40 SciQ
+    # items (long support paragraphs; both measured with the batched scorer, before the shared one won on CPU); 4 evaluation windows; the budget sweep at 8 windows only, over 3
+    # seeds (a run at 32 windows costs about twice one at 8; with 2 seeds the t-interval has one degree of
+    # freedom, t = 12.7); the paper profile sweeps 8-128 windows over 5 seeds.
+    "default": dict(model="smollm2-135m", nsamples=8, seqlen=256, sweep_sparsities=[0.5, 0.7], eval_seqlen=512,
+                    eval_windows=4, mcq_set="arc_easy", mcq_n=60, heldout_windows=4, budget_corpus="c4",
+                    budget_seqlen=256, budget_nsamples=[8], budget_seeds=[0, 1, 2]),
+    "paper": dict(model=HubOr("facebook/opt-125m", "smollm2-135m"), nsamples=128, seqlen=2048,
+                  sweep_sparsities=[0.5, 0.6, 0.7, 0.8], eval_seqlen=2048, eval_windows=0, mcq_set="sciq", mcq_n=0,
+                  heldout_windows=8, budget_corpus="c4+wiki", budget_seqlen=2048,
+                  budget_nsamples=[8, 16, 32, 64, 128], budget_seeds=[0, 1, 2, 3, 4]),
+}
+NOTEBOOKS = {NOTEBOOK: (SPEC, PROFILES)}
