@@ -28,7 +28,7 @@ the measured peak includes up to one more copy of the model).
 
 Every process's values, the predicted terms, the device, torch, the threads, the date and the load
 average are written to ``--out`` (``''``: do not write); ``python -m tools.tables`` renders the
-table of docs/sparsegpt.md from it (``minilib.studies.benchmarks``).
+table of docs/sparsegpt.md from it (``minilib.tables.benchmarks``).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def main() -> None:
     if a.repeats < 1 or a.threads < 1:
         ap.error(f"--repeats and --threads must be >= 1, got {a.repeats} and {a.threads}")
     from minilib.device import resolve_device
-    from minilib.studies.benchmarks import environment, write_bench
+    from minilib.tables.benchmarks import environment, write_bench
     model = a.model
     if model == "auto":
         from minilib.assets import cache_dir

@@ -28,7 +28,7 @@
 Parts 1-2 (and 4-5 when they run) are written with every repeat, the device, torch, the threads,
 the shapes, the date and the load average to ``--out``; part 3 to ``--precision-out`` (``''``: do not
 write).  ``python -m tools.tables`` renders the tables of docs/sparsegpt.md from them
-(``minilib.studies.benchmarks``).
+(``minilib.tables.benchmarks``).
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def main():
     a = ap.parse_args()
     if a.repeats < 1 or a.threads < 1:
         ap.error(f"--repeats and --threads must be >= 1, got {a.repeats} and {a.threads}")
-    from minilib.studies.benchmarks import environment, write_bench
+    from minilib.tables.benchmarks import environment, write_bench
     torch.set_num_threads(a.threads)  # part 2 runs in this process
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"

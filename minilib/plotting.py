@@ -251,23 +251,33 @@ def plot_dense_baselines(ppl: pd.DataFrame, mcq: pd.DataFrame, title: str = ""):
 
 # --- SparseGPT ------------------------------------------------------------------------------------
 
-def plot_ppl_vs_sparsity(runs: pd.DataFrame, dense_ppl: float, nm: str = "", corpus: str = "", title: str = ""):
-    """Perplexity against unstructured sparsity per method (lines), N:M runs as squares, dense dashed."""
+def plot_ppl_vs_sparsity(summary: pd.DataFrame, dense_ppl: float, nm: str = "", corpus: str = "", title: str = ""):
+    """Perplexity against unstructured sparsity per method (lines, 95% interval as error bars), N:M runs
+    as squares, dense dashed.  ``summary``: ``minilib.studies.sparsegpt.setting_summary`` (columns
+    ``method, sparsity, nm, ppl, low, high, runs``: over calibration seeds where a method ran several)."""
+    need = {"method", "sparsity", "nm", "ppl", "low", "high", "runs"}
+    missing = sorted(need - set(summary.columns))
+    if missing:
+        raise ValueError(f"plot_ppl_vs_sparsity: summary lacks columns {missing} (use setting_summary)")
     fig, ax = plt.subplots(figsize=(6, 4))
-    uns = runs[(runs.nm == "") & (runs.method != "dense")]
+    uns = summary[(summary.nm == "") & (summary.method != "dense")]
     for meth, g in uns.groupby("method"):
         g = g.sort_values("sparsity")
-        ax.plot(g.sparsity, g.perplexity, marker="o", label=meth, color=method_color(meth))
-        nmrow = runs[(runs.method == meth) & (runs.nm != "")]
+        color = method_color(meth)
+        err = [g.ppl - g.low, g.high - g.ppl]
+        runs = int(g.runs.max())
+        ax.errorbar(g.sparsity, g.ppl, yerr=err, marker="o", capsize=3, color=color,
+                    label=f"{meth} ({runs} seeds)" if runs > 1 else meth)
+        nmrow = summary[(summary.method == meth) & (summary.nm != "")]
         if len(nmrow):
-            ax.scatter(nmrow.sparsity, nmrow.perplexity, marker="s", s=60, color=method_color(meth),
-                       edgecolor="k", label=f"{meth} {nm}")
+            ax.errorbar(nmrow.sparsity, nmrow.ppl, yerr=[nmrow.ppl - nmrow.low, nmrow.high - nmrow.ppl], fmt="s",
+                        ms=7, capsize=3, color=color, mec="k", label=f"{meth} {nm}")
     ax.axhline(dense_ppl, color="k", ls="--", label="dense")
     ax.set_yscale("log")
     ax.set_xlabel("sparsity")
-    ax.set_ylabel(f"perplexity ({corpus} test)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.set_ylabel(f"perplexity ({corpus} test), 95% CI")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
     return fig
 
 

@@ -33,7 +33,8 @@ calib_corpus = "c4"              # calibration text (calib split)
 eval_corpus = "wiki"             # perplexity text (held-out test split)
 nsamples = None                  # calibration windows (at least as many tokens as the widest layer input)
 seqlen = None                    # tokens per calibration window
-seed = 0                         # calibration sampling seed
+seed = 0                         # calibration seed of the detailed runs (MCQ, layer errors, composition); one of calib_seeds
+calib_seeds = None               # calibration seeds over which SparseGPT and Wanda are compared; 3 or more for a verdict
 method = "sparsegpt"             # method of the detailed runs (per-layer error, quantization, composition)
 sparsity = 0.5                   # sparsity of the detailed runs and of the budget sweep
 nm = "2:4"                       # N:M pattern compared across methods ("" to skip)
@@ -59,13 +60,17 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
 globals().update(resolve("SparseGPT_one_shot", globals(), *NOTEBOOKS["SparseGPT_one_shot"]))
+from minilib.params import ParameterError
+if seed not in calib_seeds:
+    raise ParameterError(f"parameter 'seed' = {seed} must be one of calib_seeds = {calib_seeds} (the detailed runs "
+                         "reuse that draw)")
 
 # %%
 import resource
 import time
 import pandas as pd
 from minilib.models import load
-from minilib.data import calibration_windows, eval_windows as cut_windows, load_mcq
+from minilib.data import eval_windows as cut_windows, load_mcq
 from minilib.prune import METHODS
 from minilib.studies import sparsegpt as study
 from minilib.studies.sparsegpt import run_setting
@@ -74,21 +79,26 @@ from minilib.results import write_results
 
 t_notebook = time.perf_counter()
 tokenizer = load(model).tokenizer
-calib = calibration_windows(study.corpus_part(tokenizer, calib_corpus, "calib"), nsamples, seqlen, seed)  # = calibration_set(...)
+pool = study.calibration_pool(tokenizer, calib_corpus, seqlen)       # every non-overlapping calib window
+calib_of = {s_: study.budget_windows(pool, nsamples, s_) for s_ in calib_seeds}  # one draw per seed, checked now
+calib = calib_of[seed]
 test_ids = study.corpus_part(tokenizer, eval_corpus, "test")
 heldout = cut_windows(study.corpus_part(tokenizer, calib_corpus, "dev"), seqlen, heldout_windows) if heldout_windows else None
 mcq_items = load_mcq(mcq_set, n=mcq_n or None)
 common = dict(test_ids=test_ids, calib=calib, eval_seqlen=eval_seqlen, eval_windows=eval_windows or None, device=device,
               forward_dtype=forward_dtype or None)
-print(f"calibration {tuple(calib.shape)} from {calib_corpus}, {len(test_ids)} test tokens of {eval_corpus}, "
-      f"held-out {tuple(heldout.shape) if heldout is not None else None} from the dev split of {calib_corpus}")
+print(f"calibration {tuple(calib.shape)} from {calib_corpus} per draw, seeds {calib_seeds}; {len(test_ids)} test "
+      f"tokens of {eval_corpus}; held-out {tuple(heldout.shape) if heldout is not None else None} from the dev split "
+      f"of {calib_corpus}")
 
 # %% [markdown]
-# ## The three methods across sparsities
+# ## The three methods across sparsities, over calibration seeds
 #
 # Every run starts from a fresh copy of the model and is scored on the same evaluation windows.
-# `achieved_sparsity` is what the pruning reported (zeros over the weights of every linear layer in the
-# blocks); `ppl_low`/`ppl_high` the 95% bootstrap interval over the windows.  The detailed runs (at
+# SparseGPT and Wanda run once per calibration seed (`calib_seeds`: a calibration-based method's result
+# depends on the draw); magnitude needs no calibration and runs once.  `achieved_sparsity` is what the
+# pruning reported (zeros over the weights of every linear layer in the blocks); `ppl_low`/`ppl_high`
+# the 95% bootstrap interval over the windows of that one run.  The detailed runs (seed `seed`, at
 # `sparsity`, unstructured) also measure every layer's reconstruction error, in-sample and held-out,
 # and MCQ accuracy.
 
@@ -99,28 +109,33 @@ rows.append(r)
 settings = [(s, "") for s in sorted(set(sweep_sparsities) | {sparsity})] + ([(0.5, nm)] if nm else [])
 for s, pattern in settings:
     for meth in METHODS:
-        detailed = s == sparsity and not pattern  # MCQ and per-layer errors only here
-        extra_kw = dict(measure_error=True, heldout=heldout) if detailed else {}
-        r, rep = run_setting(model, meth, sparsity=s, nm=pattern, mcq_items=mcq_items if detailed else None,
-                             **common, **extra_kw)
-        rows.append(r)
-        reports[(meth, s, pattern)] = rep
+        for s_calib in (calib_seeds if meth != "magnitude" else [None]):
+            detailed = s == sparsity and not pattern and s_calib in (seed, None)  # MCQ and per-layer errors only here
+            extra_kw = dict(measure_error=True, heldout=heldout) if detailed else {}
+            r, rep = run_setting(model, meth, sparsity=s, nm=pattern, mcq_items=mcq_items if detailed else None,
+                                 **{**common, "calib": calib_of[s_calib] if s_calib is not None else calib},
+                                 **extra_kw)
+            rows.append({**r, "seed": s_calib, "nsamples": nsamples})
+            if detailed:
+                reports[(meth, s, pattern)] = rep
 runs = pd.DataFrame(rows)
-runs[["method", "sparsity", "nm", "achieved_sparsity", "perplexity", "ppl_low", "ppl_high", "mean_rel_error", "prune_s"] +
+runs[["method", "seed", "sparsity", "nm", "achieved_sparsity", "perplexity", "ppl_low", "ppl_high", "mean_rel_error", "prune_s"] +
      [c for c in ("mean_heldout_rel_error", "acc", "acc_norm") if c in runs]].round(4)
 
 # %% [markdown]
-# Paired comparisons on the same windows (one calibration set): the perplexity ratio with its 95%
-# bootstrap interval over the evaluation windows; a verdict only where the interval excludes 1.
+# Perplexity per method and setting over the calibration seeds (geometric mean, t-interval over
+# seeds).  The verdicts (at the end) compare the methods at both levels of replication -- over
+# calibration seeds and over evaluation windows -- in one multiple-comparison family.
 
 # %%
-pairs = pd.concat([study.pairwise(runs[runs.method != "dense"], "sparsegpt", "wanda"),
-                   study.pairwise(runs[runs.method != "dense"], "wanda", "magnitude")], ignore_index=True)
-pairs.round(4)
+summary = study.setting_summary(runs)
+summary.round(4)
 
 # %%
 dense_ppl = runs.loc[runs.method == "dense", "perplexity"].item()
-fig = plot_ppl_vs_sparsity(runs, dense_ppl, nm, eval_corpus, f"{model}: one-shot pruning")
+fig = plot_ppl_vs_sparsity(summary, dense_ppl, nm, eval_corpus,
+                           f"{model}: one-shot pruning\ncalibration {len(calib_seeds)} seeds x {nsamples} x {seqlen} "
+                           f"tokens of {calib_corpus}; test {int(runs.eval_windows.iloc[0])} x {eval_seqlen} tokens")
 save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=False, directory=figures_dir)
 
 # %% [markdown]
@@ -155,17 +170,22 @@ errors.round(4)
 # %%
 if budget_nsamples:
     pool = study.calibration_pool(tokenizer, budget_corpus, budget_seqlen)
-    budget = pd.DataFrame(study.budget_sweep(model, test_ids, pool, budget_nsamples, budget_seeds, sparsity=sparsity,
+    same_pool = budget_corpus == calib_corpus and budget_seqlen == seqlen
+    bpool = pool if same_pool else study.calibration_pool(tokenizer, budget_corpus, budget_seqlen)
+    # the comparison's own unstructured runs at `sparsity` are the budget-`nsamples` runs of the same pool
+    reuse = [{**r_, "budget": nsamples} for r_ in rows if same_pool and r_["method"] in ("sparsegpt", "wanda")
+             and r_["sparsity"] == sparsity and not r_["nm"] and r_["seed"] in budget_seeds]
+    budget = pd.DataFrame(study.budget_sweep(model, test_ids, bpool, budget_nsamples, budget_seeds, sparsity=sparsity,
                                              eval_seqlen=eval_seqlen, eval_windows=eval_windows or None, device=device,
-                                             forward_dtype=forward_dtype or None))
+                                             reuse=reuse, forward_dtype=forward_dtype or None))
     budget_table = study.budget_summary(budget)
-    verdicts = study.budget_verdicts(budget)
-    fig = plot_calibration_budget(budget_table, f"{model}: {sparsity:.0%} unstructured",
+    fig = plot_calibration_budget(budget_table, f"{model}: {sparsity:.0%} unstructured; test "
+                                  f"{int(runs.eval_windows.iloc[0])} x {eval_seqlen} tokens",
                                   f"calibration tokens ({budget_seqlen}-token windows of {budget_corpus})")
     save_figure(fig, f"sparsegpt_calibration_budget_{model.replace('/', '_')}", close=False, directory=figures_dir)
 else:
-    budget, verdicts = pd.DataFrame(), pd.DataFrame()
-verdicts.round(4)
+    budget, budget_table = pd.DataFrame(), pd.DataFrame()
+budget_table.round(4)
 
 # %% [markdown]
 # ## Joint quantization, and composition with structured FFN pruning
@@ -187,14 +207,31 @@ extra = pd.DataFrame(extra)
 extra[["setting", "params", "nonzeros", "achieved_sparsity", "perplexity", "ppl_low", "ppl_high"]].round(4)
 
 
+# %% [markdown]
+# ## Verdicts
+#
+# Every comparison above, decided as one multiple-comparison family (Holm over all of its tests): over
+# calibration seeds (t over seeds of the log perplexity ratio) and over evaluation windows (paired t of
+# the per-window NLL averaged over seeds); resolved only where both levels agree; below 3 seeds or 10
+# windows a comparison is "too few to test".
+
+# %%
+block = study.verdict_block(runs, budget if len(budget) else None)
+verdicts = pd.DataFrame([{"comparison": f"{e_['setting']}: {e_['a']} / {e_['b']}", "outcome": e_["outcome"],
+                          "ratio (seeds)": e_["seeds"].estimate, "low": e_["seeds"].low, "high": e_["seeds"].high,
+                          "Holm p (seeds)": e_["seeds"].p_adj, "ratio (windows)": e_["windows"].estimate,
+                          "Holm p (windows)": e_["windows"].p_adj} for e_ in block])
+verdicts.round(4)
+
+
 # %%
 def ppl(meth, s=sparsity, pattern=""):
-    sel = runs[(runs.method == meth) & (runs.sparsity == s) & (runs.nm == pattern)]
-    return float(sel.perplexity.iloc[0]) if len(sel) else float("nan")
+    sel = summary[(summary.method == meth) & (summary.sparsity == s) & (summary.nm == pattern)]
+    return float(sel.ppl.iloc[0]) if len(sel) else float("nan")
 
 metrics = {"dense_ppl": dense_ppl, **{f"ppl_{m_}_{sparsity:g}": ppl(m_) for m_ in METHODS},
-           **{f"{r_.a}_vs_{r_.b}_{r_.nm or f'{r_.sparsity:g}'}": r_.verdict for r_ in pairs.itertuples()},
-           **{f"budget_{r_.budget}_sparsegpt_vs_wanda": r_.verdict for r_ in verdicts.itertuples()},
+           **{f"{e_['a']}_vs_{e_['b']}_" + (f"budget_{e_['key']['budget']}" if e_["block"] == "budget" else
+              (e_["key"]["nm"] or f"{e_['key']['sparsity']:g}")): e_["outcome"] for e_ in block},
            "notebook_s": time.perf_counter() - t_notebook,  # wall time (a shared machine inflates it)
            "notebook_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}  # CPU time of this kernel, all threads
 if nm:
@@ -208,7 +245,7 @@ metrics
 write_results(results_path, {
     "notebook": "SparseGPT_one_shot",
     "parameters": {"profile": profile, "model": model, "calib_corpus": calib_corpus, "eval_corpus": eval_corpus, "nsamples": nsamples,
-                   "seqlen": seqlen, "seed": seed, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
+                   "seqlen": seqlen, "seed": seed, "calib_seeds": calib_seeds, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
                    "sweep_sparsities": sweep_sparsities, "ffn_keep": ffn_keep, "eval_seqlen": eval_seqlen,
                    "eval_windows": eval_windows, "mcq_set": mcq_set, "mcq_n": mcq_n, "heldout_windows": heldout_windows,
                    "budget_corpus": budget_corpus, "budget_seqlen": budget_seqlen, "budget_nsamples": budget_nsamples,

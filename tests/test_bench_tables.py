@@ -1,4 +1,4 @@
-"""The measured tables of docs/sparsegpt.md (minilib.studies.benchmarks): rendered from small
+"""The measured tables of docs/sparsegpt.md (minilib.tables.benchmarks): rendered from small
 synthetic results JSON written by the benchmarks' own writer, and a clear "re-run ..." error when a
 JSON is missing, of an old format or partial."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from minilib.studies import benchmarks as bt
+from minilib.tables import benchmarks as bt
 from tools import tables
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Fill the generated tables of README.md and docs/*.md from results/*.json.
 
-Every study module (``minilib/studies/*.py``) exposes ``TABLES``: a dict ``name -> function(results
+Every module of ``minilib.tables`` exposes ``TABLES``: a dict ``name -> function(results
 dir) -> markdown``.  A document holds a block per table::
 
     <!-- table:dense_perplexity -->
@@ -45,7 +45,7 @@ class Block:
     end: int       # offset of the closing marker
 
 
-def collect_tables(package: str = "minilib.studies") -> dict[str, Callable[[Path], str]]:
+def collect_tables(package: str = "minilib.tables") -> dict[str, Callable[[Path], str]]:
     """Every ``TABLES`` entry of every module in ``package``; a name defined twice is an error."""
     pkg = importlib.import_module(package)
     found: dict[str, Callable] = {}

@@ -2,22 +2,17 @@
 95% bootstrap interval over windows) and zero-shot MCQ accuracy (lm-evaluation-harness prompts and
 ``acc``/``acc_norm``, 95% Wilson intervals).  Every pruning study compares against these numbers.
 
-``TABLES`` turn ``results/dense_baselines.json`` into the README's tables and verdict
+``minilib.tables.dense`` turns ``results/dense_baselines.json`` into the README's tables and verdict
 (``python -m tools.tables``)."""
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from minilib.data import corpus_splits, load_mcq
 from minilib.data.tasks import LMEVAL_SPLIT, default_mcq_split
 from minilib.eval import mcq_accuracy, perplexity_ci
-from minilib.stats import format_ci, wilson_interval
 
 
 def perplexity_table(model, tokenizer, corpora: list[str], seqlen: int = 512, max_windows: int | None = None,
@@ -53,87 +48,3 @@ def mcq_table(model, tokenizer, tasks: list[str], n: int | None = None, seed: in
 
 
 # --- tables for README/docs (tools.tables) ---------------------------------------------------------
-
-def _load(results_dir: Path) -> dict:
-    p = Path(results_dir) / "dense_baselines.json"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} (run notebooks/dense_baselines.ipynb, e.g. `make reproduce`)")
-    return json.loads(p.read_text())
-
-
-def _records(res: dict, kind: str) -> list[dict]:
-    rows = [r for r in res.get("records", []) if r.get("kind") == kind]
-    if not rows:
-        raise ValueError(f"dense_baselines.json has no {kind!r} records")
-    return rows
-
-
-def _mcq_interval(r: dict, key: str) -> tuple[float, float]:
-    if f"{key}_ci95_low" in r:
-        return r[f"{key}_ci95_low"], r[f"{key}_ci95_high"]
-    # results written before intervals were recorded: the Wilson interval of the same k out of n
-    return wilson_interval(int(round(r[key] * r["n"])), int(r["n"]))
-
-
-def table_perplexity(results_dir: Path) -> str:
-    """Perplexity per corpus with its 95% bootstrap interval over windows."""
-    res = _load(results_dir)
-    rows = _records(res, "perplexity")
-    model = res["parameters"].get("model", "?")
-    lines = [f"{model}, perplexity on the held-out test split of each corpus (our protocol: SparseGPT/Wanda's "
-             "non-overlapping windows; 95% percentile-bootstrap interval over windows):", "",
-             "| corpus | perplexity [95% CI] | windows x tokens | test tokens |", "|---|---|---|---|"]
-    for r in rows:
-        if "ppl_low" in r:
-            ppl = format_ci(r["perplexity"], r["ppl_low"], r["ppl_high"], digits=2)
-        else:
-            ppl = f"{r['perplexity']:.2f} [no interval recorded: re-run]"
-        shape = f"{r['windows']} x {r['seqlen']}" if "windows" in r else \
-            f"<= {res['parameters'].get('max_windows', '?')} x {res['parameters'].get('seqlen', '?')}"
-        lines.append(f"| {r['corpus']} | {ppl} | {shape} | {r['test_tokens']:,} |")
-    return "\n".join(lines)
-
-
-def table_mcq(results_dir: Path) -> str:
-    """Zero-shot MCQ acc / acc_norm with 95% Wilson intervals, n and the split scored."""
-    res = _load(results_dir)
-    rows = _records(res, "mcq")
-    lines = ["Zero-shot MCQ, lm-evaluation-harness prompts and metrics (`acc`, `acc_norm`), 95% Wilson intervals "
-             "over items; *split* is the split we score, *lm-eval* the one lm-eval scores (its test split is not "
-             "embedded for SciQ, ARC and OpenBookQA):", "",
-             "| task | split (lm-eval) | n of set | acc [95% CI] | acc_norm [95% CI] | chance |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        # records without "split" come from runs before the lm-eval prompts: say so rather than pass them off
-        split = r.get("split", "validation, first items, older prompts: re-run")
-        lm = r.get("lmeval_split") or LMEVAL_SPLIT.get(r["task"].split(":")[0], "?")
-        total = r.get("n_total")
-        n = f"{r['n']:,}" + (f" of {total:,}" if total and total != r["n"] else " (whole)" if total else "")
-        lines.append(f"| {r['task']} | {split} ({lm}) | {n} | {format_ci(r['acc'], *_mcq_interval(r, 'acc'))} | "
-                     f"{format_ci(r['acc_norm'], *_mcq_interval(r, 'acc_norm'))} | {r['chance']:.2f} |")
-    return "\n".join(lines)
-
-
-def table_verdict(results_dir: Path) -> str:
-    """What the intervals support: which MCQ sets the model answers above chance."""
-    res = _load(results_dir)
-    rows = _records(res, "mcq")
-    model = res["parameters"].get("model", "the model")
-    above, not_above = [], []
-    for r in rows:
-        lo, hi = _mcq_interval(r, "acc")
-        (above if lo > r["chance"] else not_above).append((r["task"], r["acc"], lo, hi, r["chance"]))
-    fmt = lambda t: f"{t[0]} {format_ci(t[1], t[2], t[3])} vs chance {t[4]:.2f}"  # noqa: E731
-    if not not_above:
-        low = min(above, key=lambda t: t[2] - t[4])
-        return (f"**{model} answers above chance on every MCQ set scored** (the whole 95% interval of `acc` lies "
-                f"above chance; closest: {fmt(low)}).")
-    out = []
-    if above:
-        out.append(f"**Above chance** (95% interval of `acc` above chance): {'; '.join(fmt(t) for t in above)}.")
-    out.append(f"**Not distinguishable from chance** (interval includes or lies below chance): "
-               f"{'; '.join(fmt(t) for t in not_above)}.")
-    return " ".join(out)
-
-
-TABLES = {"dense_perplexity": table_perplexity, "dense_mcq": table_mcq, "dense_verdict": table_verdict}

@@ -9,22 +9,21 @@ calibration-budget sweep.
   (``"c4"``, ``"c4+wiki"``), cut into non-overlapping windows; a seed picks a random order of the
   windows and a budget of ``n`` takes the first ``n`` (budgets are nested for one seed).
 * ``budget_sweep``: SparseGPT and Wanda at one sparsity over calibration budgets and seeds, every run
-  scored on the same evaluation windows.
-* Analysis (pure functions of the records, tested on synthetic data): ``pairwise``,
-  ``error_summary``, ``budget_summary``, ``budget_verdicts``; ``TABLES`` turns the results JSON of the
-  notebook into the markdown tables of docs/sparsegpt.md (``python -m tools.tables``).
+  scored on the same evaluation windows; runs already made (same seed, budget, method) are reused.
+* Analysis (pure functions of the records, tested on synthetic data): ``setting_summary``,
+  ``comparison_tests``, ``budget_tests``, ``verdict_block``, ``error_summary``, ``budget_summary``.
+  The tables of docs/sparsegpt.md are ``minilib.tables.sparsegpt``.
 
-Uncertainty: perplexities carry a percentile bootstrap over evaluation windows; comparisons between
-methods of one calibration set are paired over the same windows; comparisons across calibration
-samples use a Student-t interval over seeds of the paired log-perplexity difference
-(``minilib.stats``).
+Replication.  A calibration-based method's result depends on the calibration draw, so SparseGPT and
+Wanda are compared over calibration seeds (t over seeds of the log perplexity ratio) *and* over the
+evaluation windows (t over windows of the per-window NLL difference averaged over seeds); a
+comparison is resolved only where both levels resolve it, Holm-corrected over every comparison the
+verdict block prints (``minilib.stats.decide``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,7 +32,7 @@ from torch import nn
 
 from minilib.device import Timer, resolve_device
 from minilib.eval import count_parameters, mcq_accuracy
-from minilib.eval.perplexity import perplexity_ci, perplexity_ratio_ci
+from minilib.eval.perplexity import perplexity_ci
 from minilib.models import load
 from minilib.models.adapters import Adapter, adapter_for
 from minilib.prune.apply import remove_neurons
@@ -41,7 +40,7 @@ from minilib.prune.masks import parse_nm
 from minilib.prune.oneshot import prune_model
 from minilib.prune.report import PruneReport
 from minilib.prune.scores import score_neurons_maxprod
-from minilib.stats import bootstrap_ci, t_interval, wilson_interval
+from minilib.stats import bootstrap_ci, t_interval
 
 NOTEBOOK = "SparseGPT_one_shot"
 
@@ -153,62 +152,130 @@ def run_setting(model_name: str, method: str | None, test_ids: torch.Tensor, cal
 
 def budget_sweep(model_name: str, test_ids: torch.Tensor, pool: torch.Tensor, budgets: list[int], seeds: list[int],
                  methods=("sparsegpt", "wanda"), sparsity: float = 0.5, eval_seqlen: int = 512,
-                 eval_windows: int | None = 8, device: str = "auto", progress: bool = True,
+                 eval_windows: int | None = 8, device: str = "auto", progress: bool = True, reuse=None,
                  **prune_kwargs) -> list[dict]:
     """Every method at ``sparsity`` for every calibration budget (windows of ``pool``) and seed, each
     run on a fresh model and scored on the same evaluation windows.  One record per run: ``seed,
     budget (windows), tokens, method, perplexity, ppl_low, ppl_high, nll (per window), prune_s``.
-    No layer errors are measured (``measure_error=False``) unless ``prune_kwargs`` asks for them."""
+    No layer errors are measured (``measure_error=False``) unless ``prune_kwargs`` asks for them.
+
+    ``reuse``: run rows made elsewhere on the same pool and evaluation windows (with ``seed``,
+    ``budget``, ``method``; e.g. the method comparison's runs at its own budget), taken as they are
+    instead of pruning again (their record says ``reused=True``)."""
     from tqdm.auto import tqdm
     if not budgets or not seeds:
         raise ValueError(f"budget_sweep needs at least one budget and one seed, got budgets={budgets}, seeds={seeds}")
     for b in budgets:
         budget_windows(pool, b, 0)  # every budget fits the pool, checked before any compute
+    done = {(int(r["seed"]), int(r["budget"]), r["method"]): r for r in (reuse or [])}
     runs = [(s, b, m) for s in seeds for b in sorted(budgets) for m in methods]
     out = []
     for seed, b, meth in tqdm(runs, desc="budget sweep", disable=not progress):
         calib = budget_windows(pool, b, seed)
-        row, _ = run_setting(model_name, meth, test_ids, calib=calib, sparsity=sparsity, eval_seqlen=eval_seqlen,
-                             eval_windows=eval_windows, device=device, **{"measure_error": False, **prune_kwargs})
+        if (seed, b, meth) in done:
+            row = {k: v for k, v in done[(seed, b, meth)].items() if k not in ("seed", "budget", "tokens")}
+            row["reused"] = True
+        else:
+            row, _ = run_setting(model_name, meth, test_ids, calib=calib, sparsity=sparsity, eval_seqlen=eval_seqlen,
+                                 eval_windows=eval_windows, device=device, **{"measure_error": False, **prune_kwargs})
+            row["reused"] = False
         out.append({"seed": seed, "budget": b, "tokens": int(calib.numel()), **row})
     return out
 
 
 # --- analysis (pure functions of the records) -----------------------------------------------------
 
-def _per_window(row: dict) -> np.ndarray:
+def window_nll(row) -> np.ndarray:
+    """Mean NLL per predicted token of each evaluation window of one run (natural log)."""
     return np.asarray(row["nll"], float) / (int(row["eval_seqlen"]) - 1)
 
 
-def pairwise(runs: pd.DataFrame, a: str, b: str, by=("sparsity", "nm")) -> pd.DataFrame:
-    """``ppl(a) / ppl(b)`` per setting (``by``) with a paired bootstrap interval over the evaluation
-    windows both were scored on (same calibration set); ``verdict`` says which is lower where the
-    interval excludes 1."""
+def setting_label(sparsity: float, nm: str) -> str:
+    return nm if nm else f"{sparsity:.0%} unstructured"
+
+
+def setting_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per method and setting: the perplexity over calibration seeds (geometric mean, i.e. the mean
+    log perplexity, with its t-interval over seeds; a single run keeps its own interval over
+    windows), and the number of seeds."""
     rows = []
-    for key, g in runs.groupby(list(by), sort=True):
-        ra, rb = g[g.method == a], g[g.method == b]
-        if not len(ra) or not len(rb):
-            continue
-        ra, rb = ra.iloc[0].to_dict(), rb.iloc[0].to_dict()
-        ci = perplexity_ratio_ci({"nll": ra["nll"], "seqlen": int(ra["eval_seqlen"])},
-                                 {"nll": rb["nll"], "seqlen": int(rb["eval_seqlen"])})
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "a": a, "b": b,
-                     "ratio": ci.estimate, "low": ci.low, "high": ci.high, "verdict": _verdict(a, b, ci.low, ci.high)})
+    for (meth, s, nm), g in runs.groupby(["method", "sparsity", "nm"], sort=True):
+        logs = np.log(g["perplexity"].to_numpy(float))
+        if len(g) > 1:
+            ci = t_interval(logs)
+            est, lo, hi = math.exp(ci.estimate), math.exp(ci.low), math.exp(ci.high)
+            level = f"t-interval over {len(g)} calibration seeds"
+        else:
+            r = g.iloc[0]
+            est, lo, hi = float(r.perplexity), float(r.ppl_low), float(r.ppl_high)
+            level = "one run: bootstrap over windows"
+        rows.append({"method": meth, "sparsity": float(s), "nm": nm, "runs": len(g), "ppl": est, "low": lo,
+                     "high": hi, "level": level})
     return pd.DataFrame(rows)
 
 
-def _verdict(a: str, b: str, low: float, high: float, one: float = 1.0) -> str:
-    if high < one:
-        return f"{a} lower"
-    if low > one:
-        return f"{b} lower"
+def _by_seed(g: pd.DataFrame) -> dict:
+    return {(None if s is None or s != s else int(s)): r for s, r in
+            zip(g["seed"] if "seed" in g else [None] * len(g), g.to_dict("records"))}
+
+
+def comparison_tests(runs: pd.DataFrame, a: str, b: str, by=("sparsity", "nm"), what: str = "") -> list[dict]:
+    """``a`` against ``b`` per setting, at both levels of replication of a calibration-based method:
+
+    * over **calibration seeds**: ``ppl(a) / ppl(b)`` per seed (both pruned from the same calibration
+      draw; a method without calibration -- magnitude -- is the same run for every seed), t over seeds
+      of the log ratio;
+    * over **evaluation windows**: the per-window NLL difference averaged over the seeds, t over
+      windows (the text's own variation).
+
+    Returns one dict per setting: ``{"setting", "key", "seeds": Test, "windows": Test}``
+    (``minilib.stats.Test``, not yet decided: ``minilib.stats.decide`` runs over the whole block)."""
+    from minilib.stats import nll_ratio, paired_difference
+    out = []
+    for key, g in runs.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        ga, gb = _by_seed(g[g.method == a]), _by_seed(g[g.method == b])
+        if not ga or not gb:
+            continue
+        if set(gb) == {None}:
+            gb = {s: gb[None] for s in ga}
+        if set(ga) == {None}:
+            ga = {s: ga[None] for s in gb}
+        seeds = sorted(set(ga) & set(gb), key=lambda s: -1 if s is None else s)
+        if not seeds:
+            continue
+        label = setting_label(*key) if tuple(by) == ("sparsity", "nm") else what.format(*key)
+        t_seed = paired_difference([ga[s]["perplexity"] for s in seeds], [gb[s]["perplexity"] for s in seeds],
+                                   unit="calibration seeds", log=True, label=f"{label}: {a} / {b}, over seeds",
+                                   what="t over calibration seeds of the log perplexity ratio")
+        wa = np.mean([window_nll(ga[s]) for s in seeds], axis=0)
+        wb = np.mean([window_nll(gb[s]) for s in seeds], axis=0)
+        t_win = nll_ratio(wa, wb, unit="windows", label=f"{label}: {a} / {b}, over windows",
+                          what=f"paired t over evaluation windows (NLL averaged over {len(seeds)} seed(s))")
+        out.append({"setting": label, "key": dict(zip(by, key)), "a": a, "b": b, "seeds": t_seed, "windows": t_win,
+                    "a_wins": int(sum(ga[s]["perplexity"] < gb[s]["perplexity"] for s in seeds))})
+    return out
+
+
+def joint_outcome(seeds, windows) -> str:
+    """A method comparison is resolved only where both levels resolve it in the same direction."""
+    if "too few to test" in (seeds.outcome, windows.outcome):
+        return "too few to test"
+    if seeds.outcome == windows.outcome and seeds.resolved:
+        return seeds.outcome
     return "not resolved"
+
+
+def budget_tests(budget: pd.DataFrame, a: str = "sparsegpt", b: str = "wanda") -> list[dict]:
+    """``comparison_tests`` per calibration budget (the sweep's records)."""
+    return comparison_tests(budget, a, b, by=("budget",), what="{} calibration windows")
 
 
 def error_summary(layers: pd.DataFrame, methods=("sparsegpt", "wanda", "magnitude")) -> pd.DataFrame:
     """Per method: mean relative reconstruction error over layers on the calibration inputs (in-sample)
     and on held-out inputs, each with a bootstrap interval over layers; and the ratio of each method's
-    error to SparseGPT's (paired over the same layers, geometric mean of per-layer ratios)."""
+    error to SparseGPT's (paired over the same layers, geometric mean of per-layer ratios).  One
+    calibration draw: the intervals describe the spread over layers, not a replication."""
     rows = []
     ref = layers[layers.method == "sparsegpt"].set_index(["block", "layer"])
     for meth in methods:
@@ -232,7 +299,7 @@ def error_summary(layers: pd.DataFrame, methods=("sparsegpt", "wanda", "magnitud
 
 def budget_summary(budget: pd.DataFrame) -> pd.DataFrame:
     """Per budget and method: the perplexity over seeds (geometric mean, i.e. the mean of log
-    perplexity, with its t-interval over seeds), and the mean width of the per-run window intervals."""
+    perplexity, with its t-interval over seeds)."""
     rows = []
     for (b, meth), g in budget.groupby(["budget", "method"], sort=True):
         ci = t_interval(np.log(g["perplexity"].to_numpy(float)))
@@ -242,195 +309,18 @@ def budget_summary(budget: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def budget_verdicts(budget: pd.DataFrame, a: str = "sparsegpt", b: str = "wanda") -> pd.DataFrame:
-    """Per budget: ``ppl(a) / ppl(b)`` paired within each seed (same calibration windows, same
-    evaluation windows); the estimate and its t-interval over seeds of the log ratio; the pooled
-    paired bootstrap over evaluation windows (per-window NLL averaged over seeds) for the text's own
-    variation; and the verdict from the interval over seeds."""
-    rows = []
-    for bud, g in budget.groupby("budget", sort=True):
-        ga, gb = g[g.method == a].set_index("seed"), g[g.method == b].set_index("seed")
-        seeds = sorted(set(ga.index) & set(gb.index))
-        if not seeds:
-            continue
-        logr = np.array([math.log(ga.loc[s, "perplexity"] / gb.loc[s, "perplexity"]) for s in seeds])
-        ci = t_interval(logr)
-        wa = np.mean([_per_window(ga.loc[s]) for s in seeds], axis=0)
-        wb = np.mean([_per_window(gb.loc[s]) for s in seeds], axis=0)
-        w = bootstrap_ci(wa, paired=wb)
-        lo, hi = (math.exp(ci.low), math.exp(ci.high)) if len(seeds) > 1 else (float("nan"), float("nan"))
-        rows.append({"budget": int(bud), "tokens": int(g["tokens"].iloc[0]), "seeds": len(seeds),
-                     "ratio": math.exp(ci.estimate), "low": lo, "high": hi,
-                     "window_low": math.exp(w.low), "window_high": math.exp(w.high),
-                     "a_wins": int((logr < 0).sum()),
-                     "verdict": _verdict(a, b, lo, hi) if len(seeds) > 1 else "one seed: no interval"})
-    return pd.DataFrame(rows)
-
-
-# --- tables for the docs (python -m tools.tables) --------------------------------------------------
-
-def _load(results_dir: Path) -> dict:
-    p = Path(results_dir) / f"{NOTEBOOK}.json"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} is missing: run the notebook (make reproduce) to create it")
-    return json.loads(p.read_text())
-
-
-def _records(res: dict, kind: str, need: tuple = ()) -> pd.DataFrame:
-    df = pd.DataFrame([r for r in res.get("records", []) if r.get("kind") == kind])
-    missing = [c for c in need if c not in df]
-    if not len(df) or missing:
-        raise ValueError(f"{NOTEBOOK}.json has no {kind!r} records with {list(need)} (missing {missing}); it was "
-                         "written by an older notebook: re-run make reproduce")
-    return df
-
-
-def _num(x: float, digits: int = 2) -> str:
-    if x is None or x != x:
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
-
-
-def _ci(est, lo, hi, digits: int = 2) -> str:
-    return f"{_num(est, digits)} [{_num(lo, digits)}, {_num(hi, digits)}]"
-
-
-def _setting(r) -> str:
-    if r["method"] == "dense":
-        return "dense"
-    return r["nm"] if r["nm"] else f"{r['sparsity']:.0%}"
-
-
-def table_runs(results_dir: Path) -> str:
-    """Perplexity (95% bootstrap interval over the evaluation windows) per method and setting."""
-    res = _load(results_dir)
-    runs = _records(res, "run", ("perplexity", "ppl_low", "ppl_high", "nll"))
-    p = res["parameters"]
-    lines = [f"{p['model']}, calibration {p['nsamples']} x {p['seqlen']} tokens of {p['calib_corpus']} (seed "
-             f"{p['seed']}); perplexity on {int(runs.eval_windows.iloc[0])} x {int(runs.eval_seqlen.iloc[0])} "
-             f"held-out {p['eval_corpus']} test tokens, 95% bootstrap interval over windows.", "",
-             "| setting | SparseGPT | Wanda | magnitude |", "|---|---|---|---|"]
-    dense = runs[runs.method == "dense"].iloc[0]
-    lines.append(f"| dense | {_ci(dense.perplexity, dense.ppl_low, dense.ppl_high)} | | |")
-    for (s, nm), g in runs[runs.method != "dense"].groupby(["sparsity", "nm"], sort=True):
-        cells = []
-        for meth in ("sparsegpt", "wanda", "magnitude"):
-            r = g[g.method == meth]
-            cells.append(_ci(r.perplexity.iloc[0], r.ppl_low.iloc[0], r.ppl_high.iloc[0]) if len(r) else "")
-        lines.append(f"| {nm or f'{s:.0%} unstructured'} | " + " | ".join(cells) + " |")
-    if "acc" in runs:
-        m = runs[runs.acc.notna()]
-        lines += ["", f"Zero-shot {p['mcq_set']} accuracy ({int(m.mcq_n.iloc[0])} items, 95% Wilson interval):", "",
-                  "| model | acc |", "|---|---|"]
-        for r in m.itertuples():
-            lo, hi = wilson_interval(round(r.acc * r.mcq_n), int(r.mcq_n))
-            lines.append(f"| {_setting(r._asdict())} {r.method if r.method != 'dense' else ''} | "
-                         f"{_ci(r.acc, lo, hi, 3)} |".replace("  ", " "))
-    return "\n".join(lines)
-
-
-def table_order(results_dir: Path) -> str:
-    """Paired perplexity ratios between the methods per setting, with the verdict each interval supports."""
-    runs = _records(_load(results_dir), "run", ("nll",))
+def verdict_block(runs: pd.DataFrame, budget: pd.DataFrame | None = None) -> list[dict]:
+    """Every method comparison the SparseGPT verdicts print, decided as one family (Holm over all of
+    their tests): SparseGPT / Wanda and Wanda / magnitude per setting, SparseGPT / Wanda per
+    calibration budget.  Each entry: the ``comparison_tests`` dict with decided tests and ``outcome``."""
+    from minilib.stats import decide
     runs = runs[runs.method != "dense"]
-    lines = ["| setting | SparseGPT / Wanda | verdict | Wanda / magnitude | verdict |", "|---|---|---|---|---|"]
-    sw, wm = pairwise(runs, "sparsegpt", "wanda"), pairwise(runs, "wanda", "magnitude")
-    for r in sw.itertuples():
-        m = wm[(wm.sparsity == r.sparsity) & (wm.nm == r.nm)]
-        right = (f"{_ci(m.ratio.iloc[0], m.low.iloc[0], m.high.iloc[0], 3)} | {m.verdict.iloc[0]}" if len(m)
-                 else " | ")
-        lines.append(f"| {r.nm or f'{r.sparsity:.0%} unstructured'} | {_ci(r.ratio, r.low, r.high, 3)} | "
-                     f"{r.verdict} | {right} |")
-    return "\n".join(lines)
-
-
-def table_errors(results_dir: Path) -> str:
-    """In-sample and held-out relative reconstruction error per method (mean over layers, bootstrap
-    interval over layers) and each method's error relative to SparseGPT's."""
-    res = _load(results_dir)
-    layers = _records(res, "layer", ("rel_error", "heldout_rel_error", "method"))
-    es = error_summary(layers)
-    lines = ["| method | in-sample error | held-out error | in-sample / SparseGPT | held-out / SparseGPT |",
-             "|---|---|---|---|---|"]
-    for r in es.to_dict("records"):
-        rel = [(_ci(r[f"{k}_vs_sgpt"], r[f"{k}_vs_sgpt_low"], r[f"{k}_vs_sgpt_high"]) if f"{k}_vs_sgpt" in r
-                and r[f"{k}_vs_sgpt"] == r[f"{k}_vs_sgpt"] else "1") for k in ("in_sample", "heldout")]
-        lines.append(f"| {r['method']} | {_ci(r['in_sample'], r['in_sample_low'], r['in_sample_high'], 4)} | "
-                     f"{_ci(r['heldout'], r['heldout_low'], r['heldout_high'], 4)} | {rel[0]} | {rel[1]} |")
-    return "\n".join(lines)
-
-
-def table_budget(results_dir: Path) -> str:
-    """Perplexity over calibration budgets (geometric mean over seeds, t-interval), SparseGPT / Wanda
-    paired within seeds (t-interval over seeds; and the bootstrap over evaluation windows), verdict."""
-    res = _load(results_dir)
-    b = _records(res, "budget", ("seed", "budget", "tokens", "method", "perplexity", "nll"))
-    s, v = budget_summary(b), budget_verdicts(b)
-    lines = ["| budget (windows x tokens) | SparseGPT | Wanda | SparseGPT / Wanda (over seeds) | "
-             "(over eval windows) | seeds SparseGPT better | verdict |", "|---|---|---|---|---|---|---|"]
-    seqlen = int(b.tokens.iloc[0] // b.budget.iloc[0])
-    for r in v.itertuples():
-        cells = []
-        for meth in ("sparsegpt", "wanda"):
-            x = s[(s.budget == r.budget) & (s.method == meth)].iloc[0]
-            cells.append(_ci(x.ppl, x.low, x.high))
-        lines.append(f"| {r.budget} x {seqlen} = {r.tokens:,} | {cells[0]} | {cells[1]} | "
-                     f"{_ci(r.ratio, r.low, r.high, 3)} | [{_num(r.window_low, 3)}, {_num(r.window_high, 3)}] | "
-                     f"{r.a_wins} of {r.seeds} | {r.verdict} |")
-    return "\n".join(lines)
-
-
-def table_verdict(results_dir: Path) -> str:
-    """The conclusions the intervals support, as sentences."""
-    res = _load(results_dir)
-    runs = _records(res, "run", ("nll",))
-    out = []
-    sw = pairwise(runs[runs.method != "dense"], "sparsegpt", "wanda")
-    for r in sw.itertuples():
-        setting = r.nm or f"{r.sparsity:.0%} unstructured"
-        claim = {"sparsegpt lower": "SparseGPT has the lower perplexity",
-                 "wanda lower": "Wanda has the lower perplexity",
-                 "not resolved": "the evaluation windows do not resolve SparseGPT from Wanda"}[r.verdict]
-        out.append(f"* {setting} (one calibration set): {claim} (ratio {_ci(r.ratio, r.low, r.high, 3)}, "
-                   "paired bootstrap over windows).")
-    try:
-        b = _records(res, "budget", ("seed", "budget", "nll"))
-    except ValueError:
-        b = None
-    if b is not None:
-        seqlen = int(b.tokens.iloc[0] // b.budget.iloc[0])
-        for r in budget_verdicts(b).itertuples():
-            claim = {"sparsegpt lower": "SparseGPT beats Wanda", "wanda lower": "Wanda beats SparseGPT",
-                     "not resolved": "no difference between SparseGPT and Wanda is resolved"}.get(r.verdict, r.verdict)
-            out.append(f"* {r.budget} x {seqlen} calibration tokens, {r.seeds} seeds: {claim} (ratio "
-                       f"{_ci(r.ratio, r.low, r.high, 3)}, t-interval over seeds).")
-    try:
-        layers = _records(res, "layer", ("rel_error", "heldout_rel_error"))
-    except ValueError:
-        layers = None
-    if layers is not None:
-        es = error_summary(layers).set_index("method")
-        if "wanda" in es.index and "in_sample_vs_sgpt" in es:
-            w = es.loc["wanda"]
-            out.append(f"* Wanda's layer error is {_ci(w.in_sample_vs_sgpt, w.in_sample_vs_sgpt_low, w.in_sample_vs_sgpt_high)}"
-                       f" x SparseGPT's on the calibration inputs (in-sample, what SparseGPT minimises) and "
-                       f"{_ci(w.heldout_vs_sgpt, w.heldout_vs_sgpt_low, w.heldout_vs_sgpt_high)} x on held-out "
-                       "inputs (geometric mean over layers, paired bootstrap over layers).")
-    return "\n".join(out)
-
-
-def table_composition(results_dir: Path) -> str:
-    """Joint quantization and composition with structured FFN pruning."""
-    res = _load(results_dir)
-    c = _records(res, "composition", ("setting", "perplexity", "ppl_low", "ppl_high"))
-    lines = ["| setting | params | nonzeros | perplexity |", "|---|---|---|---|"]
-    for r in c.itertuples():
-        lines.append(f"| {r.setting} | {r.params:,} | {r.nonzeros:,} | {_ci(r.perplexity, r.ppl_low, r.ppl_high)} |")
-    return "\n".join(lines)
-
-
-TABLES = {"sparsegpt_runs": table_runs, "sparsegpt_order": table_order, "sparsegpt_errors": table_errors,
-          "sparsegpt_budget": table_budget, "sparsegpt_verdict": table_verdict,
-          "sparsegpt_composition": table_composition}
+    entries = [dict(e, block="setting") for e in comparison_tests(runs, "sparsegpt", "wanda")]
+    entries += [dict(e, block="setting") for e in comparison_tests(runs, "wanda", "magnitude")]
+    if budget is not None and len(budget):
+        entries += [dict(e, block="budget") for e in budget_tests(budget)]
+    tests = decide([t for e in entries for t in (e["seeds"], e["windows"])])
+    for i, e in enumerate(entries):
+        e["seeds"], e["windows"] = tests[2 * i], tests[2 * i + 1]
+        e["outcome"] = joint_outcome(e["seeds"], e["windows"])
+    return entries

@@ -1,0 +1,210 @@
+"""Tables of docs/sparsegpt.md and the README from ``results/SparseGPT_one_shot.json``: perplexity per
+method and setting (over calibration seeds), the paired comparisons at both levels of replication,
+layer errors, the calibration-budget sweep, the verdicts (one Holm family), and the composition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from minilib.stats import describe, wilson_interval
+from minilib.studies.sparsegpt import (NOTEBOOK, budget_summary, error_summary, setting_label, setting_summary,
+                                       verdict_block)
+from minilib.tables.common import ResultsMissing, ci, load, num, or_missing
+
+NAMES = {"sparsegpt": "SparseGPT", "wanda": "Wanda", "magnitude": "magnitude"}
+
+
+def _records(res: dict, kind: str, need: tuple = ()) -> pd.DataFrame:
+    df = pd.DataFrame([r for r in res.get("records", []) if r.get("kind") == kind])
+    missing = [c for c in need if c not in df]
+    if not len(df) or missing:
+        raise ResultsMissing(f"{NOTEBOOK}.json has no {kind!r} records with {list(need)} (missing {missing}); it was "
+                             "written by an older notebook: re-run make reproduce")
+    return df
+
+
+def _runs(res: dict) -> pd.DataFrame:
+    runs = _records(res, "run", ("perplexity", "ppl_low", "ppl_high", "nll"))
+    if "seed" not in runs:   # written before the comparison ran over seeds: one calibration draw
+        runs["seed"] = [None if m in ("dense", "magnitude") else res["parameters"].get("seed", 0) for m in runs.method]
+    return runs
+
+
+def _budget(res: dict) -> pd.DataFrame | None:
+    try:
+        return _records(res, "budget", ("seed", "budget", "tokens", "method", "perplexity", "nll"))
+    except ResultsMissing:
+        return None
+
+
+def _seeds_of(runs: pd.DataFrame) -> list[int]:
+    return sorted({int(s) for s, m in zip(runs.seed, runs.method) if m in ("sparsegpt", "wanda") and s == s
+                   and s is not None})
+
+
+def sizes(res: dict, runs: pd.DataFrame) -> str:
+    """The sizes every table of this study states: calibration, seeds, evaluation."""
+    p = res["parameters"]
+    seeds = _seeds_of(runs)
+    return (f"{p['model']}, our protocol: calibration {p['nsamples']} x {p['seqlen']} tokens of {p['calib_corpus']} "
+            f"per draw, {len(seeds)} calibration seed(s) ({', '.join(map(str, seeds))}); perplexity on "
+            f"{int(runs.eval_windows.iloc[0])} x {int(runs.eval_seqlen.iloc[0])} held-out {p['eval_corpus']} test "
+            "tokens")
+
+
+@or_missing(NOTEBOOK)
+def table_runs(results_dir: Path) -> str:
+    """Perplexity per method and setting: geometric mean over calibration seeds with its t-interval
+    (a single run: its bootstrap interval over windows)."""
+    res = load(results_dir, NOTEBOOK)
+    runs = _runs(res)
+    p = res["parameters"]
+    summ = setting_summary(runs)
+    lines = [sizes(res, runs) + ". Perplexity: geometric mean over calibration seeds with its 95% t-interval "
+             "over seeds (magnitude and dense need no calibration: one run, 95% bootstrap interval over windows).", "",
+             "| setting | SparseGPT | Wanda | magnitude |", "|---|---|---|---|"]
+    d = summ[summ.method == "dense"].iloc[0]
+    lines.append(f"| dense | {ci(d.ppl, d.low, d.high)} | | |")
+    for (s, nm), g in summ[summ.method != "dense"].groupby(["sparsity", "nm"], sort=True):
+        cells = []
+        for meth in ("sparsegpt", "wanda", "magnitude"):
+            r = g[g.method == meth]
+            cells.append(ci(r.ppl.iloc[0], r.low.iloc[0], r.high.iloc[0]) if len(r) else "")
+        lines.append(f"| {setting_label(s, nm)} | " + " | ".join(cells) + " |")
+    if "acc" in runs:
+        m = runs[runs.acc.notna()]
+        lines += ["", f"Zero-shot {p['mcq_set']} accuracy of the detailed runs ({int(m.mcq_n.iloc[0])} items, one "
+                  "calibration draw, 95% Wilson interval):", "", "| model | acc |", "|---|---|"]
+        for r in m.itertuples():
+            lo, hi = wilson_interval(round(r.acc * r.mcq_n), int(r.mcq_n))
+            name = "dense" if r.method == "dense" else f"{r.sparsity:.0%} {r.method}"
+            lines.append(f"| {name} | {ci(r.acc, lo, hi, 3)} |")
+    return "\n".join(lines)
+
+
+def _outcome_words(e: dict) -> str:
+    a, b = NAMES[e["a"]], NAMES[e["b"]]
+    return {"a lower": f"{a} lower", "a higher": f"{b} lower", "not resolved": "not resolved",
+            "too few to test": "too few to test"}[e["outcome"]]
+
+
+def _entries(res: dict) -> list[dict]:
+    return verdict_block(_runs(res), _budget(res))
+
+
+@or_missing(NOTEBOOK)
+def table_order(results_dir: Path) -> str:
+    """Every comparison of the verdict block with both levels of replication and the joint outcome."""
+    res = load(results_dir, NOTEBOOK)
+    lines = ["| comparison | over calibration seeds (t, log ratio) | over evaluation windows (paired t) | "
+             "Holm p (seeds / windows) | outcome |", "|---|---|---|---|---|"]
+    for e in _entries(res):
+        s, w = e["seeds"], e["windows"]
+        lines.append(f"| {e['setting']}: {NAMES[e['a']]} / {NAMES[e['b']]} | {ci(s.estimate, s.low, s.high, 3)} "
+                     f"(n = {s.n}) | {ci(w.estimate, w.low, w.high, 3)} (n = {w.n}) | {num(s.p_adj, 3)} / "
+                     f"{num(w.p_adj, 3)} | {_outcome_words(e)} |")
+    return "\n".join(lines)
+
+
+@or_missing(NOTEBOOK)
+def table_errors(results_dir: Path) -> str:
+    """In-sample and held-out relative reconstruction error per method (mean over layers, bootstrap
+    interval over layers) and each method's error relative to SparseGPT's."""
+    res = load(results_dir, NOTEBOOK)
+    layers = _records(res, "layer", ("rel_error", "heldout_rel_error", "method"))
+    es = error_summary(layers)
+    lines = ["One calibration draw (the detailed runs); intervals over layers describe the layer-to-layer spread, "
+             "not a replication.", "",
+             "| method | in-sample error | held-out error | in-sample / SparseGPT | held-out / SparseGPT |",
+             "|---|---|---|---|---|"]
+    for r in es.to_dict("records"):
+        rel = [(ci(r[f"{k}_vs_sgpt"], r[f"{k}_vs_sgpt_low"], r[f"{k}_vs_sgpt_high"]) if f"{k}_vs_sgpt" in r
+                and r[f"{k}_vs_sgpt"] == r[f"{k}_vs_sgpt"] else "1") for k in ("in_sample", "heldout")]
+        lines.append(f"| {r['method']} | {ci(r['in_sample'], r['in_sample_low'], r['in_sample_high'], 4)} | "
+                     f"{ci(r['heldout'], r['heldout_low'], r['heldout_high'], 4)} | {rel[0]} | {rel[1]} |")
+    return "\n".join(lines)
+
+
+@or_missing(NOTEBOOK)
+def table_budget(results_dir: Path) -> str:
+    """Perplexity over calibration budgets (geometric mean over seeds, t-interval), SparseGPT / Wanda
+    at both levels of replication, and the outcome (decided in the verdict block's family)."""
+    res = load(results_dir, NOTEBOOK)
+    b = _budget(res)
+    if b is None:
+        raise ResultsMissing("no budget records")
+    s = budget_summary(b)
+    seqlen = int(b.tokens.iloc[0] // b.budget.iloc[0])
+    lines = [f"Budgets of {seqlen}-token windows of `{res['parameters']['budget_corpus']}` (shorter than the paper's "
+             "2,048 on CPU), nested per seed; perplexity on the same windows as above.", "",
+             "| budget (windows x tokens) | seeds | SparseGPT | Wanda | SparseGPT / Wanda over seeds | over eval "
+             "windows | seeds SparseGPT lower | outcome |", "|---|---|---|---|---|---|---|---|"]
+    for e in [e for e in _entries(res) if e["block"] == "budget"]:
+        bud = e["key"]["budget"]
+        cells = []
+        for meth in ("sparsegpt", "wanda"):
+            x = s[(s.budget == bud) & (s.method == meth)].iloc[0]
+            cells.append(ci(x.ppl, x.low, x.high))
+        sd, w = e["seeds"], e["windows"]
+        lines.append(f"| {bud} x {seqlen} = {bud * seqlen:,} | {sd.n} | {cells[0]} | {cells[1]} | "
+                     f"{ci(sd.estimate, sd.low, sd.high, 3)} | {ci(w.estimate, w.low, w.high, 3)} | "
+                     f"{e['a_wins']} of {sd.n} | {_outcome_words(e)} |")
+    return "\n".join(lines)
+
+
+def _sentence(e: dict) -> str:
+    a, b = NAMES[e["a"]], NAMES[e["b"]]
+    where = f"{e['setting']}" if e["block"] == "setting" else f"{e['setting']} (budget sweep, 50% unstructured)"
+    claim = {"a lower": f"**{a} has the lower perplexity**", "a higher": f"**{b} has the lower perplexity**",
+             "not resolved": f"{a} and {b} are **not resolved** apart",
+             "too few to test": f"{a} against {b}: **too few to test**"}[e["outcome"]]
+    return (f"* {where}: {claim}. Over calibration seeds: {describe(e['seeds'])}. Over evaluation windows: "
+            f"{describe(e['windows'])}.")
+
+
+@or_missing(NOTEBOOK)
+def table_verdict(results_dir: Path) -> str:
+    """The conclusions the evidence supports: every comparison at both levels of replication, one
+    Holm family over the block; a comparison is resolved only where both levels resolve it."""
+    res = load(results_dir, NOTEBOOK)
+    runs = _runs(res)
+    entries = _entries(res)
+    fam = entries[0]["seeds"].family if entries else 0
+    out = [f"{sizes(res, runs)}. One multiple-comparison family: the {fam} tests below (Holm); a comparison counts "
+           "as resolved only where the calibration seeds and the evaluation windows both resolve it in the same "
+           "direction; 'resolvable' is the smallest effect each test would detect with 80% power at the "
+           "family's Bonferroni level."]
+    out += [_sentence(e) for e in entries]
+    try:
+        layers = _records(res, "layer", ("rel_error", "heldout_rel_error"))
+    except ResultsMissing:
+        layers = None
+    if layers is not None:
+        es = error_summary(layers).set_index("method")
+        if "wanda" in es.index and "in_sample_vs_sgpt" in es:
+            w = es.loc["wanda"]
+            out.append(f"* Described, not tested (one calibration draw): Wanda's layer error is "
+                       f"{ci(w.in_sample_vs_sgpt, w.in_sample_vs_sgpt_low, w.in_sample_vs_sgpt_high)} x SparseGPT's "
+                       f"on the calibration inputs (in-sample, what SparseGPT minimises) and "
+                       f"{ci(w.heldout_vs_sgpt, w.heldout_vs_sgpt_low, w.heldout_vs_sgpt_high)} x on held-out "
+                       "inputs (geometric mean over layers, bootstrap over layers).")
+    return "\n".join(out)
+
+
+@or_missing(NOTEBOOK)
+def table_composition(results_dir: Path) -> str:
+    """Joint quantization and composition with structured FFN pruning (one calibration draw)."""
+    res = load(results_dir, NOTEBOOK)
+    c = _records(res, "composition", ("setting", "perplexity", "ppl_low", "ppl_high"))
+    lines = ["| setting | params | nonzeros | perplexity (one calibration draw, bootstrap over windows) |",
+             "|---|---|---|---|"]
+    for r in c.itertuples():
+        lines.append(f"| {r.setting} | {r.params:,} | {r.nonzeros:,} | {ci(r.perplexity, r.ppl_low, r.ppl_high)} |")
+    return "\n".join(lines)
+
+
+TABLES = {"sparsegpt_runs": table_runs, "sparsegpt_order": table_order, "sparsegpt_errors": table_errors,
+          "sparsegpt_budget": table_budget, "sparsegpt_verdict": table_verdict,
+          "sparsegpt_composition": table_composition}
