@@ -33,52 +33,103 @@ def test_calibration_pool_joins_corpora():
         study.corpus_part(tok, "tiny+")
 
 
-def _run(method, nll, s=0.5, nm=""):
-    return {"method": method, "sparsity": s, "nm": nm, "nll": list(nll), "eval_seqlen": 101,
+def _run(method, nll, s=0.5, nm="", seed=None):
+    return {"method": method, "sparsity": s, "nm": nm, "nll": list(nll), "eval_seqlen": 101, "seed": seed,
             "perplexity": math.exp(np.sum(nll) / (100 * len(nll))), "ppl_low": 0, "ppl_high": 0}
 
 
-def test_pairwise_verdict_follows_the_interval():
+def _seeded(effect, seeds=(0, 1, 2), windows=16, noise=0.01, s=0.5, nm="", swing=None):
+    """SparseGPT's per-window NLL is (1 + effect + seed noise) x Wanda's (a fixed per-seed offset that
+    averages to zero with ``swing``); magnitude is one unseeded run, 50% worse."""
     rng = np.random.default_rng(0)
-    base = rng.normal(300, 30, 16)  # per-window NLL sums (100 predicted tokens each)
-    swing = np.tile([5.0, -5.0], 8)  # differences that average to exactly zero
-    runs = pd.DataFrame([_run("sparsegpt", base - 5 + rng.normal(0, 0.5, 16)), _run("wanda", base),
-                         _run("sparsegpt", base + swing, nm="2:4"), _run("wanda", base, nm="2:4")])
-    p = study.pairwise(runs, "sparsegpt", "wanda").set_index("nm")
-    assert p.loc["", "verdict"] == "sparsegpt lower" and p.loc["", "high"] < 1
-    assert p.loc["", "ratio"] == pytest.approx(math.exp(-5 / 100), rel=0.01)
-    assert p.loc["2:4", "verdict"] == "not resolved" and p.loc["2:4", "low"] < 1 < p.loc["2:4", "high"]
+    base = rng.normal(300, 30, windows)
+    rows = [_run("magnitude", base * 1.5, s, nm)]
+    for i, sd in enumerate(seeds):
+        wanda = base * (1 + rng.normal(0, noise))
+        jitter = swing[i] if swing is not None else rng.normal(0, noise)
+        rows += [_run("wanda", wanda, s, nm, sd), _run("sparsegpt", wanda * (1 + effect + jitter), s, nm, sd)]
+    return rows
+
+
+def _decided(entries):
+    from minilib.stats import decide
+    tests = decide([t for e in entries for t in (e["seeds"], e["windows"])])
+    for i, e in enumerate(entries):
+        e["seeds"], e["windows"] = tests[2 * i], tests[2 * i + 1]
+        e["outcome"] = study.joint_outcome(e["seeds"], e["windows"])
+    return entries
+
+
+def test_comparison_over_seeds_and_windows():
+    runs = pd.DataFrame(_seeded(-0.05) + _seeded(0.0, nm="2:4", swing=[0.03, -0.03, 0.0]))
+    e = {x["setting"]: x for x in _decided(study.comparison_tests(runs, "sparsegpt", "wanda"))}
+    low = e["50% unstructured"]
+    assert low["seeds"].n == 3 and low["windows"].n == 16 and low["seeds"].unit == "calibration seeds"
+    assert low["outcome"] == "a lower" and low["seeds"].high < 1 and low["windows"].high < 1
+    g = runs[(runs.nm == "")].set_index(["method", "seed"]).perplexity
+    expected = math.exp(np.mean([math.log(g["sparsegpt", sd] / g["wanda", sd]) for sd in (0, 1, 2)]))
+    assert low["seeds"].estimate == pytest.approx(expected)                  # geometric mean of per-seed ratios
+    assert low["a_wins"] == 3
+    assert e["2:4"]["outcome"] == "not resolved"
+    # a method without calibration (magnitude) is the same run for every seed
+    wm = _decided(study.comparison_tests(runs, "wanda", "magnitude"))
+    assert all(x["seeds"].n == 3 and x["outcome"] == "a lower" for x in wm)
+
+
+def test_one_seed_or_few_windows_are_too_few_to_test():
+    one = _decided(study.comparison_tests(pd.DataFrame(_seeded(-0.2, seeds=(0,))), "sparsegpt", "wanda"))[0]
+    assert one["seeds"].outcome == "too few to test" and one["outcome"] == "too few to test"
+    few = _decided(study.comparison_tests(pd.DataFrame(_seeded(-0.2, windows=4)), "sparsegpt", "wanda"))[0]
+    assert few["windows"].outcome == "too few to test" and few["outcome"] == "too few to test"
+
+
+def test_both_levels_must_agree():
+    # a consistent per-window effect, but one seed goes the other way: the seeds do not resolve it
+    rows = _seeded(-0.05, swing=[-0.04, -0.04, 0.09])
+    e = _decided(study.comparison_tests(pd.DataFrame(rows), "sparsegpt", "wanda"))[0]
+    assert e["seeds"].outcome == "not resolved" and e["outcome"] == "not resolved"
 
 
 def _budget(effect, seeds=(0, 1, 2), budgets=(8, 32), noise=0.02, swing=None):
     """SparseGPT's NLL is (1 + effect[budget]) x Wanda's, plus per-run noise (or, with ``swing``, a
     fixed per-seed offset that averages to zero)."""
     rng = np.random.default_rng(1)
-    base = rng.normal(300, 30, 8)
+    base = rng.normal(300, 30, 16)
     rows = []
     for i, s in enumerate(seeds):
         for b in budgets:
             for meth, d in (("wanda", 0.0), ("sparsegpt", effect[b])):
                 jitter = (swing[i] if meth == "sparsegpt" else 0.0) if swing is not None else rng.normal(0, noise)
                 nll = base * (1 + d + jitter)
-                rows.append({"seed": s, "budget": b, "tokens": b * 256, **_run(meth, nll)})
+                rows.append({"budget": b, "tokens": b * 256, **_run(meth, nll, seed=s)})
     return pd.DataFrame(rows)
 
 
-def test_budget_verdicts_over_seeds():
+def test_budget_tests_over_seeds():
     b = _budget({8: 0.10, 32: -0.10})  # SparseGPT 10% worse (in NLL) at 8 windows, 10% better at 32
-    v = study.budget_verdicts(b).set_index("budget")
-    assert v.loc[8, "verdict"] == "wanda lower" and v.loc[32, "verdict"] == "sparsegpt lower"
-    assert v.loc[32, "a_wins"] == 3 and v.loc[8, "seeds"] == 3
+    v = {e["key"]["budget"]: e for e in _decided(study.budget_tests(b))}
+    assert v[8]["outcome"] == "a higher" and v[32]["outcome"] == "a lower"
+    assert v[32]["a_wins"] == 3 and v[8]["seeds"].n == 3
     s = study.budget_summary(b)
     assert set(s.method) == {"sparsegpt", "wanda"} and (s.low < s.ppl).all() and (s.ppl < s.high).all()
-    one = study.budget_verdicts(_budget({8: 0.1, 32: 0.0}, seeds=(0,)))
-    assert (one.verdict == "one seed: no interval").all() and one.low.isna().all()
+    flat = _decided(study.budget_tests(_budget({8: 0.0, 32: 0.0}, swing=[0.05, -0.05, 0.0])))
+    assert all(e["outcome"] == "not resolved" for e in flat)
 
 
-def test_budget_verdict_unresolved_without_an_effect():
-    v = study.budget_verdicts(_budget({8: 0.0, 32: 0.0}, swing=[0.05, -0.05, 0.0]))
-    assert (v.verdict == "not resolved").all() and (v.low < 1).all() and (v.high > 1).all()
+def test_verdict_block_is_one_family():
+    runs = pd.DataFrame([_run("dense", np.full(16, 250.0))] + _seeded(-0.05) + _seeded(0.02, s=0.7))
+    block = study.verdict_block(runs, _budget({8: 0.1, 32: -0.1}))
+    fam = {t.family for e in block for t in (e["seeds"], e["windows"])}
+    assert fam == {2 * len(block)} and len(block) == 6   # 2 settings x 2 comparisons + 2 budgets
+    assert {e["block"] for e in block} == {"setting", "budget"}
+
+
+def test_setting_summary_over_seeds():
+    runs = pd.DataFrame(_seeded(-0.05))
+    s = study.setting_summary(runs).set_index("method")
+    assert s.loc["sparsegpt", "runs"] == 3 and s.loc["magnitude", "runs"] == 1
+    assert s.loc["sparsegpt", "low"] < s.loc["sparsegpt", "ppl"] < s.loc["sparsegpt", "high"]
+    assert "t-interval over 3" in s.loc["wanda", "level"]
 
 
 def _layers():
@@ -98,41 +149,16 @@ def test_error_summary_ratios_paired_over_layers():
     assert es.loc["sparsegpt", "in_sample_low"] <= es.loc["sparsegpt", "in_sample"] <= es.loc["sparsegpt", "in_sample_high"]
 
 
-def _results(tmp_path, budget=True):
-    rng = np.random.default_rng(2)
-    base = rng.normal(300, 30, 8)
-    runs = [{"kind": "run", **_run("dense", base, 0.0)}]
-    for meth, d in (("sparsegpt", 0.1), ("wanda", 0.12), ("magnitude", 0.5)):
-        runs.append({"kind": "run", **_run(meth, base * (1 + d + rng.normal(0, 0.01, 8))),
-                     "eval_windows": 8, "acc": 0.5, "mcq_n": 40})
-    runs[0].update(eval_windows=8, acc=0.7, mcq_n=40)
-    recs = runs + [{"kind": "layer", **r} for r in _layers().to_dict("records")]
-    recs += [{"kind": "composition", "setting": "x", "params": 10, "nonzeros": 5, "perplexity": 20.0, "ppl_low": 19.0,
-              "ppl_high": 21.0}]
-    if budget:
-        recs += [{"kind": "budget", **r} for r in _budget({8: 0.1, 32: -0.1}).to_dict("records")]
-    res = {"notebook": "SparseGPT_one_shot", "metrics": {}, "records": recs,
-           "parameters": {"model": "m", "nsamples": 8, "seqlen": 256, "calib_corpus": "c4", "seed": 0,
-                          "eval_corpus": "wiki", "mcq_set": "sciq"}}
-    (tmp_path / "SparseGPT_one_shot.json").write_text(json.dumps(res))
-    return tmp_path
+def test_budget_sweep_reuses_runs(monkeypatch):
+    calls = []
 
-
-def test_tables_from_a_results_file(tmp_path):
-    d = _results(tmp_path)
-    out = {name: f(d) for name, f in study.TABLES.items()}
-    assert "| 50% unstructured |" in out["sparsegpt_runs"] and "0.700 [" in out["sparsegpt_runs"]
-    assert "sparsegpt lower" in out["sparsegpt_order"]
-    assert "| 8 x 256 = 2,048 |" in out["sparsegpt_budget"] and "wanda lower" in out["sparsegpt_budget"]
-    assert "Wanda beats SparseGPT" in out["sparsegpt_verdict"] and "SparseGPT beats Wanda" in out["sparsegpt_verdict"]
-    assert "2.00 [2.00, 2.00] x SparseGPT's on the calibration inputs" in out["sparsegpt_verdict"]
-    assert "| x | 10 | 5 | 20.00 [19.00, 21.00] |" in out["sparsegpt_composition"]
-
-
-def test_tables_name_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="make reproduce"):
-        study.table_runs(tmp_path)
-    d = _results(tmp_path, budget=False)
-    with pytest.raises(ValueError, match="no 'budget' records.*re-run make reproduce"):
-        study.table_budget(d)
-    assert "t-interval over seeds" not in study.table_verdict(d)  # no budget claims without budget records
+    def fake_run(model_name, meth, test_ids, calib=None, **kw):
+        calls.append((meth, len(calib)))
+        return {"method": meth, "perplexity": 1.0}, None
+    monkeypatch.setattr(study, "run_setting", fake_run)
+    pool = torch.arange(40 * 4).view(40, 4)
+    reuse = [{"seed": 0, "budget": 8, "method": "wanda", "perplexity": 2.0}]
+    out = study.budget_sweep("m", None, pool, [4, 8], [0], progress=False, reuse=reuse)
+    assert ("wanda", 8) not in calls and len(calls) == 3
+    hit = [r for r in out if r["budget"] == 8 and r["method"] == "wanda"][0]
+    assert hit["reused"] and hit["perplexity"] == 2.0 and hit["tokens"] == 32

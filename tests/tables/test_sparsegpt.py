@@ -1,0 +1,73 @@
+"""minilib.tables.sparsegpt: the generated tables from synthetic results files where the answer is
+known (SparseGPT 5% lower in NLL over 3 seeds and 16 windows; a budget where Wanda wins)."""
+
+import importlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+tables = importlib.import_module("minilib.tables.sparsegpt")
+
+
+def _run(method, nll, s=0.5, nm="", seed=None, **kw):
+    import math
+    return {"kind": "run", "method": method, "sparsity": s, "nm": nm, "nll": list(nll), "eval_seqlen": 101,
+            "seed": seed, "eval_windows": len(nll), "perplexity": math.exp(np.sum(nll) / (100 * len(nll))),
+            "ppl_low": 0.0, "ppl_high": 0.0, **kw}
+
+
+def _results(tmp_path, budget=True, seeds=(0, 1, 2)):
+    rng = np.random.default_rng(2)
+    base = rng.normal(300, 30, 16)
+    recs = [_run("dense", base, 0.0, acc=0.7, mcq_n=40), _run("magnitude", base * 1.5, acc=0.5, mcq_n=40)]
+    for sd in seeds:
+        w = base * (1 + rng.normal(0, 0.01))
+        recs += [_run("wanda", w, seed=sd), _run("sparsegpt", w * (0.95 + rng.normal(0, 0.005)), seed=sd)]
+    layers = [{"kind": "layer", "method": m, "block": b, "layer": "q", "rel_error": e * (b + 1),
+               "heldout_rel_error": 2 * e * (b + 1)} for b in range(6) for m, e in (("sparsegpt", 0.01), ("wanda", 0.02))]
+    recs += layers + [{"kind": "composition", "setting": "x", "params": 10, "nonzeros": 5, "perplexity": 20.0,
+                       "ppl_low": 19.0, "ppl_high": 21.0}]
+    if budget:
+        for sd in seeds:
+            for bud, eff in ((8, 1.10), (32, 0.95)):
+                w = base * (1 + rng.normal(0, 0.01))
+                for m, f in (("wanda", 1.0), ("sparsegpt", eff)):
+                    recs.append({**_run(m, w * f * (1 + rng.normal(0, 0.003)), seed=sd), "kind": "budget",
+                                 "budget": bud, "tokens": bud * 128})
+    res = {"notebook": "SparseGPT_one_shot", "metrics": {}, "records": recs,
+           "parameters": {"model": "m", "nsamples": 32, "seqlen": 128, "calib_corpus": "c4", "seed": 0,
+                          "eval_corpus": "wiki", "mcq_set": "sciq", "budget_corpus": "c4"}}
+    (tmp_path / "SparseGPT_one_shot.json").write_text(json.dumps(res))
+    return tmp_path
+
+
+def test_tables_from_a_results_file(tmp_path):
+    d = _results(tmp_path)
+    out = {name: f(d) for name, f in tables.TABLES.items()}
+    assert "3 calibration seed(s) (0, 1, 2)" in out["sparsegpt_runs"] and "16 x 101" in out["sparsegpt_runs"]
+    assert "| 50% unstructured |" in out["sparsegpt_runs"] and "0.700 [" in out["sparsegpt_runs"]
+    order = out["sparsegpt_order"]
+    assert "| 50% unstructured: SparseGPT / Wanda |" in order and "SparseGPT lower" in order
+    assert "| 8 x 128 = 1,024 | 3 |" in out["sparsegpt_budget"] and "Wanda lower" in out["sparsegpt_budget"]
+    v = out["sparsegpt_verdict"]
+    assert "One multiple-comparison family: the 8 tests below" in v
+    assert "**SparseGPT has the lower perplexity**" in v and "**Wanda has the lower perplexity**" in v
+    assert "n = 3 calibration seeds" in v and "n = 16 windows" in v and "resolvable" in v
+    assert "2.00 [2.00, 2.00] x SparseGPT's on the calibration inputs" in v and "Described, not tested" in v
+    assert "| x | 10 | 5 | 20.00 [19.00, 21.00] |" in out["sparsegpt_composition"]
+
+
+def test_one_seed_is_too_few_to_test(tmp_path):
+    v = tables.table_verdict(_results(tmp_path, budget=False, seeds=(0,)))
+    assert v.count("**too few to test**") == 2 and "at least 3 needed" in v
+    assert "budget sweep" not in v   # no budget claims without budget records
+
+
+def test_tables_name_what_is_missing(tmp_path):
+    assert "make reproduce" in tables.table_runs(tmp_path)
+    d = _results(tmp_path, budget=False)
+    assert "No results in the current format" in tables.table_budget(d)
+    (tmp_path / "SparseGPT_one_shot.json").write_text("{broken")
+    assert "No results in the current format" in tables.table_runs(tmp_path)
