@@ -71,24 +71,27 @@ def table_mcq(results_dir: Path) -> str:
 
 
 def table_verdict(results_dir: Path) -> str:
-    """What the intervals support: which MCQ sets the model answers above chance."""
+    """Which MCQ sets the model answers above chance: a one-sided exact binomial test per set (the
+    unit: the test item), Holm over the sets of the block, with the smallest accuracy each set's n
+    could have resolved."""
+    from minilib.stats import above_chance, decide
     res = _load(results_dir)
     rows = _records(res, "mcq")
     model = res["parameters"].get("model", "the model")
-    above, not_above = [], []
-    for r in rows:
-        lo, hi = _mcq_interval(r, "acc")
-        (above if lo > r["chance"] else not_above).append((r["task"], r["acc"], lo, hi, r["chance"]))
-    fmt = lambda t: f"{t[0]} {format_ci(t[1], t[2], t[3])} vs chance {t[4]:.2f}"  # noqa: E731
-    if not not_above:
-        low = min(above, key=lambda t: t[2] - t[4])
-        return (f"**{model} answers above chance on every MCQ set scored** (the whole 95% interval of `acc` lies "
-                f"above chance; closest: {fmt(low)}).")
-    out = []
+    tests = decide([above_chance(int(round(r["acc"] * r["n"])), int(r["n"]), r["chance"], label=r["task"],
+                                 unit="items") for r in rows])
+    fmt = lambda r, t: (f"{r['task']} {format_ci(r['acc'], t.low, t.high)} vs chance {r['chance']:.2f} "  # noqa: E731
+                        f"(n = {t.n}, Holm p {'< 0.001' if t.p_adj < 0.001 else f'= {t.p_adj:.3f}'})")
+    above = [fmt(r, t) for r, t in zip(rows, tests) if t.outcome == "a higher"]
+    rest = [fmt(r, t) + (f", resolvable: above {t.mde:.3f}" if t.mde == t.mde else "")
+            for r, t in zip(rows, tests) if t.outcome != "a higher"]
+    head = (f"{model}, our protocol (lm-eval prompts on the embedded splits); one family of {len(tests)} one-sided "
+            "exact binomial tests against chance, Holm-corrected; accuracy with its 95% Wilson interval.")
+    out = [head]
     if above:
-        out.append(f"**Above chance** (95% interval of `acc` above chance): {'; '.join(fmt(t) for t in above)}.")
-    out.append(f"**Not distinguishable from chance** (interval includes or lies below chance): "
-               f"{'; '.join(fmt(t) for t in not_above)}.")
+        out.append(f"**Above chance**: {'; '.join(above)}.")
+    if rest:
+        out.append(f"**Not resolved from chance**: {'; '.join(rest)}.")
     return " ".join(out)
 
 

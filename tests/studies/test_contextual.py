@@ -246,19 +246,24 @@ def test_protocol_scores_every_stage_on_the_same_text(protocol):
 
 def test_tables_from_results(protocol, tmp_path):
     m, before, out, eps = protocol
-    res = {"records": out["records"], "layers": out["layers"]}
+    from minilib.tables import contextual as ctab
+    domains = {r["domain"] for r in out["records"]}
+    res = {"records": out["records"], "layers": out["layers"], "chunks": {d: out["chunks"] for d in domains},
+           "parameters": {"thresholds": [0.0, eps], "test_chunks": 4, "chunk_bytes": 64, "prune_embeddings": True}}
     (tmp_path / "contextual_pruning.json").write_text(json.dumps(res, default=float))
-    for name, table in study.TABLES.items():
+    for name, table in ctab.TABLES.items():
         text = table(tmp_path)
         assert text.strip(), name
         if text.startswith("|"):
             widths = {line.count("|") for line in text.splitlines() if line.startswith("|")}
             assert len(widths) == 1, f"{name}: rows with different numbers of cells"
-    verdict = study.TABLES["contextual_verdict"](tmp_path)
-    assert "tiny" in verdict and "42%" in verdict
+    verdict = ctab.TABLES["contextual_verdict"](tmp_path)
+    assert "tiny" in verdict and "42%" in verdict and "One multiple-comparison family" in verdict
+    assert "n = 6 text chunks: too few to test (at least 10 needed)" in verdict  # 6 chunks: below the floor
+    assert "no setting prunes neurons alone" in verdict  # every neuron setting here prunes the vocabulary too
     (tmp_path / "old").mkdir()  # results of an older notebook, or none: the tables say so
     (tmp_path / "old" / "contextual_pruning.json").write_text(json.dumps({"records": [{"ppl": 1.0}]}))
-    for table in study.TABLES.values():
+    for table in ctab.TABLES.values():
         assert table(tmp_path / "old").startswith("_No results in the current format")
         assert table(tmp_path / "none").startswith("_No results in the current format")
 

@@ -287,13 +287,16 @@ def test_reuse_baselines_only_when_everything_matches(tmp_path):
 
 def test_tables_from_results(tmp_path):
     _results(tmp_path, np.random.default_rng(2))
-    table = st.TABLES["anatomy_pruning_bert"](tmp_path)
+    from minilib.tables import structured as stab
+    table = stab.TABLES["anatomy_pruning_bert"](tmp_path)
     lines = [l for l in table.splitlines() if l.startswith("| head-only") or l.startswith("| finetuned")]
     assert len(lines) == 4 and "McNemar p" in table and "t-interval" in table and "(seeds 0." in table
-    assert "No results" in st.TABLES["anatomy_pruning_gpt2"](tmp_path)
-    verdict = st.TABLES["anatomy_verdict"](tmp_path)
+    assert "No results" in stab.TABLES["anatomy_pruning_gpt2"](tmp_path)
+    verdict = stab.TABLES["anatomy_verdict"](tmp_path)
     assert "BERT (`tiny-llama`), head-only protocol" in verdict and "finetuned protocol" in verdict
-    assert "**better** than magnitude at 30%" in verdict  # 0.8 vs 0.5 on 60 items is significant
+    assert "Strategy vs magnitude: **better** at 30%" in verdict  # 0.8 vs 0.5 on 60 items is significant
+    assert "One multiple-comparison family: the 4 tests" in verdict  # 2 protocols x (magnitude, random)
+    assert "over the random-mask seeds): **better** at 30%" in verdict   # resolved at the seeds level too
 
 
 def test_strategy_sweep_budgets_preserved_and_reused_baselines(tmp_path, monkeypatch):
