@@ -212,9 +212,14 @@ def _mcq_file(p: Path) -> list[MCQItem]:
     return items
 
 
-def load_mcq(source: str, n: int | None = None, seed: int | None = None, split: str | None = None) -> list[MCQItem]:
-    """An MCQ set as a list of ``MCQItem``; ``n`` takes the first n (after a seeded shuffle if
-    ``seed`` is given).  A set with fewer than ``n`` items is returned whole, with a warning.
+SUBSET_SEED = 0  # every notebook's MCQ subset: the first n of one permutation of the set fixed by this seed
+
+
+def load_mcq(source: str, n: int | None = None, seed: int | None = SUBSET_SEED, split: str | None = None) -> list[MCQItem]:
+    """An MCQ set as a list of ``MCQItem``; ``n`` takes the first n after a shuffle fixed by ``seed``
+    (default ``SUBSET_SEED``, so every notebook that scores ``n`` items of a set scores the same items,
+    and a smaller subset is part of a larger one; ``seed=None``: the first n in the file's order).
+    A set with fewer than ``n`` items is returned whole, with a warning.
     ``split`` (embedded sets only): default ``default_mcq_split(source)``, lm-evaluation-harness's
     split where it is embedded, else ``validation``."""
     s = _check_source(source, "MCQ set")
@@ -240,7 +245,7 @@ def load_mcq(source: str, n: int | None = None, seed: int | None = None, split: 
                 raise
             raise KeyError(f"unknown MCQ set {s!r}; embedded sets: {', '.join(MCQ_SETS)}, or a .jsonl file") from e
     validate_mcq(items, s)
-    if seed is not None:
+    if seed is not None and n is not None:
         rng = np.random.default_rng(seed)
         items = [items[i] for i in rng.permutation(len(items))]
     if n is not None and n > len(items):

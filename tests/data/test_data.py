@@ -106,3 +106,16 @@ def test_classification_sets(tmp_path):
     with pytest.raises(SchemaError, match="no labels"):
         load_classification(str(f))
 
+
+
+def test_mcq_subsets_are_one_seeded_subset_everywhere():
+    """Every notebook that scores n items of a set scores the same n items (one permutation fixed by
+    SUBSET_SEED), and a smaller subset lies inside a larger one."""
+    from minilib.data.tasks import SUBSET_SEED
+    q = lambda items: [it.question for it in items]  # noqa: E731
+    small, large = load_mcq("arc_easy", n=24), load_mcq("arc_easy", n=60)
+    assert q(small) == q(large)[:24] and q(load_mcq("arc_easy", n=60, seed=SUBSET_SEED)) == q(large)
+    whole = load_mcq("arc_easy")
+    assert q(large) != q(whole)[:60]                       # a seeded shuffle, not the file's first items
+    assert q(load_mcq("arc_easy", n=60, seed=None)) == q(whole)[:60]
+    assert set(q(large)) <= set(q(whole))
