@@ -19,7 +19,7 @@
 # One-shot post-training pruning as in *SparseGPT: Massive Language Models Can Be Accurately Pruned in
 # One-Shot* (Frantar & Alistarh, 2023), against magnitude pruning and Wanda (Sun et al., 2023).
 # Calibration windows come from the `calib` split of the C4 text; perplexity is measured on the held-out
-# `test` split of the Wikipedia text (non-overlapping windows, 95% bootstrap interval over windows),
+# `test` split of the Wikipedia text (non-overlapping windows, 95% t-interval over windows),
 # zero-shot MCQ accuracy with the lm-eval definitions (95% Wilson interval).  Layer-wise
 # reconstruction errors are reported on the calibration inputs (in-sample: SparseGPT minimises exactly
 # that) and on held-out windows of the calibration text's `dev` split.  A calibration-budget sweep
@@ -98,7 +98,7 @@ print(f"calibration {tuple(calib.shape)} from {calib_corpus} per draw, seeds {ca
 # SparseGPT and Wanda run once per calibration seed (`calib_seeds`: a calibration-based method's result
 # depends on the draw); magnitude needs no calibration and runs once.  `achieved_sparsity` is what the
 # pruning reported (zeros over the weights of every linear layer in the blocks); `ppl_low`/`ppl_high`
-# the 95% bootstrap interval over the windows of that one run.  The detailed runs (seed `seed`, at
+# the 95% t-interval over the windows of that one run.  The detailed runs (seed `seed`, at
 # `sparsity`, unstructured) also measure every layer's reconstruction error, in-sample and held-out,
 # and MCQ accuracy.
 

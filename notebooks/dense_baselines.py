@@ -17,7 +17,7 @@
 # # Dense baselines of the embedded models
 #
 # Perplexity on the held-out test split of each embedded corpus (SparseGPT protocol: non-overlapping
-# windows, exp of the mean NLL), with a 95% bootstrap interval over windows, and zero-shot MCQ accuracy
+# windows, exp of the mean NLL), with a 95% t-interval over windows, and zero-shot MCQ accuracy
 # (lm-evaluation-harness prompts and `acc`/`acc_norm`) with 95% Wilson intervals over items.
 # Every pruning notebook compares against these numbers.
 
@@ -30,7 +30,7 @@ max_windows = None               # evaluation windows per corpus (0: every windo
 mcq_sets = None                  # zero-shot MCQ tasks
 mcq_n = None                     # at most this many items per MCQ set, seeded random subset (0: the whole set)
 mcq_method = None                # MCQ scoring path: "auto" (by device and lengths) | "batched" | "shared"
-seed = None                      # seed of the MCQ subsets and of the bootstrap intervals
+seed = None                      # seed of the MCQ subsets (0: the subset every notebook scores)
 device = "auto"                  # "auto": CUDA when present, else CPU
 results_path = ""                # "": a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
 figures_dir = ""                 # "": the run folder; make reproduce passes figures/
@@ -52,7 +52,7 @@ m = load(model, device=device)
 print(m.adapter.family, sum(p.numel() for p in m.model.parameters()) / 1e6, "M parameters")
 
 # %%
-ppl = perplexity_table(m.model, m.tokenizer, corpora, seqlen, max_windows or None, seed=seed)
+ppl = perplexity_table(m.model, m.tokenizer, corpora, seqlen, max_windows or None)
 ppl.drop(columns="nll")
 
 # %%

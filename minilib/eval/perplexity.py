@@ -1,10 +1,12 @@
 """Perplexity by the SparseGPT/Wanda protocol: contiguous, non-overlapping windows of ``seqlen``
 tokens, and the exponent of the mean NLL over every predicted token.
 
-``perplexity`` returns the number; ``perplexity_ci`` returns it with a 95% percentile-bootstrap
-interval over the windows (the windows are the units: each is scored independently, so resampling
-them is what a re-draw of the evaluation text would do), and the per-window NLL that paired
-comparisons (``perplexity_ratio_ci``: pruned vs dense on the same windows) need.
+``perplexity`` returns the number; ``perplexity_ci`` returns it with a 95% Student-t interval over the
+windows (the windows are the units: each is scored independently; the interval is that of the mean
+per-window NLL per token, exponentiated, valid at small n where a percentile bootstrap over a
+handful of windows is too narrow), and the per-window NLL that paired comparisons
+(``perplexity_ratio_ci``: pruned vs dense on the same windows; ``minilib.stats.nll_ratio`` in a
+verdict block) need.
 
 Inputs: a 1-D token tensor is cut into windows of ``seqlen`` (default 512); a 2-D ``[rows, width]``
 tensor is a batch of independent sequences: with ``seqlen=None`` (or ``seqlen == width``) each row is
@@ -25,7 +27,7 @@ from tqdm.auto import tqdm
 from minilib.data.corpora import CorpusError
 from minilib.device import model_device
 from minilib.models.adapters import adapter_for
-from minilib.stats import Interval, bootstrap_ci
+from minilib.stats import Interval, t_interval
 
 DEFAULT_SEQLEN = 512
 
@@ -136,40 +138,40 @@ def perplexity(model, input_ids: torch.Tensor, seqlen: int | None = None, batch_
     return math.exp(nll / n)
 
 
-def _ppl(a: np.ndarray) -> float:
-    return math.exp(a[:, 0].sum() / a[:, 1].sum())
-
-
 def perplexity_ci(model, input_ids: torch.Tensor, seqlen: int | None = None, batch_size: int = 4,
-                  max_windows: int | None = None, progress: bool | None = None, confidence: float = 0.95,
-                  n_resamples: int = 10_000, seed: int = 0) -> dict:
-    """Perplexity with its percentile-bootstrap interval over windows.
+                  max_windows: int | None = None, progress: bool | None = None, confidence: float = 0.95) -> dict:
+    """Perplexity with its Student-t interval over windows (of the mean per-window NLL per token,
+    exponentiated; every window predicts the same number of tokens, so the mean over windows is the
+    mean over tokens).
 
     Returns ``{"ppl", "ci95_low", "ci95_high", "windows", "seqlen", "tokens" (predicted tokens),
     "nll" (summed NLL of each window, nats)}``; ``ppl`` equals ``perplexity(...)`` on the same
-    arguments.  One window gives a zero-width interval: use more windows (the interval narrows
+    arguments.  One window gives no interval (NaN bounds): use more windows (the interval narrows
     roughly as 1/sqrt(windows))."""
     windows = to_windows(input_ids, seqlen, max_windows, model)
     per = window_nll(model, windows, batch_size, progress).numpy()
     T = windows.shape[1] - 1
-    ci = bootstrap_ci(np.stack([per, np.full_like(per, T)], 1), _ppl, n_resamples=n_resamples,
-                      confidence=confidence, seed=seed)
-    return {"ppl": ci.estimate, "ci95_low": ci.low, "ci95_high": ci.high, "windows": int(windows.shape[0]),
+    ci = t_interval(per / T, confidence=confidence)
+    lo, hi = (math.exp(ci.low), math.exp(ci.high)) if ci.low == ci.low else (float("nan"), float("nan"))
+    return {"ppl": math.exp(ci.estimate), "ci95_low": lo, "ci95_high": hi, "windows": int(windows.shape[0]),
             "seqlen": int(windows.shape[1]), "tokens": int(windows.shape[0] * T), "nll": per.tolist()}
 
 
-def perplexity_ratio_ci(a: dict, b: dict, confidence: float = 0.95, n_resamples: int = 10_000,
-                        seed: int = 0) -> Interval:
-    """``ppl(a) / ppl(b)`` with a paired bootstrap interval over the windows both were scored on.
+def perplexity_ratio_ci(a: dict, b: dict, confidence: float = 0.95) -> Interval:
+    """``ppl(a) / ppl(b)`` with a paired Student-t interval over the windows both were scored on.
 
     ``a``, ``b``: results of ``perplexity_ci`` on the same windows (e.g. a pruned and the dense
-    model); the ratio is the exponent of the difference of mean NLL per token, resampled with the
-    same window indices for both, so the window-to-window variation cancels.  An interval that
-    excludes 1 means the two perplexities differ on this text."""
+    model); the ratio is the exponent of the mean per-window difference of NLL per token, so the
+    window-to-window variation cancels.  An interval that excludes 1 means the two perplexities
+    differ on this text (for a verdict, decide it in its block: ``minilib.stats.nll_ratio``)."""
     na, nb = np.asarray(a["nll"], float), np.asarray(b["nll"], float)
     if na.shape != nb.shape or a.get("seqlen") != b.get("seqlen"):
         raise ValueError(f"a and b must be scored on the same windows: {na.size} windows of seqlen {a.get('seqlen')} "
                          f"vs {nb.size} of seqlen {b.get('seqlen')}")
     T = a["seqlen"] - 1
-    d = bootstrap_ci(na / T, paired=nb / T, n_resamples=n_resamples, confidence=confidence, seed=seed)
-    return Interval(math.exp(d.estimate), math.exp(d.low), math.exp(d.high))
+    d = (na - nb) / T
+    if np.all(d == d[0]):
+        e = math.exp(float(d[0]))
+        return Interval(e, e, e)
+    ci = t_interval(d, confidence=confidence)
+    return Interval(math.exp(ci.estimate), math.exp(ci.low), math.exp(ci.high))

@@ -1,5 +1,5 @@
 """Dense baselines: perplexity on the held-out test split of each corpus (SparseGPT protocol, with a
-95% bootstrap interval over windows) and zero-shot MCQ accuracy (lm-evaluation-harness prompts and
+95% t-interval over windows) and zero-shot MCQ accuracy (lm-evaluation-harness prompts and
 ``acc``/``acc_norm``, 95% Wilson intervals).  Every pruning study compares against these numbers.
 
 ``minilib.tables.dense`` turns ``results/dense_baselines.json`` into the README's tables and verdict
@@ -15,15 +15,15 @@ from minilib.data.tasks import LMEVAL_SPLIT, default_mcq_split
 from minilib.eval import mcq_accuracy, perplexity_ci
 
 
-def perplexity_table(model, tokenizer, corpora: list[str], seqlen: int = 512, max_windows: int | None = None,
-                     seed: int = 0) -> pd.DataFrame:
+def perplexity_table(model, tokenizer, corpora: list[str], seqlen: int = 512,
+                     max_windows: int | None = None) -> pd.DataFrame:
     """One row per corpus: ``corpus, test_tokens, windows, seqlen, perplexity, ppl_low, ppl_high, nll``
     (all windows of the test split unless ``max_windows``; ``nll``: summed NLL per window, for paired
     comparisons with ``minilib.eval.perplexity_ratio_ci``)."""
     rows = []
     for c in corpora:
         sp = corpus_splits(tokenizer, c)
-        r = perplexity_ci(model, sp["test"], seqlen, max_windows=max_windows, seed=seed)
+        r = perplexity_ci(model, sp["test"], seqlen, max_windows=max_windows)
         rows.append({"corpus": c, "test_tokens": len(sp["test"]), "windows": r["windows"], "seqlen": r["seqlen"],
                      "perplexity": r["ppl"], "ppl_low": r["ci95_low"], "ppl_high": r["ci95_high"], "nll": r["nll"]})
     return pd.DataFrame(rows)

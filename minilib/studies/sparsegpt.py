@@ -3,7 +3,7 @@ composition with structured FFN-neuron removal, held-out reconstruction errors a
 calibration-budget sweep.
 
 * ``run_setting`` is one experiment -- load, (shrink FFNs), prune, evaluate -> one tidy row with the
-  perplexity, its 95% bootstrap interval over the evaluation windows and the NLL of every window (so
+  perplexity, its 95% t-interval over the evaluation windows and the NLL of every window (so
   that two rows on the same windows can be compared paired).
 * ``calibration_pool`` / ``budget_windows``: calibration text from one or several embedded corpora
   (``"c4"``, ``"c4+wiki"``), cut into non-overlapping windows; a seed picks a random order of the
@@ -208,7 +208,7 @@ def setting_summary(runs: pd.DataFrame) -> pd.DataFrame:
         else:
             r = g.iloc[0]
             est, lo, hi = float(r.perplexity), float(r.ppl_low), float(r.ppl_high)
-            level = "one run: bootstrap over windows"
+            level = "one run: t-interval over windows"
         rows.append({"method": meth, "sparsity": float(s), "nm": nm, "runs": len(g), "ppl": est, "low": lo,
                      "high": hi, "level": level})
     return pd.DataFrame(rows)

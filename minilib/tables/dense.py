@@ -32,12 +32,12 @@ def _mcq_interval(r: dict, key: str) -> tuple[float, float]:
 
 
 def table_perplexity(results_dir: Path) -> str:
-    """Perplexity per corpus with its 95% bootstrap interval over windows."""
+    """Perplexity per corpus with its 95% t-interval over windows."""
     res = _load(results_dir)
     rows = _records(res, "perplexity")
     model = res["parameters"].get("model", "?")
     lines = [f"{model}, perplexity on the held-out test split of each corpus (our protocol: SparseGPT/Wanda's "
-             "non-overlapping windows; 95% percentile-bootstrap interval over windows):", "",
+             "non-overlapping windows; 95% t-interval over windows of the mean NLL per token):", "",
              "| corpus | perplexity [95% CI] | windows x tokens | test tokens |", "|---|---|---|---|"]
     for r in rows:
         if "ppl_low" in r:

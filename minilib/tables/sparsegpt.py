@@ -57,13 +57,13 @@ def sizes(res: dict, runs: pd.DataFrame) -> str:
 @or_missing(NOTEBOOK)
 def table_runs(results_dir: Path) -> str:
     """Perplexity per method and setting: geometric mean over calibration seeds with its t-interval
-    (a single run: its bootstrap interval over windows)."""
+    (a single run: its t-interval over windows)."""
     res = load(results_dir, NOTEBOOK)
     runs = _runs(res)
     p = res["parameters"]
     summ = setting_summary(runs)
     lines = [sizes(res, runs) + ". Perplexity: geometric mean over calibration seeds with its 95% t-interval "
-             "over seeds (magnitude and dense need no calibration: one run, 95% bootstrap interval over windows).", "",
+             "over seeds (magnitude and dense need no calibration: one run, 95% t-interval over windows).", "",
              "| setting | SparseGPT | Wanda | magnitude |", "|---|---|---|---|"]
     d = summ[summ.method == "dense"].iloc[0]
     lines.append(f"| dense | {ci(d.ppl, d.low, d.high)} | | |")
@@ -198,7 +198,7 @@ def table_composition(results_dir: Path) -> str:
     """Joint quantization and composition with structured FFN pruning (one calibration draw)."""
     res = load(results_dir, NOTEBOOK)
     c = _records(res, "composition", ("setting", "perplexity", "ppl_low", "ppl_high"))
-    lines = ["| setting | params | nonzeros | perplexity (one calibration draw, bootstrap over windows) |",
+    lines = ["| setting | params | nonzeros | perplexity (one calibration draw, t-interval over windows) |",
              "|---|---|---|---|"]
     for r in c.itertuples():
         lines.append(f"| {r.setting} | {r.params:,} | {r.nonzeros:,} | {ci(r.perplexity, r.ppl_low, r.ppl_high)} |")
