@@ -60,6 +60,10 @@ class HubUnreachableError(ParameterError):
 class HubFallbackWarning(UserWarning):
     """A profile's hub model was replaced by its embedded fallback (``MINILIB_ALLOW_FALLBACK=1``)."""
 
+    def __init__(self, message: str, name: str = "", hub: str = "", offline: str = ""):
+        super().__init__(message)
+        self.name, self.hub, self.offline = name, hub, offline
+
 
 @dataclass(frozen=True)
 class Param:
@@ -371,7 +375,8 @@ def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[
             elif not fallback_allowed(allow_fallback):
                 raise HubUnreachableError(_unreachable_message(name, v, profile), name, v.hub, v.offline)
             else:
-                warnings.warn(fallback_message(name, v, profile), HubFallbackWarning, stacklevel=2)
+                warnings.warn(HubFallbackWarning(fallback_message(name, v, profile), name, v.hub, v.offline),
+                              stacklevel=2)
                 v = v.offline
         out[name] = p.validate(name, v)
     folder = None
