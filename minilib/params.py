@@ -4,7 +4,7 @@ Every notebook's ``parameters`` cell holds plain literals (what papermill overri
 
 * ``profile``: ``"test"`` (what nbval runs: tiny models, seconds), ``"default"`` (offline on the
   embedded models, CPU-feasible; what ``make reproduce`` runs) or ``"paper"`` (the original studies'
-  settings, meant for a GPU; hub models when the hub is reachable);
+  settings, meant for a GPU, on hub models: ``HubOr`` values);
 * ``None`` for every setting that depends on the profile: it is filled from the study's profile table;
   any explicit value (``papermill -p nsamples 64``) wins over the profile;
 * ``results_path`` / ``figures_dir``: ``""`` means a fresh run folder ``runs/<notebook>/<time>/``, so a
@@ -19,13 +19,24 @@ parameter, the value and what is allowed -- before any compute.  Lists and dicts
 
     P = resolve("SparseGPT_one_shot", globals(), SPEC, PROFILES)
     globals().update(P)                                  # the notebook reads plain names
+
+Hub models (``HubOr``).  A ``paper`` profile names a hub model (``facebook/opt-125m``, ``gpt2``, ...) with
+an embedded fallback.  When the hub is not reachable (``HF_HUB_OFFLINE=1``, or no connection to
+huggingface.co within 3 s, probed once per process), ``resolve`` raises ``HubUnreachableError`` naming
+the parameter and both models: the fallback would run a different model with the paper-sized settings,
+which is not the paper's experiment.  Opt in with ``MINILIB_ALLOW_FALLBACK=1`` in the environment (or
+``papermill -p allow_fallback True``, or ``resolve(..., allow_fallback=True)``); ``resolve`` then warns
+(``HubFallbackWarning``, one line naming both models) and uses the embedded model.  An explicit
+``-p model ...`` is never replaced.  The specs and profiles of the notebooks are in ``minilib.profiles``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +47,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class ParameterError(ValueError):
     """A notebook parameter with a wrong type or value."""
+
+
+class HubUnreachableError(ParameterError):
+    """A profile's hub model cannot be used (the hub is not reachable) and no fallback was allowed."""
+
+    def __init__(self, message: str, name: str, hub: str, offline: str):
+        super().__init__(message)
+        self.name, self.hub, self.offline = name, hub, offline
+
+
+class HubFallbackWarning(UserWarning):
+    """A profile's hub model was replaced by its embedded fallback (``MINILIB_ALLOW_FALLBACK=1``)."""
+
+    def __init__(self, message: str, name: str = "", hub: str = "", offline: str = ""):
+        super().__init__(message)
+        self.name, self.hub, self.offline = name, hub, offline
 
 
 @dataclass(frozen=True)
@@ -212,45 +239,115 @@ def check_writable(name: str, path: Path) -> Path:
     return path
 
 
+FALLBACK_ENV = "MINILIB_ALLOW_FALLBACK"
+_TRUE = ("1", "true", "yes", "on")
+
 COMMON = {
-    "profile": Str(PROFILES, help="test | default | paper"),
+    "profile": Str(PROFILES, help="test | default | paper (hub models: an error when the hub is unreachable, "
+                                  f"unless {FALLBACK_ENV}=1 or allow_fallback=True)"),
     "device": Str(help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'"),
     "results_path": Str(help="results JSON; '' = a fresh run folder"),
     "figures_dir": Str(help="figures folder; '' = the run folder"),
+    "allow_fallback": Bool(optional=True, help="a profile's hub model (paper) when the hub is unreachable: "
+                                               "True runs its embedded fallback with the same (paper-sized) "
+                                               "settings, with a warning; False/None (default): an error. "
+                                               f"Also {FALLBACK_ENV}=1 in the environment"),
 }
+
+_HUB_PROBE: dict = {}  # timeout -> (monotonic time, answer): the hub is probed once a minute at most
+_HUB_PROBE_TTL = 60.0
+
+
+def hub_offline_by_env() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` switches the hub off."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers (and is not switched off by ``HF_HUB_OFFLINE``)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    """Whether the Hugging Face hub answers within ``timeout`` seconds, name lookup included (and is not
+    switched off by ``HF_HUB_OFFLINE``).  One probe, no retries; the answer is kept for a minute."""
+    if hub_offline_by_env():
         return False
+    hit = _HUB_PROBE.get(timeout)
+    if hit is not None and time.monotonic() - hit[0] < _HUB_PROBE_TTL:
+        return hit[1]
     import socket
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    answer = []
+
+    def probe():  # in a thread: a name lookup is not bounded by the socket timeout
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    t = threading.Thread(target=probe, name="minilib-hub-probe", daemon=True)
+    t.start()
+    t.join(timeout)
+    ok = bool(answer and answer[0])
+    _HUB_PROBE[timeout] = (time.monotonic(), ok)
+    return ok
+
+
+def fallback_allowed(explicit: bool | None = None) -> bool:
+    """``explicit`` when given, else whether ``MINILIB_ALLOW_FALLBACK`` is set to 1/true/yes/on."""
+    if explicit is not None:
+        return bool(explicit)
+    return os.environ.get(FALLBACK_ENV, "").strip().lower() in _TRUE
 
 
 @dataclass(frozen=True)
 class HubOr:
-    """A profile value: the hub model ``hub`` when the hub is reachable, else the embedded ``offline``."""
+    """A profile value: the hub model ``hub``; ``offline`` is the embedded model ``resolve`` may use instead
+    when the hub is unreachable and the fallback is allowed (``MINILIB_ALLOW_FALLBACK=1``)."""
 
     hub: str
     offline: str
 
-    def pick(self) -> str:
-        return self.hub if hub_reachable() else self.offline
+    def pick(self, allow_fallback: bool = True) -> str:
+        """``hub`` when the hub is reachable; else ``offline`` (or a ``HubUnreachableError`` if not
+        ``allow_fallback``)."""
+        if hub_reachable():
+            return self.hub
+        if not allow_fallback:
+            raise HubUnreachableError(_unreachable_message("model", self, None), "model", self.hub, self.offline)
+        return self.offline
+
+
+def _why_unreachable() -> str:
+    return "HF_HUB_OFFLINE is set" if hub_offline_by_env() else "no connection to huggingface.co:443 within 3 s"
+
+
+def _unreachable_message(name: str, v: HubOr, profile: str | None) -> str:
+    prof = f"the {profile!r} profile" if profile else "the profile"
+    return (f"parameter {name!r}: {prof} runs the hub model {v.hub!r}, but the Hugging Face hub is not reachable "
+            f"({_why_unreachable()}). Run where the hub is reachable, pass a model explicitly (papermill -p {name} "
+            f"{v.offline}), or opt into the embedded fallback {v.offline!r} with the profile's paper-sized settings: "
+            f"{FALLBACK_ENV}=1 (or papermill -p allow_fallback True)")
+
+
+def fallback_message(name: str, v: HubOr, profile: str | None) -> str:
+    """The one-line warning of a hub model replaced by its embedded fallback."""
+    prof = f"{profile!r} profile" if profile else "profile"
+    return (f"[params] HUB FALLBACK: {name}: the Hugging Face hub is not reachable ({_why_unreachable()}); running "
+            f"the embedded {v.offline!r} INSTEAD OF {v.hub!r} with the {prof}'s paper-sized settings "
+            f"(allowed by {FALLBACK_ENV} / allow_fallback); results are not the paper model's")
 
 
 def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[str, dict],
-            verbose: bool = True) -> dict:
+            verbose: bool = True, *, hub: bool | None = None, allow_fallback: bool | None = None) -> dict:
     """The notebook's parameters, filled from its profile and checked.
 
     ``values``: the notebook's namespace (``globals()``); only names in ``spec`` (plus the common ones:
-    ``profile``, ``device``, ``results_path``, ``figures_dir``) are read.  A value of ``None`` is taken
-    from ``profiles[profile]``.  Returns a dict of every checked parameter, with ``results_path`` and
-    ``figures_dir`` made absolute (a fresh run folder when they were ``""``)."""
+    ``profile``, ``device``, ``results_path``, ``figures_dir``, ``allow_fallback``) are read.  A value of
+    ``None`` is taken from ``profiles[profile]``.  Returns a dict of every checked parameter, with
+    ``results_path`` and ``figures_dir`` made absolute (a fresh run folder when they were ``""``).
+
+    A ``HubOr`` value becomes its hub model when the hub is reachable (``hub``: None probes it once,
+    ``hub_reachable``; True/False take the answer as given, without probing: ``minilib.profiles.plan``).
+    When it is not: ``HubUnreachableError`` unless the fallback is allowed (``allow_fallback``, else the
+    ``allow_fallback`` value in ``values``, else ``MINILIB_ALLOW_FALLBACK``), and then a
+    ``HubFallbackWarning`` and the embedded model."""
     full = {**COMMON, **spec}
     profile = values.get("profile", "default")
     COMMON["profile"].validate("profile", profile)
@@ -260,6 +357,9 @@ def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[
     unknown = set(table) - set(full)
     if unknown:
         raise ValueError(f"profile {profile!r} of {notebook!r} sets unknown parameters {sorted(unknown)}")
+    if allow_fallback is None and values.get("allow_fallback") is not None:
+        allow_fallback = COMMON["allow_fallback"].validate("allow_fallback", values["allow_fallback"])
+    reachable = hub  # probed at the first HubOr value only
     out = {}
     for name, p in full.items():
         if name not in values and name not in table:
@@ -268,11 +368,16 @@ def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[
         if v is None and name in table:
             v = table[name]
         if isinstance(v, HubOr):
-            picked = v.pick()
-            if verbose and picked != v.hub:
-                print(f"[params] {name}: the Hugging Face hub is not reachable; using the embedded {picked!r} "
-                      f"instead of {v.hub!r}")
-            v = picked
+            if reachable is None:
+                reachable = hub_reachable()
+            if reachable:
+                v = v.hub
+            elif not fallback_allowed(allow_fallback):
+                raise HubUnreachableError(_unreachable_message(name, v, profile), name, v.hub, v.offline)
+            else:
+                warnings.warn(HubFallbackWarning(fallback_message(name, v, profile), name, v.hub, v.offline),
+                              stacklevel=2)
+                v = v.offline
         out[name] = p.validate(name, v)
     folder = None
     if "results_path" in out:

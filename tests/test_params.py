@@ -2,9 +2,12 @@
 with the parameter's name, structured values from `papermill -p` are parsed, outputs default to a
 fresh run folder (never results/ or figures/)."""
 
+import warnings
+
 import pytest
 
-from minilib.params import PROFILES, Float, Fraction, HubOr, Int, List, ParameterError, Str, resolve
+from minilib.params import (PROFILES, Float, Fraction, HubFallbackWarning, HubOr, HubUnreachableError, Int, List,
+                            ParameterError, Str, resolve)
 from minilib.profiles import NOTEBOOKS as ALL
 SPEC = {"n": Int(1), "frac": Fraction(), "xs": List(Float(0.0), min_len=1), "name": Str(("a", "b"))}
 PROF = {"test": {"n": 2, "xs": [0.1]}, "default": {"n": 8, "xs": [0.5, 0.7]}, "paper": {"n": 128, "xs": [0.5]}}
@@ -13,6 +16,7 @@ PROF = {"test": {"n": 2, "xs": [0.1]}, "default": {"n": 8, "xs": [0.5, 0.7]}, "p
 def test_every_notebook_has_three_profiles_that_resolve(tmp_path, monkeypatch):
     import minilib.params as P
     monkeypatch.setattr(P, "hub_reachable", lambda timeout=3.0: False)  # offline: hub models fall back
+    monkeypatch.setenv("MINILIB_ALLOW_FALLBACK", "1")  # ... because the fallback is allowed
     from pathlib import Path
     for name, (spec, profiles) in ALL.items():
         assert set(profiles) == set(PROFILES), name
@@ -25,7 +29,11 @@ def test_every_notebook_has_three_profiles_that_resolve(tmp_path, monkeypatch):
                                                                            "figures_dir"}, name
         for prof in PROFILES:
             ns2 = {**ns, "profile": prof, "results_path": str(tmp_path / name / "r.json")}
-            out = resolve(name, ns2, spec, profiles, verbose=False)
+            hub = any(isinstance(v, HubOr) for v in profiles[prof].values())
+            assert hub == (prof == "paper"), (name, prof)  # test and default run embedded models only
+            with warnings.catch_warnings():
+                warnings.simplefilter("error" if not hub else "ignore", HubFallbackWarning)
+                out = resolve(name, ns2, spec, profiles, verbose=False)
             missing = [k for k, v in ns.items() if v is None and out.get(k) is None and not k.startswith("__")]
             assert not missing, (name, prof, missing)  # every None gets a value from the profile
 
@@ -93,17 +101,69 @@ def test_unwritable_results_path_and_bad_device(tmp_path):
                     verbose=False)
 
 
-def test_hub_models_fall_back_offline(monkeypatch, tmp_path):
+def test_hub_models_need_the_hub_or_an_explicit_fallback(monkeypatch, tmp_path, capsys):
     import minilib.params as P
+    monkeypatch.delenv("MINILIB_ALLOW_FALLBACK", raising=False)
     monkeypatch.setattr(P, "hub_reachable", lambda timeout=3.0: False)
     spec = {"model": Str()}
-    out = resolve("nb", {"profile": "paper", "model": None, "results_path": str(tmp_path / "r.json")}, spec,
-                  {"paper": {"model": HubOr("gpt2", "smollm2-135m")}}, verbose=False)
-    assert out["model"] == "smollm2-135m"
+    prof = {"paper": {"model": HubOr("gpt2", "smollm2-135m")}}
+    vals = {"profile": "paper", "model": None, "results_path": str(tmp_path / "r.json")}
+    # unreachable, no opt-in: an error naming the parameter, both models and the two ways to opt in
+    with pytest.raises(HubUnreachableError, match=r"parameter 'model': the 'paper' profile runs the hub model 'gpt2'.*"
+                       r"not reachable.*'smollm2-135m'.*MINILIB_ALLOW_FALLBACK=1.*allow_fallback True") as e:
+        resolve("nb", vals, spec, prof, verbose=False)
+    assert (e.value.name, e.value.hub, e.value.offline) == ("model", "gpt2", "smollm2-135m")
+    assert isinstance(e.value, ParameterError)
+    # opt in by environment, by the notebook parameter or by the argument: one loud line, the embedded model
+    for env, extra, kw in (("1", {}, {}), ("", {"allow_fallback": True}, {}), ("", {}, {"allow_fallback": True})):
+        monkeypatch.setenv("MINILIB_ALLOW_FALLBACK", env)
+        with pytest.warns(HubFallbackWarning) as rec:
+            out = resolve("nb", {**vals, **extra}, spec, prof, verbose=False, **kw)
+        assert out["model"] == "smollm2-135m"
+        msg = str(rec[0].message)
+        assert "\n" not in msg and "'smollm2-135m' INSTEAD OF 'gpt2'" in msg and "paper-sized" in msg
+    # an explicit False wins over the environment
+    monkeypatch.setenv("MINILIB_ALLOW_FALLBACK", "1")
+    with pytest.raises(HubUnreachableError):
+        resolve("nb", {**vals, "allow_fallback": "false"}, spec, prof, verbose=False)
+    # reachable: the hub model, no warning, no probe when told (the planner)
     monkeypatch.setattr(P, "hub_reachable", lambda timeout=3.0: True)
-    out = resolve("nb", {"profile": "paper", "model": None, "results_path": str(tmp_path / "r.json")}, spec,
-                  {"paper": {"model": HubOr("gpt2", "smollm2-135m")}}, verbose=False)
-    assert out["model"] == "gpt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve("nb", vals, spec, prof, verbose=False)["model"] == "gpt2"
+        monkeypatch.setattr(P, "hub_reachable", lambda timeout=3.0: pytest.fail("probed"))
+        assert resolve("nb", vals, spec, prof, verbose=False, hub=True)["model"] == "gpt2"
+    with pytest.raises(HubUnreachableError):
+        resolve("nb", vals, spec, prof, verbose=False, hub=False, allow_fallback=False)
+    # an explicit model is never replaced, and profiles without hub models never probe
+    assert resolve("nb", {**vals, "model": "tiny-gpt2"}, spec, prof, verbose=False)["model"] == "tiny-gpt2"
+
+
+def test_paper_profiles_fail_offline_without_the_opt_in(monkeypatch, tmp_path):
+    import minilib.params as P
+    monkeypatch.delenv("MINILIB_ALLOW_FALLBACK", raising=False)
+    monkeypatch.setattr(P, "hub_reachable", lambda timeout=3.0: False)
+    for name, (spec, profiles) in ALL.items():
+        with pytest.raises(HubUnreachableError, match=f"'{profiles['paper']['model'].hub}'"):
+            resolve(name, {"profile": "paper", "model": None, "results_path": str(tmp_path / "r.json")}, spec,
+                    profiles, verbose=False)
+
+
+def test_hub_probe_is_bounded_and_respects_hf_hub_offline(monkeypatch):
+    import socket
+    import time
+
+    import minilib.params as P
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert P.hub_reachable() is False
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(P, "_HUB_PROBE", {})
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))  # a hanging name lookup
+    t = time.perf_counter()
+    assert P.hub_reachable(timeout=0.2) is False
+    assert time.perf_counter() - t < 2
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("probed twice"))
+    assert P.hub_reachable(timeout=0.2) is False  # the answer is kept: said at once, no retries
 
 
 def test_notebook_params_names_the_known_notebooks():
