@@ -46,6 +46,7 @@ EXCEEDS_SET = "exceeds_set"        # more MCQ items / examples than the set (or 
 HUB_FALLBACK = "hub_fallback"      # the hub model is replaced by (or would need) its embedded fallback
 TOO_SHORT = "too_short"            # a split shorter than one window or batch: the run stops with an error
 TOO_LONG = "too_long"              # a window longer than the model's positions: the run stops with an error
+BAD_VALUE = "bad_value"            # parameters that contradict each other: the run stops with an error
 KINDS = (FT_CAPPED, EXCEEDS_SPLIT, CALIB_OVERLAP, EXCEEDS_SET, HUB_FALLBACK, TOO_SHORT, TOO_LONG)
 
 # Seeded random calibration windows (SparseGPT/Wanda's protocol, ``calibration_windows``) overlap by
@@ -386,7 +387,17 @@ def _plan_sparsegpt(c: _Ctx):
     P = c.P
     for p in ("seqlen", "eval_seqlen", "budget_seqlen"):
         c.seqlen_fits(p, P[p])
-    c.calibration(P["calib_corpus"], "calib", "nsamples", "seqlen", P["seed"])
+    # calibration_pool + budget_windows: nsamples distinct non-overlapping windows per calibration seed
+    T = c.tokens(P["calib_corpus"], "calib")
+    slots = T // P["seqlen"]
+    c.size(f"calibration pool: the calib split of {P['calib_corpus']!r} ({T:,} tokens)", "nsamples", P["nsamples"],
+           slots, f"non-overlapping windows of {P['seqlen']}")
+    if P["nsamples"] > slots:
+        c.problem("nsamples", EXCEEDS_SPLIT,
+                  f"nsamples = {P['nsamples']}: the calib split of {P['calib_corpus']!r} holds {slots} non-overlapping "
+                  f"windows of seqlen = {P['seqlen']} ({T:,} tokens); the notebook stops with an error")
+    if P["seed"] not in P.get("calib_seeds", [P["seed"]]):
+        c.problem("seed", BAD_VALUE, f"seed = {P['seed']} is not one of calib_seeds = {P['calib_seeds']}")
     c.eval_windows(P["eval_corpus"], "test", "eval_seqlen", "eval_windows", P["eval_windows"])
     if P["heldout_windows"]:
         c.eval_windows(P["calib_corpus"], "dev", "seqlen", "heldout_windows", P["heldout_windows"],
