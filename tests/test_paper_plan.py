@@ -11,7 +11,7 @@ import pytest
 from minilib.params import HubFallbackWarning
 from minilib.profiles import NOTEBOOKS
 from minilib.profiles import plan as P
-from minilib.profiles.plan import (CALIB_OVERLAP, EXCEEDS_SET, EXCEEDS_SPLIT, FT_CAPPED, HUB_FALLBACK, KINDS, TOO_SHORT,
+from minilib.profiles.plan import (BAD_VALUE, CALIB_OVERLAP, EXCEEDS_SET, EXCEEDS_SPLIT, FT_CAPPED, HUB_FALLBACK, KINDS, TOO_SHORT,
                                    plan)
 
 
@@ -80,7 +80,9 @@ def test_overlapping_calibration_windows_are_reported():
     # windows that fit but overlap by chance, and the SparseGPT calibration
     assert _params_of(plan("contextual_pruning", "paper", calib_windows=10, domains=["tiny"], mcq_sets={}),
                       CALIB_OVERLAP) == ["calib_windows"]
-    assert _params_of(plan("SparseGPT_one_shot", "paper", nsamples=128), CALIB_OVERLAP) == ["nsamples"]
+    # the SparseGPT notebook draws distinct windows: too many is an error, never an overlap
+    assert _params_of(plan("SparseGPT_one_shot", "paper", nsamples=128), EXCEEDS_SPLIT) == ["nsamples"]
+    assert _params_of(plan("SparseGPT_one_shot", "paper", seed=7), BAD_VALUE) == ["seed"]
 
 
 def test_expected_repeat_matches_the_seeded_draws():

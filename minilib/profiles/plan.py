@@ -47,7 +47,7 @@ HUB_FALLBACK = "hub_fallback"      # the hub model is replaced by (or would need
 TOO_SHORT = "too_short"            # a split shorter than one window or batch: the run stops with an error
 TOO_LONG = "too_long"              # a window longer than the model's positions: the run stops with an error
 BAD_VALUE = "bad_value"            # parameters that contradict each other: the run stops with an error
-KINDS = (FT_CAPPED, EXCEEDS_SPLIT, CALIB_OVERLAP, EXCEEDS_SET, HUB_FALLBACK, TOO_SHORT, TOO_LONG)
+KINDS = (FT_CAPPED, EXCEEDS_SPLIT, CALIB_OVERLAP, EXCEEDS_SET, HUB_FALLBACK, TOO_SHORT, TOO_LONG, BAD_VALUE)
 
 # Seeded random calibration windows (SparseGPT/Wanda's protocol, ``calibration_windows``) overlap by
 # chance even when they fit.  A draw expected to repeat more than this share of its tokens is reported
