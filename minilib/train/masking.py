@@ -136,7 +136,7 @@ class SparsityMasks:
         """``{key: pruned weights that are no longer exactly zero}`` for every layer with any."""
         out = {}
         for k, layer, m in self._layers(model):
-            n = int((weight_oi(layer)[m.to(layer.weight.device)] != 0).sum())
+            n = int(((weight_oi(layer) != 0) & m.to(layer.weight.device)).sum())
             if n:
                 out[k] = n
         return out
@@ -154,7 +154,7 @@ class SparsityMasks:
             z = w == 0
             params += w.numel()
             pruned += int(m.sum())
-            kept += int(z[m.to(w.device)].sum())
+            kept += int((z & m.to(w.device)).sum())
             zeros += int(z.sum())
         return {"keep_sparsity": self.keep_sparsity, "min_sparsity": self.min_sparsity, "enforced": self.enforced,
                 "layers": len(self.masks), "params": params, "pruned": pruned, "kept": kept, "lost": pruned - kept,
