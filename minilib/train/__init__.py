@@ -1,9 +1,15 @@
-"""Training: fine-tuning of language models (recovery after pruning), task fine-tuning of a
-classifier on the decision token (full or LoRA), and head-only task heads."""
+"""Training: fine-tuning of language models (recovery after pruning: full or LoRA), task fine-tuning
+of a classifier on the decision token (full or LoRA), and head-only task heads.
 
-from minilib.train.classify import DecisionClassifier, finetune_classifier, finetuned_classifier, lora_targets
+A pruned model stays pruned through all of them (``masking``: masks captured before training,
+masked gradients and masks re-applied after every step, LoRA merges masked, sparsity reported)."""
+
+from minilib.train.classify import DecisionClassifier, finetune_classifier, finetuned_classifier
 from minilib.train.finetune import FinetuneResult, finetune
 from minilib.train.heads import fit_head, head_key, model_fingerprint, trained_head
+from minilib.train.lora import add_lora, lora_targets, merge_lora
+from minilib.train.masking import AUTO_MIN_SPARSITY, SparsityLostError, SparsityMasks, prunable_linears
 
-__all__ = ["DecisionClassifier", "FinetuneResult", "finetune", "finetune_classifier", "finetuned_classifier",
-           "fit_head", "head_key", "lora_targets", "model_fingerprint", "trained_head"]
+__all__ = ["AUTO_MIN_SPARSITY", "DecisionClassifier", "FinetuneResult", "SparsityLostError", "SparsityMasks",
+           "add_lora", "finetune", "finetune_classifier", "finetuned_classifier", "fit_head", "head_key",
+           "lora_targets", "merge_lora", "model_fingerprint", "prunable_linears", "trained_head"]

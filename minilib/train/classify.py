@@ -12,6 +12,13 @@ reads" well defined.)
 Training: AdamW, linear warm-up then linear decay, gradient clipping at 1, shuffled batches from a
 seeded generator; the model is copied first (the caller's model is never changed).  A LoRA adapter
 is merged into the weights at the end, so the result is a plain model of the same architecture.
+
+A pruned model stays pruned (``keep_sparsity``, default ``"auto"``; see ``minilib.train.masking``):
+full fine-tuning masks the gradients of the pruned weights and re-applies the masks after every
+optimizer step; the LoRA merge is masked (the merged update ``B A`` is zero at the pruned
+positions, so the merged model differs from the adapter-augmented one there).  ``info`` reports the
+sparsity before and after (``sparsity_before``, ``sparsity_after``, ``sparsity``), and a pruned
+weight that is not exactly zero after training raises ``SparsityLostError``.
 The result is cached (``minilib.models.save_model``: safetensors + plan + head) under
 ``$MINILIB_CACHE/finetuned/<key>``, the key naming the model's weights, the dataset and split, the
 template, the hyper-parameters and the head initialisation, so reruns reuse it.
@@ -37,10 +44,13 @@ from minilib import assets
 from minilib.device import model_device
 from minilib.eval.decision import DecisionTask
 from minilib.models.adapters import adapter_for
+from minilib.train.checks import DEFAULT_LR, METHODS, check_int, check_lora, check_method, check_positive, check_unit
 from minilib.train.heads import model_fingerprint
+from minilib.train.lora import add_lora, lora_targets, merge_lora
+from minilib.train.masking import SparsityMasks, check_keep_sparsity
 
-METHODS = ("full", "lora")
-DEFAULT_LR = {"full": 5e-5, "lora": 1e-3}
+__all__ = ["DEFAULT_LR", "METHODS", "DecisionClassifier", "check_hparams", "finetune_classifier", "finetune_key",
+           "finetuned_classifier", "lora_targets"]
 
 
 class DecisionClassifier(nn.Module):
@@ -57,29 +67,22 @@ class DecisionClassifier(nn.Module):
         return self.head(h[torch.arange(h.shape[0], device=h.device), pos])             # (B, C)
 
 
-def lora_targets(model: nn.Module) -> list[str]:
-    """The linear layers of every block that get a LoRA adapter: attention and FFN projections
-    (paths from the family adapter)."""
-    a = adapter_for(model)
-    return sorted({p for p in list(a.attn_paths.values()) + [a.ffn_paths[k] for k in ("up", "gate", "down")] if p})
-
-
 def check_hparams(method: str, epochs: int, batch_size: int, lr: float, head_lr: float, weight_decay: float,
-                  warmup: float, lora_r: int, lora_alpha: float, lora_dropout: float, n_train: int | None) -> None:
+                  warmup: float, lora_r: int, lora_alpha: float, lora_dropout: float, n_train: int | None,
+                  keep_sparsity="auto") -> None:
     """Clear errors, before any work, for hyper-parameters out of range."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("lora_r", lora_r, 1)):
-        if not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    for name, v in (("lr", lr), ("head_lr", head_lr), ("lora_alpha", lora_alpha)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a positive number, got {v!r}")
-    for name, v in (("weight_decay", weight_decay), ("warmup", warmup), ("lora_dropout", lora_dropout)):
-        if not (isinstance(v, (int, float)) and 0 <= v < 1):
-            raise ValueError(f"{name} must be in [0, 1), got {v!r}")
-    if n_train is not None and (not isinstance(n_train, (int, np.integer)) or n_train < 2):
+    check_method(method)
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
+    check_positive("lr", lr)
+    check_positive("head_lr", head_lr)
+    check_unit("weight_decay", weight_decay)
+    check_unit("warmup", warmup)
+    check_lora(lora_r, lora_alpha, lora_dropout)
+    if n_train is not None and (isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer))
+                                or n_train < 2):
         raise ValueError(f"n_train must be an integer >= 2 (or None: the whole train part), got {n_train!r}")
+    check_keep_sparsity(keep_sparsity)
 
 
 def finetune_key(model, task: DecisionTask, n_train: int, max_length: int, hparams: dict,
@@ -99,12 +102,17 @@ def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, m
                         batch_size: int = 16, lr: float | None = None, head_lr: float = 1e-3,
                         weight_decay: float = 0.01, warmup: float = 0.1, lora_r: int = 8, lora_alpha: float = 16,
                         lora_dropout: float = 0.05, max_length: int = 128, seed: int = 0,
-                        init_head: nn.Linear | None = None, verbose: bool = True) -> tuple[nn.Module, nn.Linear, dict]:
+                        init_head: nn.Linear | None = None, verbose: bool = True,
+                        keep_sparsity="auto") -> tuple[nn.Module, nn.Linear, dict]:
     """Fine-tune a copy of ``model`` with a linear head on ``texts`` (already templated) and
-    ``labels``; returns ``(model, head, info)`` in eval mode (a LoRA adapter merged in).  ``info``:
-    hyper-parameters, steps, seconds, and the training loss per step."""
+    ``labels``; returns ``(model, head, info)`` in eval mode (a LoRA adapter merged in, its update
+    masked so that pruned weights stay zero).  ``info``: hyper-parameters, steps, seconds, the
+    training loss per step, and the sparsity before and after (``keep_sparsity``: ``"auto"``, ``True``
+    or ``False``, as in ``minilib.train.masking``).  Raises ``SparsityLostError`` if a pruned weight
+    is not exactly zero after training."""
     lr = DEFAULT_LR.get(method, 5e-5) if lr is None else lr
-    check_hparams(method, epochs, batch_size, lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout, None)
+    check_hparams(method, epochs, batch_size, lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout, None,
+                  keep_sparsity)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if len(texts) != len(y_all) or len(texts) < 2:
         raise ValueError(f"need >= 2 texts with one label each, got {len(texts)} texts and {len(y_all)} labels")
@@ -124,12 +132,12 @@ def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, m
             head = nn.Linear(hidden, n_cls).to(device)
             nn.init.normal_(head.weight, std=0.02)
             nn.init.zeros_(head.bias)
+        masks = SparsityMasks.capture(work, keep_sparsity)
+        before = masks.report(work)
+        grad_masks = masks if masks.enforced and method == "full" else None
         peft_model = None
         if method == "lora":
-            from peft import LoraConfig, get_peft_model
-            cfg = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias="none",
-                             target_modules=lora_targets(work))
-            peft_model = get_peft_model(work, cfg)   # injects the adapters into ``work`` in place, freezes the rest
+            peft_model = add_lora(work, lora_r, lora_alpha, lora_dropout)   # into ``work`` in place, the rest frozen
         else:
             for p in work.parameters():
                 p.requires_grad_(True)
@@ -159,8 +167,12 @@ def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, m
                     loss = nn.functional.cross_entropy(clf(**enc), y_all[idx].to(device))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    if grad_masks is not None:
+                        grad_masks.mask_grads(work)
                     torch.nn.utils.clip_grad_norm_(body + list(head.parameters()), 1.0)
                     opt.step()
+                    if grad_masks is not None:
+                        grad_masks.apply(work)
                     sched.step()
                     step += 1
                     losses.append(float(loss.item()))
@@ -171,7 +183,11 @@ def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, m
             clf.eval()
             opt.zero_grad(set_to_none=True)
         if peft_model is not None:
-            work = peft_model.merge_and_unload()
+            work = merge_lora(peft_model, masks)   # the merged update is masked: zeros stay zeros
+        after = masks.report(work)
+        if verbose:
+            print(f"[finetune-classifier] {SparsityMasks.describe(before, after)}", flush=True)
+        masks.check(work, f"after {method} fine-tuning")
         for p in work.parameters():
             p.requires_grad_(False)
         for p in head.parameters():
@@ -179,7 +195,9 @@ def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, m
     info = {"method": method, "epochs": epochs, "batch_size": batch_size, "lr": lr, "head_lr": head_lr,
             "weight_decay": weight_decay, "warmup": warmup, "n_train": len(texts), "max_length": max_length,
             "seed": seed, "steps": step, "seconds": time.perf_counter() - t0, "loss": losses,
-            "init_head": "given" if init_head is not None else "random"}
+            "init_head": "given" if init_head is not None else "random",
+            "sparsity_before": before["sparsity"], "sparsity_after": after["sparsity"],
+            "sparsity": {**after, "before": before["sparsity"], "after": after["sparsity"]}}
     if method == "lora":
         info.update({"lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
                      "lora_targets": lora_targets(work)})
@@ -190,22 +208,30 @@ def finetuned_classifier(loaded, task: DecisionTask, method: str = "full", n_tra
                          epochs: int = 1, batch_size: int = 16, lr: float | None = None, head_lr: float = 1e-3,
                          weight_decay: float = 0.01, warmup: float = 0.1, lora_r: int = 8, lora_alpha: float = 16,
                          lora_dropout: float = 0.05, max_length: int = 128, init_head: nn.Linear | None = None,
-                         directory: str | Path | None = None, cache: bool = True, verbose: bool = True):
+                         directory: str | Path | None = None, cache: bool = True, verbose: bool = True,
+                         keep_sparsity="auto"):
     """The fine-tuned classifier of ``loaded`` (a ``LoadedModel``) on the first ``n_train`` examples
     of ``task.train`` (all of them with None), from the cache when present, else trained and stored.
 
     Returns ``(ft, head, info)``: ``ft`` a ``LoadedModel`` of the fine-tuned weights (its ``name`` says
     so, so caches keyed by name never mix it with the base model), ``head`` its decision head,
-    ``info`` with ``cached``, ``key``, ``path`` and the training record."""
+    ``info`` with ``cached``, ``key``, ``path`` and the training record (sparsity included).
+
+    When the model has pruned layers whose zeros are kept (``keep_sparsity``), the cache key says
+    so: a classifier cached before zeros were kept (or with ``keep_sparsity=False``) is not reused;
+    a cached model that lost a pruned weight raises ``SparsityLostError``."""
     from minilib.models.saving import load_model, save_model
     lr = DEFAULT_LR.get(method, 5e-5) if lr is None else lr
     check_hparams(method, epochs, batch_size, lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout,
-                  n_train)
+                  n_train, keep_sparsity)
     n = len(task.train) if n_train is None else min(int(n_train), len(task.train))
     hp = {"method": method, "epochs": epochs, "batch_size": batch_size, "lr": lr, "head_lr": head_lr,
           "weight_decay": weight_decay, "warmup": warmup, "seed": task.seed}
     if method == "lora":
         hp.update({"lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout})
+    masks = SparsityMasks.capture(loaded.model, keep_sparsity)
+    if masks.enforced:   # training differs from the mask-less one only then (dense models keep their keys)
+        hp["keep_sparsity"] = keep_sparsity
     key = finetune_key(loaded.model, task, n, max_length, hp, init_head)
     path = (Path(directory) if directory else assets.cache_dir() / "finetuned") / key
     device = model_device(loaded.model)
@@ -214,12 +240,13 @@ def finetuned_classifier(loaded, task: DecisionTask, method: str = "full", n_tra
         if ft.head is None:
             raise ValueError(f"{path} holds no decision head; delete the folder to fine-tune again")
         ft.name = f"{loaded.name}+ft-{method}-{key[:8]}"
+        masks.check(ft.model, f"in the cached classifier {path}")
         rec = ft.plan.get("extra", {}).get("finetune", {})
         return ft, ft.head, {**rec, "cached": True, "key": key, "path": str(path)}
     texts, labels = task.texts("train")[:n], np.asarray(task.train.labels[:n])
     model, head, rec = finetune_classifier(loaded.model, loaded.tokenizer, texts, labels, method, epochs, batch_size,
                                            lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout,
-                                           max_length, task.seed, init_head, verbose)
+                                           max_length, task.seed, init_head, verbose, keep_sparsity)
     rec = {**rec, "base_model": loaded.name, "dataset": task.dataset}
     if cache:
         save_model(model, loaded.tokenizer, path, extra={"finetune": rec}, head=head, overwrite=False)
