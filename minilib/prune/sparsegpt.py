@@ -45,6 +45,7 @@ from torch import nn
 
 from minilib.calib.accumulators import Hessian
 from minilib.calib.passes import CalibrationError
+from minilib.determinism import serial_cpu
 from minilib.device import synchronize
 from minilib.models.linear import in_features, out_features, set_weight_oi, weight_oi
 from minilib.prune.masks import check_nm, check_sparsity, mask_nm, mask_smallest, n_pruned
@@ -71,11 +72,13 @@ def cholesky_inverse_upper(H: torch.Tensor, percdamp: float, names: str, retries
     for _ in range(retries + 1):
         # U = flip(inv(chol(flip(H)))): one Cholesky and one triangular inverse, no refactorisation.
         # (J H J = L L^T  =>  H^-1 = (J L^-1 J)^T (J L^-1 J), and J L^-1 J is upper triangular.)
-        L, info = torch.linalg.cholesky_ex((H + damp * eye).flip(0, 1))
-        if int(info) == 0:
-            U = torch.linalg.solve_triangular(L, eye, upper=False).flip(0, 1)
-            if math.isfinite(float(U.sum())):
-                return U, damp
+        # On the CPU on one thread: MKL's Cholesky splits its sums by threads, so another thread count
+        # gave another U (and other masks); the factorisations are a small part of a solve.
+        with serial_cpu(H.device):
+            L, info = torch.linalg.cholesky_ex((H + damp * eye).flip(0, 1))
+            U = torch.linalg.solve_triangular(L, eye, upper=False).flip(0, 1) if int(info) == 0 else None
+        if U is not None and math.isfinite(float(U.sum())):
+            return U, damp
         damp *= 10
     raise HessianError(f"{names}: the Hessian is not positive definite even with dampening {damp / 10:.3g} "
                        f"({retries} tenfold increases over percdamp={percdamp})")
