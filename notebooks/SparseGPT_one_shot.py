@@ -76,6 +76,7 @@ from minilib.studies import sparsegpt as study
 from minilib.studies.sparsegpt import run_setting
 from minilib.plotting import save_figure, plot_ppl_vs_sparsity, plot_layer_error, plot_calibration_budget
 from minilib.results import write_results
+from minilib.determinism import numerics_record
 
 t_notebook = time.perf_counter()
 tokenizer = load(model).tokenizer
@@ -251,6 +252,7 @@ write_results(results_path, {
                    "budget_corpus": budget_corpus, "budget_seqlen": budget_seqlen, "budget_nsamples": budget_nsamples,
                    "budget_seeds": budget_seeds, "forward_dtype": forward_dtype, "device": device},
     "metrics": metrics,
+    "numerics": numerics_record(),  # the kernel pins and threads these numbers were computed with
     "records": [{"kind": "run", **r_} for r_ in runs.to_dict("records")]
                + [{"kind": "composition", **r_} for r_ in extra.to_dict("records")]
                + [{"kind": "layer", **r_} for r_ in layers.drop(columns=["group"], errors="ignore").to_dict("records")]
