@@ -17,11 +17,20 @@
 # # Structured FFN pruning of an encoder: baselines
 #
 # FFN neurons are removed **physically** (rows of the up/gate projections and their biases, columns of
-# the down projection; the intermediate size shrinks) at several ratios, chosen by two baselines:
+# the down projection; the intermediate size shrinks) at several ratios, chosen by baselines that rank
+# the neurons within every layer and remove the same fraction from every layer:
 #
 # * **random**: seeded, independently in every layer, repeated over `random_seeds` (>= 3) so that its
 #   spread is known;
-# * **magnitude**: the L2 norm of the neuron's up (and gate) row and down column.
+# * **neuron-norm**: the L2 norm of the neuron's up (and gate) row and down column;
+# * **neuron-maxprod**: `max|up row| * max|down column|` (times `max|gate row|`), which keeps the few
+#   neurons with one outsized weight;
+# * **authors-random** (`baselines`, test and paper profiles): the original study's baseline, one random
+#   index set removed from every layer (over `random_seeds`).
+#
+# None of them is called "magnitude": in `minilib.prune` that word means `|W|` per weight (unstructured
+# pruning).  The original study had no weight-based baseline at all, only random pruning
+# (docs/anatomy.md).
 #
 # No retraining after pruning: the decision head stays fixed.  Both **protocols** are measured:
 # `head-only` (the frozen model's logistic head from `BERT_anatomy`, cached) and `finetuned` (the
@@ -55,7 +64,8 @@ ft_lr = None
 ft_init = None
 lora_r = None
 ratios = None                    # fractions of FFN neurons removed; None: profile
-random_seeds = None              # seeds of the random baseline; None: profile
+random_seeds = None              # seeds of the random baselines; None: profile
+baselines = None                 # besides random: "neuron-norm", "neuron-maxprod", "authors-random"; None: profile
 ppl_corpus = "wiki"              # perplexity (decoders only), test split
 ppl_windows = None
 ppl_seqlen = None
@@ -98,7 +108,7 @@ for proto in protocols:
     mp, head, info = decision_model(m, task, proto, batch_size, max_length, ft=ft)
     models[proto] = (mp, head)
     print(f"{proto}: decision model ready ({'cached' if info.get('cached') else 'trained'}, {info['seconds']:.0f}s)", flush=True)
-    frames.append(ratio_sweep(mp, head, task, baseline_methods(seeds=random_seeds), ratios, ppl_ids, **kw).assign(protocol=proto))
+    frames.append(ratio_sweep(mp, head, task, baseline_methods(seeds=random_seeds, names=["random", *baselines]), ratios, ppl_ids, **kw).assign(protocol=proto))
 df = pd.concat(frames, ignore_index=True)
 summary = seed_summary(df)
 summary.pivot_table(index="ratio", columns=["protocol", "method"], values="acc").round(3)
@@ -116,10 +126,10 @@ for proto in protocols:
 import copy, tempfile
 from minilib.eval.decision import decision_logits
 from minilib.models import save_model, load_model
-from minilib.prune import score_neurons_norm, mask_neurons, remove_neurons
+from minilib.prune import score_neurons_maxprod, mask_neurons, remove_neurons
 mp, head = models[protocols[0]]
 pruned = copy.deepcopy(mp.model)
-rep = remove_neurons(pruned, mask_neurons(score_neurons_norm(pruned), save_ratio), method="magnitude", target={"ratio": save_ratio})
+rep = remove_neurons(pruned, mask_neurons(score_neurons_maxprod(pruned), save_ratio), method="neuron-maxprod", target={"ratio": save_ratio})
 texts = task.texts("test")[:32]
 with tempfile.TemporaryDirectory() as d:
     save_model(pruned, mp.tokenizer, d, extra={"pruning": rep.as_dict()}, head=head, overwrite=True)
@@ -135,7 +145,7 @@ records, correct = split_correct(df)
 write_results(results_path, {
     "notebook": "BERT_pruning_baseline",
     "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
-                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "protocols": protocols,
+                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "baselines": baselines, "protocols": protocols,
                    "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
                    "ft_init": ft_init, "lora_r": lora_r},
     "metrics": {"dense_acc": {p: float(df[(df.protocol == p) & (df.ratio == 0)]["acc"].iloc[0]) for p in protocols} if 0.0 in ratios else None,

@@ -30,11 +30,16 @@
 # fine-tuned on the task with its own head (the anatomy is then that of the fine-tuned model).  No
 # retraining after pruning.
 #
-# **Statistics.** Baselines (magnitude; random over `random_seeds`) come from `BERT_pruning_baseline`
+# **Statistics.** Baselines (random over `random_seeds`; `neuron-norm`, `neuron-maxprod` and, in the
+# test and paper profiles, the original study's `authors-random`) come from `BERT_pruning_baseline`
 # when its parameters match, else they are run here.  Per protocol and ratio the strategy is compared
-# with each baseline **on the same test examples**: against magnitude by the exact McNemar test,
-# against the mean of the random seeds by a paired t-test on the per-example differences, each with a
-# paired-bootstrap 95% interval of the accuracy difference and Holm's correction over the ratios.
+# with each baseline **on the same test examples**: against a single-run baseline by the exact McNemar
+# test, against the mean of a seeded baseline's seeds by a paired t-test on the per-example
+# differences, each with a paired-bootstrap 95% interval of the accuracy difference and Holm's
+# correction over the ratios.  The uniform-budget ablation (`anatomy-uniform`: the anatomy score with
+# the same budget in every layer) separates the two parts of the strategy: the strategy against it is
+# the effect of the layer budget, it against `neuron-norm`/`neuron-maxprod` (also uniform budgets) the
+# effect of the anatomy score.  The docs' verdict decides all of these as one family.
 #
 # **Models.** The default is the embedded `minilm-l6` (all-MiniLM-L6-v2, a real 6-layer BERT encoder), which runs offline.  `model = "bert-base-uncased"`
 # reproduces the original setting for users who have the Hugging Face hub.
@@ -58,7 +63,8 @@ ft_lr = None
 ft_init = None
 lora_r = None
 ratios = None                    # fractions of FFN neurons removed; None: profile
-random_seeds = None              # seeds of the random baseline (when it is run here); None: profile
+random_seeds = None              # seeds of the random baselines (when they are run here); None: profile
+baselines = None                 # besides random: "neuron-norm", "neuron-maxprod", "authors-random"; None: profile
 ppl_corpus = "wiki"              # perplexity (decoders only), test split
 ppl_windows = None
 ppl_seqlen = None
@@ -113,14 +119,15 @@ params = dict(model=model, dataset=dataset, template=template, n_train=n_train, 
               random_seeds=random_seeds, ft_method=ft_method, ft_n_train=ft_n_train, ft_epochs=ft_epochs, ft_batch_size=ft_batch_size,
               ft_lr=ft_lr, ft_init=ft_init, lora_r=lora_r)
 baseline_file = baseline_path or str(ROOT / "results" / "BERT_pruning_baseline.json")
-base = reuse_baselines(baseline_file, params, ratios, protocols)
+base = reuse_baselines(baseline_file, params, ratios, protocols, methods=["random", *baselines])
 print("baselines reused from " + baseline_file if base is not None else "baselines: run here (no matching results file)")
 
 # %% [markdown]
 # ## Per protocol: anatomy, layer profile, budgets, preserved neurons, and the sweep
 
 # %%
-run = strategy_sweep(m, task, protocols, ratios, ft=ft, baselines=base, random_seeds=random_seeds, ppl_ids=ppl_ids,
+run = strategy_sweep(m, task, protocols, ratios, ft=ft, baselines=base, random_seeds=random_seeds,
+                     baseline_names=["random", *baselines], ppl_ids=ppl_ids,
                      decision_state=decision_state, preserve_fraction=preserve_fraction, strength=profile_strength,
                      max_layer_ratio=max_layer_ratio, score_kind=score_kind, uniform_ablation=uniform_ablation,
                      anatomy_dir=anatomy_dir, **kw)
@@ -170,10 +177,11 @@ records, correct = split_correct(allm)
 write_results(results_path, {
     "notebook": "BERT_pruning_strategy",
     "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
-                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "protocols": protocols,
+                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "baselines": baselines, "protocols": protocols,
                    "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
                    "ft_init": ft_init, "lora_r": lora_r, "preserve_fraction": preserve_fraction, "profile_strength": profile_strength,
-                   "max_layer_ratio": max_layer_ratio, "score_kind": score_kind, "decision_state": decision_state},
+                   "max_layer_ratio": max_layer_ratio, "score_kind": score_kind, "decision_state": decision_state,
+                   "uniform_ablation": uniform_ablation},
     "metrics": {"majority": majority, "paired_tests": tests, "preserved_removed": lost, "reload_max_diff": float(diff),
                 "baselines_reused": base is not None, "seconds": time.perf_counter() - t_start},
     "records": records,

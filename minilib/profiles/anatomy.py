@@ -58,7 +58,8 @@ _BASE = {
     },
     "GPT2": {
         "test": dict(model="tiny-gpt2", dataset="sst2", n_train=64, n_test=64, batch_size=32),
-        "default": dict(model="smollm2-135m", dataset="sarcasm", n_train=600, n_test=200, batch_size=32),
+        # 1,000 test items like BERT (issue 21); the pruning notebooks' sizing: minilib.profiles.structured
+        "default": dict(model="smollm2-135m", dataset="sarcasm", n_train=600, n_test=1000, batch_size=32),
         "paper": dict(model=HubOr("gpt2", "smollm2-135m"), dataset="sarcasm", n_train=20000, n_test=2000,
                       batch_size=32),
     },

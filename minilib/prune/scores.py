@@ -9,6 +9,8 @@ Weights ``[out, in]`` of one layer:
 FFN neurons (one vector per block; the structured unit is the neuron's up/gate row and down column):
 
 * ``score_neurons_random``    -- seeded random scores, independent per layer;
+* ``score_neurons_shared_random`` -- one seeded random score vector shared by every layer (the same
+  neurons in every layer: the original anatomy study's baseline);
 * ``score_neurons_norm``      -- L2 norm of the weights the neuron owns;
 * ``score_neurons_maxprod``   -- ``max|up_i| * max|down_:,i|`` (keeps "super weight" neurons);
 * ``score_neurons_anatomy``   -- alignment of the neuron's contribution with the decision vector;
@@ -52,6 +54,19 @@ def score_neurons_random(model, seed: int = 0) -> list[torch.Tensor]:
     gets its own random indices; the original anatomy code reused one index set in every layer)."""
     g = torch.Generator().manual_seed(int(seed))
     return [torch.rand(f.width, generator=g) for f in adapter_for(model).ffns(model)]
+
+
+def score_neurons_shared_random(model, seed: int = 0) -> list[torch.Tensor]:
+    """One seeded random score vector, the same in every layer: with a uniform budget the same neuron
+    indices are removed from every block.  This is the baseline of the original anatomy study
+    (``np.random.shuffle(range(3072))`` once, its first ``k`` indices masked in all 12 layers); it
+    needs equal FFN widths."""
+    ffns = adapter_for(model).ffns(model)
+    widths = {f.width for f in ffns}
+    if len(widths) != 1:
+        raise ValueError(f"shared random scores need one FFN width in every block, got {sorted(widths)}")
+    s = torch.rand(widths.pop(), generator=torch.Generator().manual_seed(int(seed)))
+    return [s.clone() for _ in ffns]
 
 
 def score_neurons_norm(model) -> list[torch.Tensor]:

@@ -3,19 +3,35 @@
 A *method* maps ``(model, ratio)`` to prune masks (one per block, True = prune); ``method_masks``
 builds one from a neuron score and the mask options.  ``ratio_sweep`` prunes a copy of the model per
 method and ratio (physically, ``minilib.prune.remove_neurons``) and measures task accuracy (Wilson
-95% interval, and the per-example correctness that paired tests need), perplexity (decoders),
-parameters, checkpoint bytes and forward latency: one tidy row each.  A method named
-``"<name>@<seed>"`` (``baseline_methods(seeds=[0, 1, 2])``: ``random@0`` ...) gives rows with
-``method=<name>`` and ``seed=<seed>``.
+95% interval, and the per-example correctness that paired tests need), perplexity (decoders) and,
+once per FFN shape (they are the same for every model of that shape), parameters, checkpoint bytes
+and forward latency: one tidy row each.  A method named ``"<name>@<seed>"``
+(``baseline_methods(seeds=[0, 1, 2])``: ``random@0`` ...) gives rows with ``method=<name>`` and
+``seed=<seed>``.
+
+The baselines (``BASELINES``; each ranks the neurons *within* every layer and removes the same
+fraction from every layer, the uniform budget):
+
+* ``random``          -- seeded random scores drawn independently for every layer (several seeds);
+* ``authors-random``  -- the original study's baseline: one random index set shared by every layer
+  (``prune.scores.score_neurons_shared_random``; several seeds);
+* ``neuron-norm``     -- the L2 norm of the weights the neuron owns (its up/gate row and down column,
+  ``score_neurons_norm``);
+* ``neuron-maxprod``  -- ``max|up_i| * max|down_:,i|`` (``* max|gate_i|``), ``score_neurons_maxprod``.
+
+"magnitude" is not one of them: in ``minilib.prune`` it means ``|W|`` per weight (unstructured
+one-shot pruning); results written before the rename call ``neuron-norm`` "magnitude" and are read
+as ``neuron-norm`` (``canonical_methods``).
 
     methods = {**baseline_methods(seeds=[0, 1, 2]),
                "anatomy": anatomy_strategy(anatomy, preserve_fraction=0.01, strength=0.5)}
 
 ``paired_tests`` compares the strategy with each baseline per protocol and ratio on the same test
-examples: against magnitude by the exact McNemar test, against the mean of the random seeds by a
-paired t-test on the per-example differences, both with a paired-bootstrap 95% interval of the
-accuracy difference and Holm's correction over the ratios.  ``TABLES`` print the results tables and
-the verdict of the docs from ``results/<family>_pruning_strategy.json``.
+examples: against a single-run baseline (``neuron-norm``, ``neuron-maxprod``) by the exact McNemar
+test, against the mean of a seeded baseline's seeds by a paired t-test on the per-example
+differences, both with a paired-bootstrap 95% interval of the accuracy difference and Holm's
+correction over the ratios.  The verdict block (``minilib.tables.structured``) decides every
+comparison it prints as one family.
 """
 
 from __future__ import annotations
@@ -31,9 +47,11 @@ import pandas as pd
 from minilib.eval.decision import decision_accuracy
 from minilib.eval.perplexity import perplexity
 from minilib.eval.report import checkpoint_bytes, count_parameters, forward_throughput
+from minilib.models.surgery import ffn_widths
 from minilib.prune.apply import remove_neurons
 from minilib.prune.masks import check_ratio, mask_neurons
-from minilib.prune.scores import score_neurons_anatomy, score_neurons_norm, score_neurons_random
+from minilib.prune.scores import (score_neurons_anatomy, score_neurons_maxprod, score_neurons_norm,
+                                  score_neurons_random, score_neurons_shared_random)
 from minilib.studies.anatomy import layer_profile, preserved_neurons
 
 # a method: (model, ratio) -> prune masks
@@ -48,20 +66,57 @@ def method_masks(scores: Callable, profile=None, preserved=None, strength: float
     return masks
 
 
-def baseline_methods(seed: int = 0, seeds: list[int] | None = None) -> dict[str, MaskFn]:
-    """The two baselines: seeded random neurons, and neuron weight magnitude (L2 norm).  With
-    ``seeds``, one random method per seed, named ``"random@<seed>"``."""
-    def rnd(s):
-        return method_masks(lambda mod: score_neurons_random(mod, s))
-    if seeds is None:
-        return {"random": rnd(seed), "magnitude": method_masks(score_neurons_norm)}
-    if len(seeds) == 0 or len(set(seeds)) != len(seeds):
+# name -> (score function, seeded?).  Every baseline ranks neurons within each layer, uniform budget.
+BASELINES: dict[str, tuple[Callable, bool]] = {
+    "random": (score_neurons_random, True),
+    "authors-random": (score_neurons_shared_random, True),
+    "neuron-norm": (score_neurons_norm, False),
+    "neuron-maxprod": (score_neurons_maxprod, False),
+}
+SEEDED = tuple(k for k, (_, seeded) in BASELINES.items() if seeded)
+WEIGHT_BASELINES = tuple(k for k, (_, seeded) in BASELINES.items() if not seeded)
+DEFAULT_BASELINES = ("random", "neuron-norm", "neuron-maxprod")
+# method names of results written before the rename ("magnitude" meant the neuron L2 norm here)
+LEGACY_METHODS = {"magnitude": "neuron-norm"}
+
+
+def baseline_methods(seed: int = 0, seeds: list[int] | None = None,
+                     names: tuple[str, ...] | list[str] = DEFAULT_BASELINES) -> dict[str, MaskFn]:
+    """The baselines ``names`` (keys of ``BASELINES``; default: ``random``, ``neuron-norm``,
+    ``neuron-maxprod``).  A seeded one (``random``, ``authors-random``) is drawn with ``seed``, or with
+    ``seeds`` once per seed, named ``"<name>@<seed>"``."""
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; choose from {sorted(BASELINES)}")
+    if seeds is not None and (len(seeds) == 0 or len(set(seeds)) != len(seeds)):
         raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
-    return {**{f"random@{int(s)}": rnd(int(s)) for s in seeds}, "magnitude": method_masks(score_neurons_norm)}
+
+    def seeded(fn, s):
+        return method_masks(lambda mod: fn(mod, s))
+    out = {}
+    for name in names:
+        fn, is_seeded = BASELINES[name]
+        if not is_seeded:
+            out[name] = method_masks(fn)
+        elif seeds is None:
+            out[name] = seeded(fn, int(seed))
+        else:
+            out.update({f"{name}@{int(s)}": seeded(fn, int(s)) for s in seeds})
+    return out
+
+
+def canonical_methods(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the method names of older results renamed (``LEGACY_METHODS``: "magnitude" ->
+    "neuron-norm"); the ``method`` and, in paired-test rows, the ``baseline`` column."""
+    df = df.copy()
+    for col in ("method", "baseline"):
+        if col in df:
+            df[col] = df[col].replace(LEGACY_METHODS)
+    return df
 
 
 def split_method(name: str) -> tuple[str, int | None]:
-    """``"random@2"`` -> ``("random", 2)``; ``"magnitude"`` -> ``("magnitude", None)``."""
+    """``"random@2"`` -> ``("random", 2)``; ``"neuron-norm"`` -> ``("neuron-norm", None)``."""
     base, sep, seed = name.partition("@")
     if not sep:
         return name, None
@@ -82,29 +137,42 @@ def anatomy_strategy(anatomy, preserve_fraction: float = 0.01, strength: float =
 
 
 def measure(model, tokenizer, head, task, ppl_ids=None, ppl_seqlen: int = 256, ppl_windows: int = 4,
-            batch_size: int = 32, max_length: int = 128, latency_seqlen: int = 64, latency_repeats: int = 3) -> dict:
+            batch_size: int = 32, max_length: int = 128, latency_seqlen: int = 64, latency_repeats: int = 3,
+            shape_cache: dict | None = None) -> dict:
     """Accuracy (Wilson CI) and per-example correctness (``correct``), perplexity (if ``ppl_ids``),
-    parameters, checkpoint bytes, latency."""
+    parameters, checkpoint bytes, latency.  The last three depend only on the model's shape: with
+    ``shape_cache`` (a dict) they are measured once per tuple of FFN widths and copied to every
+    model of that shape."""
     row = {}
     acc = decision_accuracy(model, tokenizer, head, task, "test", batch_size, max_length, return_correct=True)
     row.update({"acc": acc["acc"], "ci95_low": acc["ci95_low"], "ci95_high": acc["ci95_high"], "n_test": acc["n"],
                 "correct": acc["correct"]})
     if ppl_ids is not None:
         row["perplexity"] = perplexity(model, ppl_ids, ppl_seqlen, max_windows=ppl_windows)
-    row["params"] = count_parameters(model)[0]
-    row["checkpoint_bytes"] = checkpoint_bytes(model)
-    row["latency_s"] = forward_throughput(model, latency_seqlen, 1, latency_repeats)["latency_s"]
+    shape = tuple(ffn_widths(model))
+    cost = None if shape_cache is None else shape_cache.get(shape)
+    if cost is None:
+        cost = {"params": count_parameters(model)[0], "checkpoint_bytes": checkpoint_bytes(model),
+                "latency_s": forward_throughput(model, latency_seqlen, 1, latency_repeats)["latency_s"]}
+        if shape_cache is not None:
+            shape_cache[shape] = cost
+    row.update(cost)
     return row
 
 
 def ratio_sweep(loaded, head, task, methods: dict[str, MaskFn], ratios: list[float], ppl_ids=None,
-                verbose: bool = True, dense: dict | None = None, **measure_kw) -> pd.DataFrame:
+                verbose: bool = True, dense: dict | None = None, shape_cache: dict | None = None,
+                **measure_kw) -> pd.DataFrame:
     """Rows ``method, seed, ratio, ffn_ratio (achieved), acc, ci95_*, correct, perplexity, params,
     checkpoint_bytes, latency_s``.  Ratio 0 is the dense model, measured once and shared by every
-    method (or taken from ``dense``, a row measured before on the same model and task)."""
+    method (or taken from ``dense``, a row measured before on the same model and task).  Parameters,
+    checkpoint bytes and latency are measured once per FFN shape (``shape_cache``: pass one dict to
+    share it between sweeps of models of one architecture)."""
     for r in ratios:
         check_ratio(r)
     names = {name: split_method(name) for name in methods}
+    shape_cache = {} if shape_cache is None else shape_cache
+    measure_kw = {**measure_kw, "shape_cache": shape_cache}
     rows = []
     if dense is not None:
         dense = {k: v for k, v in dense.items() if k not in ("method", "seed", "ratio", "ffn_ratio", "param_ratio",
@@ -125,21 +193,23 @@ def ratio_sweep(loaded, head, task, methods: dict[str, MaskFn], ratios: list[flo
                          "param_ratio": rep.param_ratio, **row})
             del model
             if verbose:
-                print(f"[sweep] {name:>10s} ratio {r:.2f}: achieved FFN ratio {rep.ffn_ratio:.3f}, "
+                print(f"[sweep] {name:>16s} ratio {r:.2f}: achieved FFN ratio {rep.ffn_ratio:.3f}, "
                       f"acc {row['acc']:.3f}" + (f", ppl {row['perplexity']:.2f}" if 'perplexity' in row else "")
                       + f" ({time.perf_counter() - t:.0f}s)", flush=True)
     return pd.DataFrame(rows)
 
 
 def strategy_sweep(loaded, task, protocols: list[str], ratios: list[float], *, ft=None, baselines: pd.DataFrame | None = None,
-                   random_seeds: list[int] = (0, 1, 2), ppl_ids=None, decision_state: str = "head",
+                   random_seeds: list[int] = (0, 1, 2), baseline_names: tuple[str, ...] | list[str] = DEFAULT_BASELINES,
+                   ppl_ids=None, decision_state: str = "head",
                    preserve_fraction: float = 0.01, strength: float = 1.0, max_layer_ratio: float = 0.9,
                    score_kind: str = "abs_proj", uniform_ablation: bool = False, anatomy_dir=None,
                    batch_size: int = 32, max_length: int = 128, verbose: bool = True, **measure_kw) -> dict:
     """The strategy notebooks' work, per protocol: the decision model (``anatomy.decision_model``), its
-    anatomy (cached), the per-layer budgets, the anatomy strategy (plus its uniform-budget ablation),
-    and the ratio sweep of the strategy beside the baselines -- taken from ``baselines`` (rows of the
-    baseline notebook, e.g. ``reuse_baselines``) or measured here over ``random_seeds``.
+    anatomy (cached), the per-layer budgets, the anatomy strategy (plus its uniform-budget ablation,
+    ``anatomy-uniform``), and the ratio sweep of the strategy beside the baselines -- taken from
+    ``baselines`` (rows of the baseline notebook, e.g. ``reuse_baselines``) or measured here
+    (``baseline_names`` over ``random_seeds``).
 
     Returns ``sweep`` (every row, all protocols), ``budgets`` (per protocol: profile, preserved and
     removed neurons per layer and ratio), ``strategies`` (per protocol: ``(model, head, mask function)``)
@@ -147,7 +217,10 @@ def strategy_sweep(loaded, task, protocols: list[str], ratios: list[float], *, f
     from minilib.prune.masks import layer_budgets
     from minilib.studies.anatomy import anatomy_for, decision_model
     frames, budgets, strategies, lost = [], {}, {}, {}
-    sweep_kw = dict(batch_size=batch_size, max_length=max_length, verbose=verbose, **measure_kw)
+    shape_cache: dict = {}
+    sweep_kw = dict(batch_size=batch_size, max_length=max_length, verbose=verbose, shape_cache=shape_cache, **measure_kw)
+    if baselines is not None:
+        baselines = canonical_methods(baselines)
     for proto in protocols:
         mp, head, _ = decision_model(loaded, task, proto, batch_size, max_length, ft=ft)
         an, an_info = anatomy_for(mp, task, batch_size, max_length, directory=anatomy_dir or None,
@@ -173,8 +246,8 @@ def strategy_sweep(loaded, task, protocols: list[str], ratios: list[float], *, f
         if verbose:
             print(f"{proto}: anatomy {'cached' if an_info['cached'] else 'computed'} ({an_info['key']})", flush=True)
         if baselines is None:
-            b = ratio_sweep(mp, head, task, baseline_methods(seeds=list(random_seeds)), ratios, ppl_ids,
-                            **sweep_kw).assign(protocol=proto)
+            b = ratio_sweep(mp, head, task, baseline_methods(seeds=list(random_seeds), names=baseline_names), ratios,
+                            ppl_ids, **sweep_kw).assign(protocol=proto)
             frames.append(b)
         else:
             b = baselines[baselines.protocol == proto]
@@ -233,12 +306,13 @@ def holm(pvalues) -> np.ndarray:
     return adj
 
 
-def paired_tests(df: pd.DataFrame, strategy: str = "anatomy", baselines: tuple[str, ...] = ("magnitude", "random"),
+def paired_tests(df: pd.DataFrame, strategy: str = "anatomy", baselines: tuple[str, ...] = tuple(BASELINES),
                  alpha: float = 0.05, n_resamples: int = 10_000) -> pd.DataFrame:
-    """Per protocol and ratio > 0: the strategy against each baseline on the same test examples.
+    """Per protocol and ratio > 0: the strategy against each baseline on the same test examples
+    (``baselines`` absent from ``df`` are skipped).
 
     ``df``: ``ratio_sweep`` rows with ``protocol``, ``method``, ``seed``, ``ratio`` and ``correct``.
-    Against a single-run baseline (magnitude): the accuracy difference with its paired-bootstrap 95%
+    Against a single-run baseline (``neuron-norm``, ``neuron-maxprod``): the accuracy difference with its paired-bootstrap 95%
     interval and the exact McNemar p-value.  Against a seeded baseline (random, several seeds): the
     difference to the mean accuracy over seeds, with the paired-bootstrap interval of the per-example
     difference ``correct_strategy - mean_seeds(correct_random)`` and the p-value of a paired t-test on
@@ -253,6 +327,7 @@ def paired_tests(df: pd.DataFrame, strategy: str = "anatomy", baselines: tuple[s
     need = {"protocol", "method", "seed", "ratio", "correct"}
     if need - set(df.columns):
         raise ValueError(f"paired_tests needs columns {sorted(need)}, missing {sorted(need - set(df.columns))}")
+    df = canonical_methods(df)
     rows = []
     for (proto, ratio), g in df[df.ratio > 0].groupby(["protocol", "ratio"], sort=True):
         s = g[g.method == strategy]
@@ -329,10 +404,13 @@ MATCH_KEYS = ("model", "dataset", "template", "n_train", "n_test", "seed", "max_
               "ft_n_train", "ft_epochs", "ft_batch_size", "ft_lr", "ft_init", "lora_r")
 
 
-def reuse_baselines(path, params: dict, ratios: list[float], protocols: list[str]) -> pd.DataFrame | None:
+def reuse_baselines(path, params: dict, ratios: list[float], protocols: list[str],
+                    methods: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame | None:
     """The baseline rows (with their per-example correctness) of a ``<family>_pruning_baseline``
     results file, when it was run with the same model, data, split, fine-tuning and random seeds and
-    covers ``ratios`` and ``protocols``; else None (the caller runs the baselines itself)."""
+    covers ``ratios``, ``protocols`` and the baselines ``methods`` (names of ``BASELINES``; older
+    files' "magnitude" counts as ``neuron-norm``; only their rows are returned); else None (the caller
+    runs the baselines itself)."""
     import json
     path = Path(path)
     if not path.is_file():
@@ -347,4 +425,9 @@ def reuse_baselines(path, params: dict, ratios: list[float], protocols: list[str
     df = df[df.ratio.isin(ratios) & df.protocol.isin(protocols)]
     df["seed"] = [None if v is None or v != v else int(v) for v in df["seed"]]
     df = attach_correct(df, b["correct"])
+    df = canonical_methods(df)
+    if methods is not None:
+        if not set(methods) <= set(df.method):
+            return None
+        df = df[df.method.isin(methods)]
     return None if df.correct.isna().any() else df.reset_index(drop=True)
