@@ -77,5 +77,5 @@ def test_cli_check_and_rewrite(tmp_path, capsys):
     assert "stale:" in err and "dense_verdict" in err
     assert tables.main(args) == 0
     body = doc.read_text()
-    assert "answers above chance on every MCQ set" in body and "0.700 [0.604, 0.781]" in body
+    assert "**Above chance**: sciq 0.700 [0.604, 0.781]" in body and "Not resolved" not in body
     assert tables.main(args + ["--check"]) == 0
