@@ -41,8 +41,8 @@ SPEC = {
 PROFILES = {
     "test": dict(model="tiny-llama", domains=["tiny"], mcq_sets={"tiny": "piqa"}, thresholds=[0.0, 0.008],
                  neuron_thresholds=[1e-5, 0.008], dense_finetune=True, scale="absolute", mcq_n=4, calib_windows=8,
-                 seqlen=32, test_chunks=12, dev_chunks=2, chunk_bytes=512, eval_seqlen=64, ft_steps=2, ft_seqlen=32,
-                 ft_batch=2, ft_eval_every=2, n_resamples=200, coverage_tokens=[1024, 4096, 100_000],
+                 seqlen=32, test_chunks=12, dev_chunks=2, chunk_bytes=512, eval_seqlen=64, ft_steps=1, ft_seqlen=32,
+                 ft_batch=2, ft_eval_every=1, n_resamples=200, coverage_tokens=[1024, 4096, 100_000],
                  coverage_min_counts=[1, 2],
                  coverage_eval_tokens=[1024], authors_domains=["tiny"], authors_thresholds=[0.0, 0.008]),
     # Sized on 2 CPU cores from a pilot on SmolLM2 (TinyStories), in CPU seconds measured while the cores

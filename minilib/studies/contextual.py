@@ -160,8 +160,8 @@ def prune_vocabulary(model: nn.Module, tokenizer, corpus_ids: torch.Tensor, min_
 # --eprune -1``.  One ε here is both their linear and their activation threshold (``criterion="any"``).
 AUTHORS_THRESHOLDS = (1e-5, 1e-3, 1e-1)
 PROTOCOLS = {"ours": "held out: calibration on calib, fine-tuning on train, early stopping on dev, scores on test",
-             "authors": "the authors': calibration, token counts, fine-tuning, early stopping and scores on the "
-                        "same text (the test text)"}
+             "authors": "the authors': calibration, token counts, fine-tuning, early stopping and scores on one "
+                        "text, the test text"}
 SETTINGS = {"dense": "dense", "neurons": "neurons only", "vocab": "vocabulary only", "both": "neurons and vocabulary"}
 
 

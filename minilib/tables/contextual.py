@@ -408,7 +408,7 @@ def table_verdict(results_dir: Path) -> str:
                 out.append(line + "; ".join(bits) + ".")
             for e in [e for e in entries if e["domain"] == d and e["protocol"] == proto and e["what"] == "mcq"]:
                 r, t = e["row"], e["test"]
-                out.append(f"  MCQ ({r['mcq']}, n = {t.n}) of {_setting(r)} after fine-tuning: acc {r['acc']:.3f} "
+                out.append(f"  MCQ ({r['mcq']}, n = {t.n}) after fine-tuning, {_setting(r)}: acc {r['acc']:.3f} "
                            f"against dense {r['acc'] - t.estimate:.3f}, {t.test}, Holm p {format_p(t.p_adj)}: "
                            + ("resolved." if t.resolved else "not resolved."))
             if proto == "ours":
