@@ -179,7 +179,7 @@ class ContextualConfig:
     authors=True)`` the **authors' protocol** runs too: dense fine-tuned and every ``authors_thresholds``
     ε (same meaning as ``thresholds``), with calibration, token counts, fine-tuning and early stopping
     on the test text itself.  ``mcq_n`` items of the domain's MCQ set score dense and every fine-tuned
-    model of our protocol (``None``: the whole set)."""
+    pruned model of our protocol (``None``: the whole set; not the dense control, to save the budget)."""
 
     thresholds: tuple = (0.0, 0.1)
     neuron_thresholds: tuple = AUTHORS_THRESHOLDS
@@ -389,7 +389,7 @@ def run_domain(model, tokenizer, domain: str, mcq: str | None = None, config: Co
                 "prune_vocab": False, **{k: v for k, v in dense.items() if k.endswith("_params") or k in (
                     "params", "size_pct", "vocab", "ffn_neurons_removed", "ffn_removed_pct")},
                 "train_fallback_rate": 0.0, **span[protocol]}
-        rec, s = recover(copy.deepcopy(model), tokenizer, train, dev, None, protocol, base, None, protocol == "ours")
+        rec, s = recover(copy.deepcopy(model), tokenizer, train, dev, None, protocol, base, None, False)
         rec["stage"] = "dense-finetuned"
         add(rec, s)
         if verbose:
