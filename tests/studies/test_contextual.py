@@ -1,5 +1,6 @@
 """Contextual pruning (Mini-GPTs) on tiny models: L1 statistics, thresholds, physical removal, the
-protocol on the same test text, and the tables generated from its results."""
+decomposed protocol on the same test text (neurons only, vocabulary only, both, the dense control,
+the coverage curve, the authors' protocol), and the tables generated from its results."""
 
 import json
 import math
@@ -15,7 +16,7 @@ from minilib.models import (adapter_for, ffn_widths, load,
                             load_model, save_model)
 from minilib.prune import SparsityError, check_threshold, mask_threshold, score_neurons_l1
 from minilib.studies import contextual as study
-from minilib.studies.contextual import collect_l1_stats as collect_neuron_stats
+from minilib.calib import collect_l1_stats as collect_neuron_stats
 from minilib.studies.contextual import layer_removal, normalize, prune_neurons
 
 
@@ -62,6 +63,13 @@ def zero_neurons(model, layer, idx):
                 weight_oi(lin)[idx] = 0
                 if lin.bias is not None:
                     lin.bias.data[idx] = 0
+
+
+def test_l1_statistics_live_in_the_toolkit():
+    import minilib.calib
+    from minilib.calib import l1
+    assert study.collect_l1_stats is minilib.calib.collect_l1_stats is l1.collect_l1_stats
+    assert study.L1Stats is minilib.calib.L1Stats and study.normalize is l1.normalize and study.SCALES == l1.SCALES
 
 
 def test_stats_shapes_and_no_hook_leak(tiny_decoder):
@@ -205,62 +213,222 @@ def test_attention_mask_mode_zeroes_rows_only():
 
 
 
-# --- the protocol: every stage on the same text; the generated tables ----------------------------
+# --- the protocol: every setting on the same text; the generated tables ---------------------------
 
 @pytest.fixture(scope="module")
 def protocol():
-    """One small run of the whole protocol on tiny-llama (vocabulary pruning alone and with neurons)."""
+    """One small run of the whole protocol on tiny-llama: dense, the dense control, neurons only (an ε
+    that removes nothing and one that removes ~30%), vocabulary only, both, the coverage curve, and
+    the authors' protocol."""
     m = load("tiny-llama")
     eps = float(torch.cat(study.domain_stats(m.model, study.corpus_splits(m.tokenizer, "tiny")["calib"], 8, 32).ffn)
                 .quantile(0.3))
     before = {k: v.clone() for k, v in m.model.state_dict().items()}
-    out = study.run_domain(m.model, m.tokenizer, "tiny", None, eps_grid=[0.0, eps], calib_windows=8, seqlen=32,
-                           test_chunks=6, dev_chunks=2, chunk_bytes=128, eval_seqlen=64, ft_steps=2, ft_seqlen=32,
-                           ft_batch=2, ft_eval_every=1, n_resamples=200, verbose=False)
-    return m, before, out, eps
+    cfg = study.ContextualConfig(thresholds=[0.0, eps], neuron_thresholds=[1e-5, eps], calib_windows=8, seqlen=32,
+                                 test_chunks=12, dev_chunks=2, chunk_bytes=512, eval_seqlen=64, ft_steps=2,
+                                 ft_seqlen=32, ft_batch=2, ft_eval_every=1, n_resamples=200,
+                                 coverage_tokens=[1024, 2048, 4096, 8192, 10 ** 6], coverage_min_counts=[1, 2, 4],
+                                 coverage_eval_tokens=[1024], authors_thresholds=[0.0, eps])
+    out = study.run_domain(m.model, m.tokenizer, "tiny", None, cfg, authors=True, verbose=False)
+    return m, before, out, eps, cfg
 
 
-def test_protocol_scores_every_stage_on_the_same_text(protocol):
-    m, before, out, eps = protocol
+def _rec(out, protocol, setting, stage, eps=None):
+    rec = pd.DataFrame(out["records"])
+    sel = rec[(rec.protocol == protocol) & (rec.setting == setting) & (rec.stage == stage)]
+    if eps is not None:
+        sel = sel[sel.eps == eps]
+    assert len(sel) == 1, (protocol, setting, stage, eps)
+    return sel.iloc[0]
+
+
+def test_protocol_scores_every_setting_on_the_same_text(protocol):
+    m, before, out, eps, cfg = protocol
     assert all(torch.equal(v, m.model.state_dict()[k]) for k, v in before.items())  # the model is left as it was
     rec = pd.DataFrame(out["records"])
     assert rec.test_bytes.nunique() == 1 and rec.test_chunks.nunique() == 1  # the same characters everywhere
-    assert list(rec.stage) == ["dense", "pruned", "finetuned", "pruned", "finetuned"]
+    assert list(zip(rec.protocol, rec.setting, rec.stage)) == [
+        ("ours", "dense", "dense"), ("ours", "dense", "dense-finetuned"),
+        ("ours", "neurons", "pruned"), ("ours", "neurons", "finetuned"),   # ε = 1e-5: removes nothing
+        ("ours", "neurons", "pruned"), ("ours", "neurons", "finetuned"),
+        ("ours", "vocab", "pruned"), ("ours", "vocab", "finetuned"), ("ours", "both", "pruned"),
+        ("ours", "both", "finetuned"), ("authors", "dense", "dense-finetuned"), ("authors", "vocab", "pruned"),
+        ("authors", "vocab", "finetuned"), ("authors", "both", "pruned"), ("authors", "both", "finetuned")]
+    assert rec.key.is_unique and set(rec.key) <= set(out["chunks"])
     dense = rec.iloc[0]
     assert dense.d_bpb == 0 and dense.fallback_rate == 0 and dense.bpb_low < dense.bpb < dense.bpb_high
     for r in rec.iloc[1:].itertuples():
-        assert r.vocab < dense.vocab and r.fallback_rate > 0  # unseen test tokens are spelt in bytes
-        assert r.train_fallback_rate > 0  # the vocabulary comes from calib only: train holds unseen tokens too
+        assert len(out["chunks"][r.key]) == r.test_chunks == cfg.test_chunks
         assert r.d_bpb_low <= r.d_bpb <= r.d_bpb_high
         assert r.d_bpb == pytest.approx(r.bpb - dense.bpb)
-        assert len(out["chunks"][f"{r.eps:g}/{r.stage}"]) == r.test_chunks
-    vocab_only = rec[(rec.eps == 0) & (rec.stage == "pruned")].iloc[0]
-    assert vocab_only.ffn_neurons_removed == 0 and vocab_only.size_pct < 100
-    neurons = rec[(rec.eps == eps) & (rec.stage == "pruned")].iloc[0]
-    assert 0 < neurons.ffn_removed_pct < 100 and neurons.size_pct < vocab_only.size_pct
+        assert r.prune_vocab == (r.setting in ("vocab", "both")) and r.prune_neurons == (r.setting in ("neurons", "both"))
+    for r in rec[rec.setting.isin(["vocab", "both"]) & (rec.protocol == "ours")].itertuples():
+        assert r.vocab < dense.vocab and r.fallback_rate > 0  # unseen test tokens are spelt in bytes
+        assert r.train_fallback_rate > 0  # the vocabulary comes from calib only: train holds unseen tokens too
+    vocab_only = _rec(out, "ours", "vocab", "pruned")
+    both = _rec(out, "ours", "both", "pruned")
+    assert 0 < both.ffn_removed_pct < 100 and both.size_pct < vocab_only.size_pct < 100
     ft = rec[rec.stage == "finetuned"]
-    assert (ft.target_dev_bpb == dense.dev_bpb).all()  # early stopping against the dense model, same dev text
-    assert {"dev_bpb", "step"} <= set(pd.DataFrame(out["curves"]).columns)
-    assert ft.stopped.str.contains("bits per byte|budget spent").all()
+    assert (ft[ft.protocol == "ours"].target_dev_bpb == dense.dev_bpb).all()  # early stopping against dense, same dev
+    assert ft.stopped.str.contains("bits per byte|budget spent|removes no neuron").all()
+    assert {"dev_bpb", "step", "protocol", "setting"} <= set(pd.DataFrame(out["curves"]).columns)
+
+
+def test_neuron_only_keeps_the_vocabulary_and_vocab_only_keeps_the_ffns(protocol):
+    m, before, out, eps, cfg = protocol
+    dense = _rec(out, "ours", "dense", "dense")
+    for stage in ("pruned", "finetuned"):
+        n = _rec(out, "ours", "neurons", stage, eps)
+        assert n.vocab == dense.vocab and n.embedding_params == dense.embedding_params and n.fallback_rate == 0
+        assert n.ffn_params < dense.ffn_params and n.ffn_neurons_removed > 0 and not n.prune_vocab
+        v = _rec(out, "ours", "vocab", stage)
+        assert v.ffn_params == dense.ffn_params and v.ffn_neurons_removed == 0 and v.attention_params == dense.attention_params
+        assert v.embedding_params < dense.embedding_params and not v.prune_neurons
+        b = _rec(out, "ours", "both", stage, eps)
+        assert b.ffn_params == n.ffn_params and b.vocab == v.vocab  # both = the same neurons and the same vocabulary
+    # an ε that removes no neuron is the dense model: recorded, not scored
+    same = _rec(out, "ours", "neurons", "pruned", 1e-5)
+    assert same.identical_to == "dense" and same.ffn_neurons_removed == 0 and same.d_bpb == 0
+    assert out["chunks"][same.key] == out["chunks"]["dense"]
+
+
+def test_dense_finetuned_control(protocol):
+    m, before, out, eps, cfg = protocol
+    for proto in ("ours", "authors"):
+        c = _rec(out, proto, "dense", "dense-finetuned")
+        assert c.ft_steps == cfg.ft_steps  # the whole budget: no early-stopping target (it starts at the target)
+        assert math.isnan(c.target_dev_bpb) and c.size_pct == 100.0 and c.vocab == len(m.tokenizer)
+        assert len(out["chunks"][c.key]) == cfg.test_chunks and c.key == f"{proto}/dense-finetuned"
+    cur = pd.DataFrame(out["curves"])
+    assert len(cur[(cur.setting == "dense") & (cur.protocol == "ours")].dropna(subset=["dev_bpb"])) == cfg.ft_steps + 1
+
+
+def test_coverage_curve(protocol):
+    m, before, out, eps, cfg = protocol
+    cov = pd.DataFrame(out["coverage"])
+    calib = out["splits"]["calib"][1] - out["splits"]["calib"][0]
+    assert cov.calib_tokens.max() == calib and cov[cov.calib_tokens == calib].whole_split.all()  # clipped to the split
+    for mc, g in cov.groupby("min_count"):
+        g = g.sort_values("calib_tokens")
+        assert g.vocab.is_monotonic_increasing and g.test_fallback_rate.is_monotonic_decreasing  # nested prefixes
+        assert g.calib_tokens.tolist() == [1024, 2048, 4096, 8192, calib]
+    one = cov[cov.min_count == 1].sort_values("calib_tokens")
+    assert one.vocab.iloc[-1] > one.vocab.iloc[0] and one.test_fallback_rate.iloc[-1] < one.test_fallback_rate.iloc[0]
+    for n, g in cov.groupby("calib_tokens"):
+        assert g.sort_values("min_count").vocab.is_monotonic_decreasing
+    # the whole-split point is the vocabulary-only setting's vocabulary and byte-spelt share
+    vocab_only = _rec(out, "ours", "vocab", "pruned")
+    whole = one.iloc[-1]
+    assert whole.vocab == vocab_only.vocab and whole.test_fallback_rate == pytest.approx(vocab_only.fallback_rate)
+    assert whole.size_pct == pytest.approx(vocab_only.size_pct, abs=1e-6)
+    scored = cov[cov.get("scored", False) == True]  # noqa: E712
+    assert scored.calib_tokens.tolist() == [1024] and len(out["chunks"][scored.key.iloc[0]]) == cfg.test_chunks
+    assert scored.fallback_rate.iloc[0] == pytest.approx(scored.test_fallback_rate.iloc[0])  # counting = scoring
+
+
+def test_authors_protocol_uses_one_text(protocol):
+    m, before, out, eps, cfg = protocol
+    rec = pd.DataFrame(out["records"])
+    spans = ("calib_span", "train_span", "dev_span", "test_span")
+    test_bytes = int(rec.test_bytes.iloc[0])
+    for r in rec[rec.protocol == "authors"].to_dict("records"):
+        assert all(r[k] == ["test", "bytes", 0, test_bytes] for k in spans)  # the same text for everything
+    for r in rec[rec.protocol == "ours"].to_dict("records"):
+        assert [r[k][0] for k in spans] == ["calib", "train", "dev", "test"]
+        assert r["calib_span"][2:] == out["splits"]["calib"] and r["train_span"][2:] == out["splits"]["train"]
+        assert r["test_span"] == ["test", "bytes", 0, test_bytes]
+    for stage in ("pruned", "finetuned"):  # token counts from the test text itself: no test token is spelt in bytes
+        a, o = _rec(out, "authors", "vocab", stage), _rec(out, "ours", "vocab", stage)
+        assert a.fallback_rate == 0 and o.fallback_rate > 0 and a.vocab < o.vocab
+    a_ft = _rec(out, "authors", "both", "finetuned", eps)
+    assert a_ft.target_dev_bpb == pytest.approx(_rec(out, "ours", "dense", "dense").bpb)  # stops at dense on that text
+    assert out["text"]["authors_tokens"] >= 1000
+
+
+def test_config():
+    cfg = study.ContextualConfig(thresholds=[0.0, 0.1], neuron_thresholds=[1e-5, 0.1])
+    assert cfg.settings("ours") == [("neurons", 1e-5), ("neurons", 0.1), ("vocab", 0.0), ("both", 0.1)]
+    assert cfg.settings("authors") == [("vocab", 0.0), ("both", 0.1)]
+    off = study.ContextualConfig(thresholds=[0.0, 0.1, 0.2], neuron_thresholds=[0.1], prune_embeddings=False)
+    assert off.settings("ours") == [("neurons", 0.1), ("neurons", 0.2)]  # no vocabulary: ε = 0 is dense, 0.1 once
+    assert study.ContextualConfig.from_params({"mcq_n": 0, "ft_steps": 3, "domains": ["x"]}).mcq_n is None
+    assert study.ContextualConfig.from_params({"ft_steps": 3}).ft_steps == 3
+    assert study.ContextualConfig().neuron_thresholds == study.AUTHORS_THRESHOLDS == (1e-5, 1e-3, 1e-1)
+    with pytest.raises(SparsityError, match="number >= 0"):
+        study.ContextualConfig(thresholds=[-0.1])
+    with pytest.raises(ValueError, match="scale must be one of"):
+        study.ContextualConfig(scale="max")
+    with pytest.raises(ValueError, match="coverage_tokens"):
+        study.ContextualConfig(coverage_tokens=[0])
+
+
+def _results(out, eps, cfg, tmp_path, name="run", **changes):
+    res = {"records": out["records"], "layers": out["layers"], "coverage": out["coverage"],
+           "chunks": {"tiny": out["chunks"]},
+           "parameters": {"model": "tiny-llama", "thresholds": [0.0, eps], "neuron_thresholds": [1e-5, eps],
+                          "test_chunks": cfg.test_chunks, "chunk_bytes": cfg.chunk_bytes, "prune_embeddings": True,
+                          "min_count": 1, "ft_steps": cfg.ft_steps, "ft_batch": cfg.ft_batch,
+                          "ft_seqlen": cfg.ft_seqlen}}
+    res.update(changes)
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "contextual_pruning.json").write_text(json.dumps(res, default=float))
+    return res, tmp_path / name
 
 
 def test_tables_from_results(protocol, tmp_path):
-    m, before, out, eps = protocol
+    m, before, out, eps, cfg = protocol
     from minilib.tables import contextual as ctab
-    domains = {r["domain"] for r in out["records"]}
-    res = {"records": out["records"], "layers": out["layers"], "chunks": {d: out["chunks"] for d in domains},
-           "parameters": {"thresholds": [0.0, eps], "test_chunks": 4, "chunk_bytes": 64, "prune_embeddings": True}}
-    (tmp_path / "contextual_pruning.json").write_text(json.dumps(res, default=float))
+    res, path = _results(out, eps, cfg, tmp_path)
+    assert {"contextual_coverage", "contextual_verdict", "contextual_results", "contextual_recovery"} <= set(ctab.TABLES)
     for name, table in ctab.TABLES.items():
-        text = table(tmp_path)
-        assert text.strip(), name
+        text = table(path)
+        assert text.strip() and not text.startswith("_No results"), name
         if text.startswith("|"):
             widths = {line.count("|") for line in text.splitlines() if line.startswith("|")}
             assert len(widths) == 1, f"{name}: rows with different numbers of cells"
-    verdict = ctab.TABLES["contextual_verdict"](tmp_path)
-    assert "tiny" in verdict and "42%" in verdict and "One multiple-comparison family" in verdict
-    assert "n = 6 text chunks: too few to test (at least 10 needed)" in verdict  # 6 chunks: below the floor
-    assert "no setting prunes neurons alone" in verdict  # every neuron setting here prunes the vocabulary too
+    verdict = ctab.TABLES["contextual_verdict"](path)
+    for block in ("One multiple-comparison family", "**tiny, our protocol**", "**tiny, the authors' protocol**",
+                  "Dense fine-tuned with the same recipe", "Neurons only (vocabulary untouched)", "Vocabulary only",
+                  "Neurons and vocabulary", "vs the dense model fine-tuned the same way", "Vocabulary coverage",
+                  "removes no FFN neuron", "41.88%", "On the authors' protocol here", "on ours", "Not decomposed"):
+        assert block in verdict, block
+    gaps = ctab._protocol_gaps(res)  # what this run closes is no longer claimed
+    assert not any(g.startswith(("no setting prunes neurons alone", "no dense model", "the authors' small",
+                                 "the kept vocabulary comes from one", "the authors' protocol (")) for g in gaps)
+    assert any("beyond the calib split" in g for g in gaps)
+    # the family: every comparison of every block, one Holm family
+    tests = ctab.verdict_tests(res)
+    kinds = {(e["protocol"], e["row"]["setting"], e["what"], e["vs"]) for e in tests}
+    for k in [("ours", "neurons", "pruned", "dense"), ("ours", "neurons", "finetuned", "dense"),
+              ("ours", "neurons", "finetuned", "dense-finetuned"), ("ours", "vocab", "pruned", "dense"),
+              ("ours", "vocab", "finetuned", "dense-finetuned"), ("ours", "both", "pruned", "dense"),
+              ("ours", "both", "finetuned", "dense"), ("ours", "both", "finetuned", "dense-finetuned"),
+              ("ours", "dense", "dense-finetuned", "dense"), ("ours", "vocab", "coverage", "dense"),
+              ("authors", "dense", "dense-finetuned", "dense"), ("authors", "vocab", "pruned", "dense"),
+              ("authors", "both", "finetuned", "dense"), ("authors", "both", "finetuned", "dense-finetuned")]:
+        assert k in kinds, k
+    assert len(tests) == 18 and {t["test"].family for t in tests} == {18}  # 1e-5 (identical to dense) is not tested
+    assert not any(ctab._same(e["row"]) for e in tests)
+    table = ctab.TABLES["contextual_coverage"](path)
+    assert "the test text itself (authors' protocol)" in table and "(whole split)" in table
+
+
+def test_tables_claim_the_gaps_of_a_smaller_run(protocol, tmp_path):
+    """A run without the decomposition (the former default: vocabulary-only and both, no control, no
+    coverage, no authors' protocol) gets every gap named; fewer chunks than the floor are not tested."""
+    m, before, out, eps, cfg = protocol
+    from minilib.tables import contextual as ctab
+    old = [r for r in out["records"] if r["protocol"] == "ours" and r["setting"] in ("dense", "vocab", "both")
+           and r["stage"] != "dense-finetuned"]
+    chunks = {k: v[:6] for k, v in out["chunks"].items()}
+    res, path = _results(out, eps, cfg, tmp_path, records=old, coverage=[], chunks={"tiny": chunks})
+    gaps = " ".join(ctab._protocol_gaps(res))
+    for g in ("no setting prunes neurons alone", "no dense model is fine-tuned", "small thresholds",
+              "coverage against calibration size is not measured", "the authors' protocol (the same text"):
+        assert g in gaps, g
+    verdict = ctab.TABLES["contextual_verdict"](path)
+    assert "n = 6 text chunks: too few to test (at least 10 needed)" in verdict
+    assert ctab.TABLES["contextual_coverage"](path).startswith("_No results")
     (tmp_path / "old").mkdir()  # results of an older notebook, or none: the tables say so
     (tmp_path / "old" / "contextual_pruning.json").write_text(json.dumps({"records": [{"ppl": 1.0}]}))
     for table in ctab.TABLES.values():
@@ -297,8 +465,10 @@ def test_absmean_skips_first_positions_of_flattened_batches():
 
 def test_figures_render(protocol, tmp_path):
     from minilib.plotting import plot_layer_removal, plot_recovery_bpb, plot_size_vs_bpb, save_figure
-    m, before, out, eps = protocol
+    m, before, out, eps, cfg = protocol
     rec, cur, lay = (pd.DataFrame(out[k]) for k in ("records", "curves", "layers"))
+    rec = rec[(rec.protocol == "ours") & rec.setting.isin(["dense", "vocab", "both"])]  # what the notebook draws
+    cur = cur[(cur.protocol == "ours") & cur.setting.isin(["vocab", "both"])]
     for name, fig in (("layers", plot_layer_removal(lay)), ("size", plot_size_vs_bpb(rec)),
                       ("recovery", plot_recovery_bpb(cur, rec))):
         paths = save_figure(fig, name, figures_dir=tmp_path)
