@@ -34,7 +34,7 @@ and what the kernel pins of ``minilib.determinism`` cost.
    branch on an Intel AVX-512 CPU is not measured by a run on AMD.
 
 The configs set the pinned variables themselves (the caller's values of them are not passed on).
-Written with ``minilib.studies.benchmarks.write_bench`` (every value, each process's
+Written with ``minilib.tables.benchmarks.write_bench`` (every value, each process's
 ``minilib.determinism.numerics_record()``, the environment) to ``--out``.  Default run: about 5
 minutes on 2 cores (the 1-thread configs run ``--jobs`` at a time).
 """
@@ -345,7 +345,7 @@ def main(argv=None) -> int:
                  f"got {a.nsamples} x {a.seqlen}")
 
     sys.path.insert(0, str(ROOT))  # the minilib of this checkout, as the children get it
-    from minilib.studies import benchmarks as bench
+    from minilib.tables import benchmarks as bench
     from minilib.determinism import numerics_record
     bench.COMMANDS.setdefault(NAME, COMMAND)  # write_bench/load_bench know the benchmarks by name
     threads = max(parse_config(c)[1] for c in configs + speed_configs)
