@@ -3,20 +3,12 @@ per protocol, and how much the choice of the decision vector matters."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 
-def _read_results(results_dir: Path, stem: str) -> dict | None:
-    f = Path(results_dir) / f"{stem}.json"
-    return json.loads(f.read_text()) if f.is_file() else None
-
-
-def _missing(stem: str) -> str:
-    return (f"_No results in the current format yet: run `make reproduce` (or the `{stem}` notebook on its "
-            f"default profile) to write `results/{stem}.json`._")
+from minilib.tables.common import maybe_load as _read_results, missing as _missing  # noqa: E402
 
 
 def dense_table(results_dir: Path) -> str:

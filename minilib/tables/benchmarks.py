@@ -58,15 +58,7 @@ def environment(device, threads: int) -> dict:
     return env
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from minilib.determinism import _cpu_name  # noqa: E402  (one reader of the CPU's name)
 
 
 def _loadavg() -> float | None:

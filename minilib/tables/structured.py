@@ -25,15 +25,7 @@ METHOD_LABEL = {STRATEGY: "anatomy strategy", UNIFORM: "anatomy, uniform budget"
                 "neuron-maxprod": "neuron-maxprod", "authors-random": "authors-random", "random": "random"}
 
 
-def _read(results_dir: Path, stem: str) -> dict | None:
-    import json
-    f = Path(results_dir) / f"{stem}.json"
-    return json.loads(f.read_text()) if f.is_file() else None
-
-
-def _missing(stem: str) -> str:
-    return (f"_No results in the current format yet: run `make reproduce` (or the `{stem}` notebook on its "
-            f"default profile) to write `results/{stem}.json`._")
+from minilib.tables.common import maybe_load as _read, missing as _missing  # noqa: E402
 
 
 def _fmt_p(p: float) -> str:
