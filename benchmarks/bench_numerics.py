@@ -55,7 +55,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 NAME = "numerics_spread"
-COMMAND = "python benchmarks/bench_numerics.py --rounds 2"  # as results/ was made
+# (the command that made results/numerics_spread.json; registered in minilib.studies.benchmarks.COMMANDS at run time)
+COMMAND = "python benchmarks/bench_numerics.py --configs pinned-1,pinned-2,native-1,compatible-1 --rounds 2"
 MODEL = "smollm2-135m"
 FORWARD = (2, 128)        # windows x tokens of the timed forward
 SOLVE_TOKENS = (4, 256)   # windows x tokens whose inputs feed the timed solves
