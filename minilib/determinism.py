@@ -5,25 +5,32 @@
     results["numerics"] = numerics_record()   # what the numbers of this run were computed with
 
 What varies between two runs of the same code (measured on the embedded SmolLM2, SparseGPT and
-Wanda at 70%; ``benchmarks/bench_numerics.py`` and ``results/numerics_spread.json``):
+Wanda at 50% and 70%; ``benchmarks/bench_numerics.py`` and ``results/numerics_spread.json``):
 
 * nothing, at a fixed thread count on one machine: fresh processes give bitwise identical masks,
   weights and perplexities (``torch.use_deterministic_algorithms`` and ``ONEDNN_MAX_CPU_ISA`` change
   nothing here: no nondeterministic CPU op runs, and the fp32 linears go to MKL, not oneDNN);
-* the **ISA that ATen dispatches to** (``ATEN_CPU_CAPABILITY``): its vectorized kernels (softmax,
-  norms, ...) sum in another order with 8-wide AVX2 than with 16-wide AVX-512 vectors, so an
+* the **ISA that ATen dispatches to** (``ATEN_CPU_CAPABILITY``): its vectorized kernels (softmax
+  among them, measured) sum in another order with 8-wide AVX2 than with 16-wide AVX-512 vectors, so an
   AVX2-only machine computes other last bits than an AVX-512 one.  Pinned: ``avx2`` wherever the CPU
   has AVX2 (every AVX-512 x86 CPU has it), so AVX2 and AVX-512 machines run the same ATen kernels;
 * **MKL's code branch** (``MKL_CBWR``, conditional numerical reproducibility): MKL picks its GEMM
   and LAPACK kernels by CPU.  ``MKL_CBWR=AVX2`` asks for the AVX2 branch; MKL honours it on Intel
   CPUs, and on AMD CPUs it refuses every ISA branch (measured on an AMD EPYC: ``mkl_cbwr_set``
   returns "unsupported branch" for SSE2..AVX-512, the variable silently becomes ``AUTO``), so only
-  ``COMPATIBLE`` is the same on every x86 CPU; it costs speed (see ``docs``/the bench) and is left
-  to the user (``MKL_CBWR=COMPATIBLE`` before minilib is imported);
+  ``COMPATIBLE`` is the same on every x86 CPU; it is not a default because it is slow (about twice
+  the time of a forward and of a solve, ``results/numerics_spread.json``), so it is left to the user
+  (``MKL_CBWR=COMPATIBLE`` in the environment, or set before minilib is imported);
 * **the thread count**: MKL's Cholesky (``potrf``) splits its work by threads, so the SparseGPT
   solver got another inverse Hessian at 2 threads than at 1 (the forwards and Wanda did not).
-  The solver now factors on one thread (``serial_cpu``), which costs little (the factorisations are
-  a small part of a solve) and removes that dependence.
+  The solver now factors on one thread (``serial_cpu``), which removes that dependence: 1 and 2
+  threads give bitwise identical masks and perplexities (the GEMMs, ATen's reductions and softmax
+  measured the same at 1, 2, 4 and 8 threads on the model's shapes).  The factorisation is about a
+  sixth of the down projection's solve and was not measurably slower on one thread than on two.
+
+The ATen pin did not measurably slow a forward or a solve on an AVX-512 CPU (bench, speed part).
+``torch.use_deterministic_algorithms`` is not set: it changed nothing on the CPU, and on CUDA it
+raises for some operations unless ``CUBLAS_WORKSPACE_CONFIG`` is set (GPU kernels are not pinned here).
 
 The pins are environment variables read when torch first dispatches a kernel (ATen) or when MKL
 initialises; they are set with ``os.environ.setdefault`` by ``set_env_defaults()``, which
@@ -47,7 +54,7 @@ OPT_OUT = "MINILIB_NUMERICS"          # "native": set no pins
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 MKL_BRANCHES = {0: "OFF", 1: "BRANCH_OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1",
                 8: "SSE4_2", 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1",
-                14: "AVX512_E1"}  # mkl_cbwr.h
+                14: "AVX512_E1"}  # mkl_cbwr.h (AUTO, COMPATIBLE and STRICT checked against MKL_CBWR here)
 MKL_STRICT = 0x10000
 
 
