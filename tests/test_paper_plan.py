@@ -123,6 +123,12 @@ def test_a_hub_fallback_is_reported(monkeypatch):
     assert plan("GPT2_anatomy", "paper", hub=False, model="smollm2-135m").ok
 
 
+def test_readme_command_plans_every_paper_profile_clean(capsys):
+    """README: `.venv/bin/python -m minilib.profiles.plan --profile paper`, as written."""
+    assert P.main(["--profile", "paper"]) == 0
+    assert "plans clean" in capsys.readouterr().out
+
+
 def test_cli_exits_1_on_problems(capsys):
     assert P.main(["GPT2_anatomy"]) == 0
     assert "plans clean" in capsys.readouterr().out

@@ -1,18 +1,15 @@
 """minilib.tables.sparsegpt: the generated tables from synthetic results files where the answer is
 known (SparseGPT 5% lower in NLL over 3 seeds and 16 windows; a budget where Wanda wins)."""
 
-import importlib
 import json
+import math
 
 import numpy as np
-import pandas as pd
-import pytest
 
-tables = importlib.import_module("minilib.tables.sparsegpt")
+from minilib.tables import sparsegpt as tables
 
 
 def _run(method, nll, s=0.5, nm="", seed=None, **kw):
-    import math
     return {"kind": "run", "method": method, "sparsity": s, "nm": nm, "nll": list(nll), "eval_seqlen": 101,
             "seed": seed, "eval_windows": len(nll), "perplexity": math.exp(np.sum(nll) / (100 * len(nll))),
             "ppl_low": 0.0, "ppl_high": 0.0, **kw}
