@@ -747,7 +747,8 @@ def test_missing_values_are_one_setting_distinct_from_the_text_nan():
     t = pd.DataFrame({"a": pd.array(["nan", None, "x", np.nan], dtype="object"), "b": [1.0, np.nan, 2.0, None]})
     k = row_keys(t, ["a", "b"])
     assert k[1] == k[3] and k[0] != k[1] and len(set(k)) == 3
-    rows = [{"run": f"r{s}{v}", "tag": v, "seed": s, "acc": 0.1 * s + (v == "nan")} for s in (0, 1) for v in ("nan", None)]
+    rows = [{"run": f"r{s}{v}", "tag": v, "seed": s, "acc": 0.1 * s + (v == "nan")}
+            for s in (0, 1) for v in ("nan", None)]
     out = aggregate_over_seeds(pd.DataFrame(rows), metrics="acc", by=["tag"])
     assert len(out) == 2 and set(out["n_seeds"]) == {2}       # "nan" and None are two settings, not one
 

@@ -17,9 +17,11 @@ A spec (YAML)::
 
 Everything is checked before anything runs: unknown keys (with the closest allowed key), empty
 grids, notebooks that do not exist, parameters that the notebook's ``parameters`` cell does not
-define (the cell papermill injects after, read with ``ast``), values that the notebook's parameter spec
-(``minilib.profiles.NOTEBOOKS``, by the notebook's stem: kind, range, choices) rejects -- or, for a notebook
-without one, whose type does not match the default in that cell -- parameters the runner sets itself (``results_path``, ``figures_dir``), duplicate runs.
+define (the cell papermill injects after, read with ``ast``), values that the notebook's parameter
+spec rejects (``minilib.profiles.NOTEBOOKS``, found by the notebook's stem: kind, range, choices,
+whatever the cell's default, often ``None``) -- or, for a notebook without a spec, values whose
+type does not match the default in that cell --, parameters the runner sets itself
+(``results_path``, ``figures_dir``), duplicate runs.
 """
 
 from __future__ import annotations

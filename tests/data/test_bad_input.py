@@ -415,6 +415,7 @@ def test_finetune_classifier_checks_its_data_before_any_compute():
             (["good film", "bad film", ""], [1, 0, 1], None, r"finetune_classifier: texts\[2\] is empty"),
             (["good film", "bad film", "ok"], [1, 0, -1], None, r"labels\[2\] = -1 is negative"),
             (["good film", "bad film", "ok"], [2, 0, 2], None, r"class \[1\] of 0..2 has no example"),
-            (["good film", "bad film", "ok"], [1, 0, 2], torch.nn.Linear(32, 2), r"labels\[2\] = 2 is >= num_labels=2")]:
+            (["good film", "bad film", "ok"], [1, 0, 2], torch.nn.Linear(32, 2),
+             r"labels\[2\] = 2 is >= num_labels=2")]:
         with pytest.raises(SchemaError, match=match):
             finetune_classifier(m.model, never_called, texts, labels, "lora", init_head=head, verbose=False)
