@@ -66,3 +66,32 @@ def test_atomic_dir_keeps_the_old_folder_on_error(tmp_path):
             (stage / "MARK").write_text("v2")
             raise KeyError("boom")
     assert (target / "MARK").read_text() == "v1" and sorted(q.name for q in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize("data,what", [
+    (b'{"notebook": "dense_baselines", "records": [{"acc": 0.5}, {"acc"', "is truncated: its JSON stops at byte"),
+    (b'{"notebook": "dense_baselines", "note": "half a str', "is truncated"),
+    (b"", "is empty"),
+    (b"  \n", "is empty"),
+    (b'{"a": 1} trailing', "is not valid JSON (Extra data at line 1"),
+    (b"{'a': 1}", "is not valid JSON"),
+    (b'{"a": "\xff"}', "is not UTF-8 text"),
+    (b"[1, 2]", "holds a JSON list, not the results object"),
+])
+def test_read_results_names_a_bad_file_says_what_is_wrong_and_to_rerun(tmp_path, data, what):
+    from minilib.results import ResultsError
+    p = tmp_path / "dense_baselines.json"
+    p.write_bytes(data)
+    with pytest.raises(ResultsError) as e:
+        read_results(p, notebook="dense_baselines")
+    assert str(p) in str(e.value) and what in str(e.value)
+    assert "rerun the dense_baselines notebook" in str(e.value)
+    with pytest.raises(ValueError, match="rerun the notebook that wrote it"):   # ResultsError is a ValueError
+        read_results(p)
+
+
+def test_read_results_of_a_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_results(tmp_path / "none.json")
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        read_results(tmp_path)

@@ -7,7 +7,6 @@ notebook in a child process, check what it wrote, and only then write ``DONE``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -136,10 +135,11 @@ def _results_ok(path: Path, before: int | None) -> str:
         return f"the notebook finished but wrote no results at {path}"
     if before is not None and path.stat().st_mtime_ns == before:
         return f"the notebook finished but did not rewrite {path} (the file there is from an earlier run)"
+    from minilib.results import ResultsError, read_json
     try:
-        json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return f"the results file {path} is not valid JSON ({e})"
+        read_json(path, "rerun the notebook (the sweep runs it again)")
+    except ResultsError as e:
+        return f"the notebook finished but its results file is unusable: {e}"
     return ""
 
 

@@ -237,12 +237,12 @@ def write_timings(plan: Plan, res_dir: Path, profile: str, invocation: dict | No
 def table_timings(results_dir: Path) -> str:
     """Markdown: the wall time of each notebook's last ``make reproduce`` run, their sum, and the
     wall clock of the call that ran them all (when one call did)."""
-    import json
+    from minilib.results import read_json
     path = Path(results_dir) / TIMINGS
     if not path.exists():
         raise ValueError(f"{path.name} is missing: run `make reproduce` (it writes the wall times of its runs)")
-    d = json.loads(path.read_text())
-    if "runs" not in d:
+    d = read_json(path, "re-run `make reproduce` to rewrite it")
+    if not isinstance(d, dict) or "runs" not in d:
         raise ValueError(f"{path.name} is in an older format: re-run `make reproduce`")
     lines = ["| notebook | status | wall time (min) | threads |", "|---|---|---|---|"]
     total = 0.0

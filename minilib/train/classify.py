@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from minilib import assets
+from minilib.data.tasks import check_training_data
 from minilib.device import model_device
 from minilib.eval.decision import DecisionTask
 from minilib.models.adapters import adapter_for
@@ -113,6 +114,7 @@ def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, m
     lr = DEFAULT_LR.get(method, 5e-5) if lr is None else lr
     check_hparams(method, epochs, batch_size, lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout, None,
                   keep_sparsity)
+    check_training_data(texts, labels, None if init_head is None else init_head.out_features, "finetune_classifier")
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if len(texts) != len(y_all) or len(texts) < 2:
         raise ValueError(f"need >= 2 texts with one label each, got {len(texts)} texts and {len(y_all)} labels")
