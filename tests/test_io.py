@@ -45,13 +45,13 @@ def test_atomic_dir_refuses_foreign_folders(tmp_path):
     (target / "notes.txt").write_text("mine")
     ran = []
     with pytest.raises(DestinationError, match="not written by minilib"):
-        with atomic_dir(target, is_ours=lambda p: (p / "MARK").is_file()):
+        with atomic_dir(target, owned=lambda p: {"MARK"} if (p / "MARK").is_file() else None):
             ran.append(1)
     assert not ran and (target / "notes.txt").read_text() == "mine"
     with atomic_dir(target, overwrite=True) as stage:
         (stage / "MARK").write_text("x")
     assert sorted(q.name for q in target.iterdir()) == ["MARK"]
-    with atomic_dir(target, is_ours=lambda p: (p / "MARK").is_file()) as stage:  # ours: replaced
+    with atomic_dir(target, owned=lambda p: {"MARK"}) as stage:  # only ours in it: replaced
         (stage / "MARK").write_text("y")
     assert (target / "MARK").read_text() == "y"
     assert sorted(q.name for q in tmp_path.iterdir()) == ["out"]  # no staging or old folders left
@@ -62,7 +62,7 @@ def test_atomic_dir_keeps_the_old_folder_on_error(tmp_path):
     with atomic_dir(target) as stage:
         (stage / "MARK").write_text("v1")
     with pytest.raises(KeyError):
-        with atomic_dir(target, is_ours=lambda p: True) as stage:
+        with atomic_dir(target, owned=lambda p: {"MARK"}) as stage:
             (stage / "MARK").write_text("v2")
             raise KeyError("boom")
     assert (target / "MARK").read_text() == "v1" and sorted(q.name for q in tmp_path.iterdir()) == ["m"]
