@@ -161,10 +161,10 @@ def atomic_dir(path: str | os.PathLike, owned: Callable[[Path], Collection[str] 
     is moved aside, the new one renamed in, then the old one deleted.
     """
     path = Path(path)
-    keep = check_destination(path, owned, overwrite, what)
     root = Path(staging_root) if staging_root is not None else path.parent
-    root.mkdir(parents=True, exist_ok=True)
     remove_stale(path, root)
+    keep = check_destination(path, owned, overwrite, what)
+    root.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-{os.getpid()}-", dir=root))
     os.chmod(stage, _umask_mode(0o777))
     old, moved = None, []
