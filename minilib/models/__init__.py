@@ -14,5 +14,5 @@ from minilib.models.vocab import RemappedTokenizer, VocabMap, keep_vocab_rows, m
 __all__ = ["ADAPTERS", "FFN", "SUPPORTED_FAMILIES", "Adapter", "UnsupportedModelError", "adapter_for", "EMBEDDED",
            "TASKS", "LoadedModel", "UnknownModelError", "load", "resolve_device", "PlanMismatchError",
            "check_neuron_indices", "ffn_widths", "remove_ffn_neurons", "CorruptModelError", "is_saved_model",
-           "load_head", "load_model", "read_plan", "save_head", "save_model", "TINY", "tiny_model", "RemappedTokenizer", "VocabMap",
-           "keep_vocab_rows", "make_vocab_map", "token_counts"]
+           "load_head", "load_model", "read_plan", "save_head", "save_model", "TINY", "tiny_model", "RemappedTokenizer",
+           "VocabMap", "keep_vocab_rows", "make_vocab_map", "token_counts"]

@@ -168,8 +168,9 @@ def hub_reachable(endpoint: str | None = None, timeout: float = HUB_PROBE_TIMEOU
     """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds (asked once per
     process and endpoint; False at once with ``HF_HUB_OFFLINE`` set).  Without it a hub id that does
     not exist costs ~25 s of retries offline before its error."""
-    from huggingface_hub import constants
     from urllib.parse import urlparse
+
+    from huggingface_hub import constants
     if constants.HF_HUB_OFFLINE:
         return False
     url = urlparse(endpoint or constants.ENDPOINT)
@@ -247,7 +248,8 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
         return _from_folder(str(path), task, num_labels, dtype, device, name)
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise FileNotFoundError(f"local model path {name} does not exist")
-    online = hub_kwargs.get("local_files_only") is not True and hub_reachable()
+    local_only = hub_kwargs.get("local_files_only") is True
+    online = not local_only and hub_reachable()
     try:  # a hub id: real code for users online; offline, only what the Hugging Face cache holds
         return _from_folder(name, task, num_labels, dtype, device, name,
                             **{**hub_kwargs, **({} if online else {"local_files_only": True})})
@@ -255,6 +257,7 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
         raise
     except (OSError, ValueError) as e:
         hub = ("not loadable from the Hugging Face hub" if online else
+               "not in the local Hugging Face cache (local_files_only=True)" if local_only else
                "not in the local Hugging Face cache, and the Hugging Face hub could not be reached (offline, "
                "or HF_HUB_OFFLINE is set), so it was not looked up there")
         raise UnknownModelError(

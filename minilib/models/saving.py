@@ -12,7 +12,7 @@ One folder, written atomically (``minilib.io.atomic_dir``):
   format and hashing), written last.
 
 Integrity.  ``load_model`` hashes every file against the manifest before it reads any (one streamed
-pass per file; about 0.4-1.5 s for a 540 MB model, see ``check_hashes``): a missing, added, resized or
+pass per file; 0.4-1.2 s for a 540 MB model, see ``check_hashes``): a missing, added, resized or
 changed file raises ``CorruptModelError`` naming it, never a model with quietly different weights.
 ``save_model`` replaces only what its manifest says it wrote: files it did not write are never deleted
 (refused, or kept with ``overwrite=True``), and staging folders of writers that were killed are removed.
@@ -76,9 +76,11 @@ def check_hashes(path: str | os.PathLike, kind: str = SAVED, what: str = "saved 
     """Raise ``CorruptModelError`` naming the file unless every file of ``path`` has the size and sha256
     its manifest recorded, and no file was added (``minilib.assets.check_folder``, every file hashed).
 
-    Cost: one sequential read per file (``hashlib.file_digest``, no Python loop per chunk): sha256 runs
-    at about 1.5 GB/s on this project's CPU, so 0.3-0.4 s for a 540 MB model, and the read warms the
-    page cache for the load that follows."""
+    Cost: one sequential read per file (``hashlib.file_digest``, no Python loop per chunk), and the read
+    warms the page cache for the load that follows.  Measured on this project's CPU (2 cores): about
+    1.5 GB/s idle (0.36 s for a 540 MB model, ``minilib.assets``), 0.45-0.55 GB/s with the machine shared
+    by other jobs (1.1-1.2 s for SmolLM2's 538 MB safetensors, against 1.1-1.5 s for the load itself);
+    a tiny model (17 MB) takes 38 ms against 1.2 s for ``load_model``."""
     path = Path(path)
     res = assets.check_folder(path, full=True, expect={"minilib": kind}, record=False)
     if res.reason:
