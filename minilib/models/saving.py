@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -200,11 +201,14 @@ def read_plan(path: str | os.PathLike) -> dict:
     return plan
 
 
-def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="auto"):
+def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="auto", verify: bool = True):
     """Load a folder written by ``save_model``: a ``LoadedModel`` whose ``plan`` is the saved plan,
     whose tokenizer is remapped when the vocabulary was pruned, and whose ``head`` is the saved
     decision head (or None).  Every file is first checked against the sha256 recorded when it was
-    saved (``check_hashes``); a folder that does not match raises ``CorruptModelError``."""
+    saved (``check_hashes``); a folder that does not match raises ``CorruptModelError``.
+
+    ``verify=False`` skips that check, with a warning: only to rescue a folder saved before saved
+    models carried a manifest (load it once this way and ``save_model`` it again)."""
     import transformers
     from safetensors.torch import load_model as st_load
     from transformers import AutoConfig, AutoTokenizer
@@ -216,7 +220,18 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32, devi
     path = Path(path)
     if not (path / PLAN_FILE).is_file():
         read_plan(path)  # FileNotFoundError: not a saved model
-    check_hashes(path)
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify must be True or False, got {verify!r}")
+    if not verify:
+        warnings.warn(f"loading {path} without checking its content against its manifest (verify=False)",
+                      stacklevel=2)
+    elif not (path / MANIFEST).exists():
+        raise CorruptModelError(f"saved model {path} has no {MANIFEST}: it was written before saved models "
+                                "carried content hashes (or by hand), so its content cannot be verified; if you "
+                                "trust it, load it once with load_model(path, verify=False) and save_model it "
+                                "again")
+    else:
+        check_hashes(path)
     plan = read_plan(path)
     try:
         config = AutoConfig.from_pretrained(path)

@@ -95,7 +95,7 @@ def finetune_key(model, task: DecisionTask, n_train: int, max_length: int, hpara
     init = "random" if init_head is None else hashlib.sha1(raw(init_head.weight) + raw(init_head.bias)).hexdigest()[:12]
     spec = {"fingerprint": model_fingerprint(model), "dataset": task.dataset, "seed": task.seed, "n_train": n_train,
             "labels_sum": int(np.asarray(task.train.labels[:n_train]).sum()), "template": task.template,
-            "max_length": max_length, "hparams": hparams, "init_head": init, "v": 1}
+            "max_length": max_length, "hparams": hparams, "init_head": init, "v": 2}  # v2: saved with a content manifest
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
