@@ -17,7 +17,7 @@ and the block is rerun for the next block's inputs.  Only one block is on ``devi
 
 Methods: ``magnitude`` (|W| per layer), ``wanda`` (|W|·||X|| per output row), ``sparsegpt`` (OBS
 reconstruction); each unstructured at ``sparsity`` in [0, 1) or N:M (``nm=(n, m)``: ``n`` zeros in each
-``m`` consecutive inputs).  ``wbits < 16`` quantizes per channel: jointly inside the SparseGPT solver,
+``m`` consecutive inputs; ``sparsity`` must then be left at its default or equal ``n / m``).  ``wbits < 16`` quantizes per channel: jointly inside the SparseGPT solver,
 round-to-nearest after masking for the others.  ``masks`` fixes the mask of some layers (keys as in
 ``minilib.calib``, True = prune), from any other criterion: with ``sparsegpt`` OBS reconstructs the
 rest of the layer around it, with the other methods the mask is applied as it is.
@@ -44,11 +44,11 @@ from torch import nn
 from minilib.calib.accumulators import HESSIAN_PRECISIONS, Hessian, InputSqNorms, LastBatch
 from minilib.calib.passes import (BlockStep, CalibrationError, check_dtype, check_windows, key,
                                   sequential_pass)
+from minilib.data.corpora import check_count
 from minilib.device import Timer, model_device, resolve_device
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import in_features, weight_oi
 from minilib.prune.apply import PartialPruneError, zero_weights
-from minilib.data.corpora import check_count
 from minilib.prune.masks import (DEFAULT_SPARSITY, SparsityError, check_nm, check_sparsity_nm, mask_nm,
                                  mask_unstructured, parse_nm)
 from minilib.prune.quant import check_wbits
