@@ -17,8 +17,9 @@ and the block is rerun for the next block's inputs.  Only one block is on ``devi
 
 Methods: ``magnitude`` (|W| per layer), ``wanda`` (|W|·||X|| per output row), ``sparsegpt`` (OBS
 reconstruction); each unstructured at ``sparsity`` in [0, 1) or N:M (``nm=(n, m)``: ``n`` zeros in each
-``m`` consecutive inputs; ``sparsity`` must then be left at its default or equal ``n / m``).  ``wbits < 16`` quantizes per channel: jointly inside the SparseGPT solver,
-round-to-nearest after masking for the others.  ``masks`` fixes the mask of some layers (keys as in
+``m`` consecutive inputs; ``sparsity`` must then be left at its default or equal ``n / m``).
+``wbits < 16`` quantizes per channel: jointly inside the SparseGPT solver, round-to-nearest after
+masking for the others.  ``masks`` fixes the mask of some layers (keys as in
 ``minilib.calib``, True = prune), from any other criterion: with ``sparsegpt`` OBS reconstructs the
 rest of the layer around it, with the other methods the mask is applied as it is.
 
