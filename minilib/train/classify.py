@@ -45,7 +45,8 @@ from minilib.data.tasks import check_training_data
 from minilib.device import model_device
 from minilib.eval.decision import DecisionTask
 from minilib.models.adapters import adapter_for
-from minilib.train.checks import DEFAULT_LR, METHODS, check_int, check_lora, check_method, check_positive, check_unit
+from minilib.train.checks import (DEFAULT_LR, METHODS, check_int, check_lora, check_method, check_positive,
+                                  check_seed, check_unit)
 from minilib.train.heads import model_fingerprint
 from minilib.train.lora import add_lora, lora_targets, merge_lora
 from minilib.train.masking import SparsityMasks, check_keep_sparsity
@@ -114,6 +115,8 @@ def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, m
     lr = DEFAULT_LR.get(method, 5e-5) if lr is None else lr
     check_hparams(method, epochs, batch_size, lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout, None,
                   keep_sparsity)
+    check_seed(seed)
+    check_int("max_length", max_length, 1)
     check_training_data(texts, labels, None if init_head is None else init_head.out_features, "finetune_classifier")
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if len(texts) != len(y_all) or len(texts) < 2:

@@ -18,11 +18,15 @@ from minilib import assets
 from minilib.device import model_device
 from minilib.eval.decision import DecisionTask, decision_features
 from minilib.models.saving import load_head, save_head
+from minilib.train.checks import check_int, check_nonnegative, check_seed
 
 
 def fit_head(features: torch.Tensor, labels, l2: float = 0.1, max_iter: int = 200, seed: int = 0) -> nn.Linear:
-    """Logistic regression (L-BFGS, fp32) on standardised features, folded back into one ``nn.Linear``."""
-    torch.manual_seed(seed)
+    """Logistic regression (L-BFGS, fp32) on standardised features, folded back into one ``nn.Linear``.
+    ``l2`` >= 0, ``max_iter`` >= 1, ``seed`` an integer >= 0."""
+    check_nonnegative("l2", l2)
+    check_int("max_iter", max_iter, 1)
+    torch.manual_seed(check_seed(seed))
     x = features.float()
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if len(x) != len(y):
