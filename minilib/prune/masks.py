@@ -88,20 +88,22 @@ def parse_nm(nm) -> tuple[int, int] | None:
     return int(n), int(m)
 
 
-DEFAULT_SPARSITY = 0.5  # prune_model's and SparseGPT.prune's default
+DEFAULT_SPARSITY = 0.5  # what prune_model and SparseGPT.prune prune when neither sparsity nor nm is given
 
 
 def check_sparsity_nm(sparsity, nm: tuple[int, int] | None) -> float:
-    """The sparsity a call prunes: ``sparsity`` (in [0, 1), always checked) without ``nm``; with an
-    N:M pattern exactly ``n / m``, so ``sparsity`` must then be the default (``DEFAULT_SPARSITY``,
-    i.e. not given) or ``n / m`` itself; any other value would be silently ignored and is refused."""
+    """The sparsity a call prunes.  Without ``nm``: ``sparsity`` (in [0, 1); ``None`` = ``DEFAULT_SPARSITY``).
+    With an N:M pattern exactly ``n / m``: ``sparsity`` must then be ``None`` (not given) or ``n / m``
+    itself (range always checked); any other value would be silently ignored and is refused."""
+    if sparsity is None:
+        return DEFAULT_SPARSITY if nm is None else nm[0] / nm[1]
     sparsity = check_sparsity(sparsity)
     if nm is None:
         return sparsity
     n, m = nm
-    if sparsity != DEFAULT_SPARSITY and not math.isclose(sparsity, n / m, rel_tol=0, abs_tol=1e-9):
+    if not math.isclose(sparsity, n / m, rel_tol=0, abs_tol=1e-9):
         raise SparsityError(f"sparsity={sparsity:g} conflicts with nm={n}:{m}: an N:M pattern prunes exactly "
-                            f"N/M = {n / m:g} of the weights; pass sparsity={n / m:g} (or leave the default) "
+                            f"N/M = {n / m:g} of the weights; pass sparsity={n / m:g} (or leave it out) "
                             f"with nm, or nm=None for unstructured sparsity {sparsity:g}")
     return n / m
 

@@ -50,7 +50,7 @@ from minilib.device import Timer, model_device, resolve_device
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import in_features, weight_oi
 from minilib.prune.apply import PartialPruneError, zero_weights
-from minilib.prune.masks import (DEFAULT_SPARSITY, SparsityError, check_nm, check_sparsity_nm, mask_nm,
+from minilib.prune.masks import (SparsityError, check_nm, check_sparsity_nm, mask_nm,
                                  mask_unstructured, parse_nm)
 from minilib.prune.quant import check_wbits
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
@@ -138,7 +138,7 @@ def input_groups(step: BlockStep) -> tuple[list[list[str]], dict[str, torch.Tens
 
 
 @torch.no_grad()
-def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float = DEFAULT_SPARSITY,
+def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | None = None,
                 nm: tuple[int, int] | str | None = None, wbits: int = 16, calib: torch.Tensor | None = None,
                 device: torch.device | str | None = "auto", blocksize: int = 128, percdamp: float = 0.01,
                 batch_size: int = 8, measure_error: bool | None = None, progress: bool = False,
@@ -165,7 +165,8 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float = D
     (for calibration sets that do not fit on the GPU beside one block).
 
     ``sparsity`` must lie in [0, 1) whether or not ``nm`` is given; with ``nm`` the pattern prunes
-    exactly N/M, so ``sparsity`` must be left at its default or equal N/M (else ``SparsityError``).
+    exactly N/M, so ``sparsity`` must be left out (``None``) or equal N/M (else ``SparsityError``);
+    with neither, ``DEFAULT_SPARSITY`` (0.5).
     ``percdamp`` lies in [0, 1); ``blocksize`` and ``batch_size`` are integers >= 1.  Every argument
     is checked before anything runs, so a refused call leaves the model as it was.  A failure (or a
     ``KeyboardInterrupt``) after some blocks were changed in place says so: ``PartialPruneError``

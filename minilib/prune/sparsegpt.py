@@ -49,7 +49,7 @@ from minilib.data.corpora import check_count
 from minilib.determinism import serial_cpu
 from minilib.device import synchronize
 from minilib.models.linear import in_features, out_features, set_weight_oi, weight_oi
-from minilib.prune.masks import DEFAULT_SPARSITY, check_nm, check_sparsity_nm, mask_nm, mask_smallest, n_pruned
+from minilib.prune.masks import check_nm, check_sparsity_nm, mask_nm, mask_smallest, n_pruned
 from minilib.prune.quant import check_wbits, fit_quantizer
 from minilib.prune.report import reconstruction_stats
 from minilib.prune.scores import score_obs
@@ -109,7 +109,7 @@ class SparseGPT(Hessian):
 
     # --- pruning -----------------------------------------------------------------------------
     @torch.no_grad()
-    def prune(self, sparsity: float = DEFAULT_SPARSITY, n: int = 0, m: int = 0, wbits: int = 16, blocksize: int = 128,
+    def prune(self, sparsity: float | None = None, n: int = 0, m: int = 0, wbits: int = 16, blocksize: int = 128,
               percdamp: float = 0.01, subblock: int = 16, mask: dict[str, torch.Tensor] | None = None,
               measure_error: bool = True, heldout: Hessian | None = None) -> list[dict]:
         """Prune (and with ``wbits < 16`` quantize) every layer in place; one stats dict per layer:
@@ -118,7 +118,7 @@ class SparseGPT(Hessian):
 
         ``mask``: a fixed bool mask ``[out, in]`` per layer name (True = prune) chosen by any other
         criterion; OBS then only reconstructs (``sparsity`` and ``n:m`` are ignored).  With ``n:m``,
-        ``sparsity`` must be the default or ``n / m`` (as in ``prune_model``).
+        ``sparsity`` must be left out (``None``) or ``n / m``; without, ``None`` is 0.5 (as in ``prune_model``).
         ``measure_error``: the reconstruction error on the calibration inputs (``error``, ``rel_error``;
         in-sample: the solver minimised it), ``NaN`` when False.  ``heldout``: a ``Hessian`` of the
         same layers' inputs on held-out windows, for the error on inputs that chose nothing.

@@ -55,7 +55,7 @@ def test_sparsity_that_nm_would_ignore_is_refused(llama, method, sparsity, nm):
     _refused(m, SparsityError, r"sparsity=.* conflicts with nm=.*N/M", method=method, sparsity=sparsity, nm=nm)
 
 
-@pytest.mark.parametrize("sparsity", [1.5, 1.0, -0.1, float("nan"), float("inf"), "0.5", True, None])
+@pytest.mark.parametrize("sparsity", [1.5, 1.0, -0.1, float("nan"), float("inf"), "0.5", True])  # None = not given
 def test_sparsity_range_is_checked_even_with_nm(llama, sparsity):
     _refused(llama.model, SparsityError, "sparsity", method="wanda", sparsity=sparsity, nm="2:4")
 
@@ -70,7 +70,7 @@ def test_malformed_nm_is_refused(llama, nm):
                                          ((4, 8), 0.5)])
 def test_valid_nm_with_sparsity_gives_exact_nm(method, nm, sparsity):
     m, _, ad = load("tiny-llama")
-    kw = {} if sparsity is None else {"sparsity": sparsity}  # None: the default, ignored with nm
+    kw = {} if sparsity is None else {"sparsity": sparsity}  # not given: nm decides
     rep = prune_model(m, method, nm=nm, calib=_calib(), **kw)
     n, mm = nm
     assert rep.target == {"nm": f"{n}:{mm}"} and rep.sparsity == n / mm
@@ -85,7 +85,10 @@ def test_valid_nm_with_sparsity_gives_exact_nm(method, nm, sparsity):
 
 def test_check_sparsity_nm_rule():
     assert check_sparsity_nm(0.3, None) == 0.3
-    assert check_sparsity_nm(0.5, (1, 4)) == 0.25          # the default: nm decides
+    assert check_sparsity_nm(None, None) == 0.5            # neither given: DEFAULT_SPARSITY
+    assert check_sparsity_nm(None, (1, 4)) == 0.25         # not given: nm decides
+    with pytest.raises(SparsityError, match=r"sparsity=0.5 conflicts with nm=1:4"):
+        check_sparsity_nm(0.5, (1, 4))                     # an explicit 0.5 is not the default
     assert check_sparsity_nm(0.25, (1, 4)) == 0.25
     assert check_sparsity_nm(2 / 3 + 1e-12, (2, 3)) == pytest.approx(2 / 3)
     with pytest.raises(SparsityError, match=r"sparsity=0.3 conflicts with nm=1:4"):
@@ -109,7 +112,7 @@ def test_solver_refuses_sparsity_that_nm_would_ignore():
         with pytest.raises(ValueError, match=match):
             solver.prune(0.5, **kw)
     assert torch.equal(lin.weight, w0)
-    solver.prune(0.5, n=2, m=4)  # the default sparsity with n:m is fine
+    solver.prune(0.5, n=2, m=4)  # sparsity equal to n/m with n:m is fine
     assert is_nm(lin.weight.detach(), 2, 4)
 
 
