@@ -181,10 +181,10 @@ BLOCKS = {
         "GPT2_pruning_baseline BERT_pruning_strategy GPT2_pruning_strategy": Append("--dry-run", DRY),
         ".venv/bin/python -m minilib.runner sweep sweeps/anatomy-grid.yaml": Append("--dry-run", DRY),
         ".venv/bin/python benchmarks/bench_structured.py --model minilm-l6":
-            Append("--repeats 1 --seqlen 16", "one timing round on 16 tokens: the benchmark's code path, not its medians"),
+            Replace("minilm-l6", "tiny-bert", "the tiny BERT and one timing round on 16 tokens: the benchmark's code "
+                    "path and arguments, not its medians", also=Append("--repeats 1 --seqlen 16", "")),
         ".venv/bin/python -m tools.tables":
-            Append("--list", "the refresh writes README/docs; tests/test_tables.py runs its --check, here the CLI and "
-                             "every table module load"),
+            Skip("writes the tables of README/docs; tests/test_tables.py runs the same command with --check"),
         ".venv/bin/papermill notebooks/GPT2_anatomy.ipynb out.ipynb -k minilib -p profile paper":
             Skip("the paper profile runs the hub model gpt2 on a GPU; offline its check cell stops by design "
                  "(tests/test_paper_plan.py plans it)"),
@@ -194,14 +194,13 @@ BLOCKS = {
         Text("a diagram"),
     ("docs/architecture.md", "minilib/"): Text("the package tree"),
     ("docs/architecture.md", "from minilib.prune import (mask_neuron_weights, mask_neurons, prune_model, remove_neurons,"): Python(
-        "`model`, `calib`, `anatomy` come from the prose: a tiny GPT-2, random windows, anatomy on four texts",
+        "`model`, `tok`, `calib`, `texts` come from the prose: a tiny GPT-2, random windows, four labelled texts",
         prelude=textwrap.dedent(f"""
             import torch
             from minilib.models import load
-            from minilib.studies.anatomy import collect_anatomy
             model, tok, _ = load("tiny-gpt2")
             calib = torch.randint(0, 1000, (8, 32), generator=torch.Generator().manual_seed(0))
-            anatomy = collect_anatomy(model, tok, {TINY_TEXTS}, batch_size=2)
+            texts = {TINY_TEXTS}
         """)),
     # ---------------------------------------------------------------- docs/contextual.md
     ("docs/contextual.md", "from minilib.calib import collect_l1_stats, L1Stats                        # toolkit: L1 neuron statistics"):
@@ -442,6 +441,9 @@ def _option(tokens, *names):
     return None
 
 
+RAN: dict[str, str] = {}   # command line -> the block it passed in (this session)
+
+
 def shell_script(block: Block, entry: Shell, tmp_path) -> tuple[str, list[str]]:
     """The bash script a Shell entry runs for ``block``, and the lines saying what was done to each command."""
     by_key = {_norm(k): v for k, v in entry.commands.items()}
@@ -471,7 +473,8 @@ def shell_script(block: Block, entry: Shell, tmp_path) -> tuple[str, list[str]]:
             assert p.returncode == 0, f"{block.id}: {c.key}: make -n failed:\n{p.stdout}{p.stderr}"
             recipe = [l for l in p.stdout.replace("\\\n", " ").splitlines() if l.strip()]
             assert len(recipe) == 1, f"{block.id}: expected one recipe line for {c.key!r}, got {recipe}"
-            script.append(f"{recipe[0].strip()} {action.args}")
+            line = f"{recipe[0].strip()} {action.args}"
+            script.append(f"# ran already in {RAN[line]}: {line}" if line in RAN else line)
             continue
         if isinstance(action, Papermill):
             out = toks[_papermill_output(toks)]
@@ -487,6 +490,8 @@ def shell_script(block: Block, entry: Shell, tmp_path) -> tuple[str, list[str]]:
                 line += "\n" + c.body.replace("/tmp/", f"{tmp_path}/")
         else:
             line = shlex.join(toks)
+        if line in RAN:  # the same command, transformed the same way, already passed in this session
+            line = f"# ran already in {RAN[line]}: {line}"
         script.append(line)
     return "\n".join(script) + "\n", said
 
@@ -543,6 +548,8 @@ def execute(block: Block, entry, tmp_path) -> tuple[int, str]:
         if script.strip() == "set -euo pipefail":
             pytest.skip("; ".join(said))
         rc, out = _run(["bash", "-c", script], ROOT, env)
+        if rc == 0:
+            RAN.update(dict.fromkeys(script.splitlines()[1:], block.id))
         return rc, "\n".join(said) + "\n--- script\n" + script + "--- output\n" + out
     if isinstance(entry, Python):
         f = tmp_path / "block.py"
