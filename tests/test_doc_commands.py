@@ -254,7 +254,7 @@ BLOCKS = {
         "make reproduce": Make("--dry-run", DRY),
         "make reproduce PROFILE=test": Make("--dry-run", "--dry-run: the test profile of all nine notebooks takes minutes"),
         ".venv/bin/python -m minilib.runner summary runs/sweeps/anatomy-grid/table.csv --metrics acc --by protocol method ratio":
-            Skip("needs a sweep's table.csv; the same summary is the Python block below (xfail: " + SEED_BUG + ")"),
+            Skip("needs a sweep's table.csv; the same summary is the Python block below, run on one"),
         ".venv/bin/python -m minilib.runner prepare-tests build/nbtest":
             Replace("build/nbtest", "{tmp}/nbtest", "writes into tmp, not build/"),
     }),
@@ -272,9 +272,9 @@ BLOCKS = {
     }),
     ("docs/sweeps.md", "# sweep_on_slurm.py -- run from the repository root on the login node: .venv/bin/python sweep_on_slurm.py"):
         Skip("needs Slurm; tests/test_runner.py::test_docs_slurm_example_builds_a_gpu_job_script builds its job script"),
-    ("docs/sweeps.md", "import pandas as pd"): Xfail(SEED_BUG, match="more than once", block=Python(
+    ("docs/sweeps.md", "import pandas as pd"): Python(
         "needs a sweep's table.csv: made in the prelude from the real results with `collect`",
-        prelude=SWEEP_TABLE, cwd="tmp")),
+        prelude=SWEEP_TABLE, cwd="tmp"),
     ("docs/sweeps.md", "[reproduce] profile 'default': 9 notebooks, 9 to run (estimated 2h20m of notebook time); results -> results, figures -> figures"):
         Text("output sample"),
     ("docs/sweeps.md", ".venv/bin/papermill notebooks/dense_baselines.ipynb /tmp/dense.ipynb -k minilib -p profile test -y 'mcq_sets: [sciq, piqa]'"): Shell({

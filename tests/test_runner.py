@@ -774,3 +774,28 @@ def test_a_run_that_writes_truncated_results_fails_with_the_reason(tmp_path):
     assert str(p) in why and "truncated" in why
     p.write_text('{"a": [1, 2]}')
     assert _results_ok(p, None) == ""
+
+
+def test_collect_keeps_the_sweeps_seed_beside_a_records_own_seed(tmp_path):
+    """A record column named like a run parameter (the random baseline's mask ``seed``) must not hide the
+    sweep's ``seed``: the parameter keeps the name, the record's values become ``record_seed``."""
+    dirs = []
+    for s in (0, 1, 2):
+        d = tmp_path / f"nb__seed{s}"
+        d.mkdir()
+        recs = [{"method": "random", "seed": k, "acc": 0.5 + 0.01 * s + 0.001 * k} for k in (0, 1)]
+        recs.append({"method": "norm", "acc": 0.6 + 0.01 * s})
+        (d / "results.json").write_text(json.dumps({"notebook": "nb", "records": recs}))
+        (d / "params.json").write_text(json.dumps({"seed": s, "n_test": 10}))
+        dirs.append(d)
+    (tmp_path / "nb__same").mkdir()
+    (tmp_path / "nb__same" / "results.json").write_text(json.dumps({"records": [{"n_test": 10, "acc": 1.0}]}))
+    (tmp_path / "nb__same" / "params.json").write_text(json.dumps({"n_test": 10}))
+    from minilib.runner.collect import collect
+    table = collect(dirs + [tmp_path / "nb__same"])
+    assert table["seed"].iloc[:9].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and pd.isna(table["seed"].iloc[9])
+    assert table["record_seed"].iloc[:3].tolist()[:2] == [0, 1] and pd.isna(table["record_seed"].iloc[2])
+    assert "record_n_test" not in table  # a record repeating its run's parameter is not renamed
+    s = aggregate_over_seeds(table.iloc[:9], metrics=["acc"], by=["method", "record_seed"])
+    norm = s[s.method == "norm"].iloc[0]
+    assert norm.n_seeds == 3 and norm["mean"] == pytest.approx(0.61)

@@ -52,7 +52,9 @@ def collect(run_dirs, runs_dir: str | os.PathLike | None = None):
     """One tidy DataFrame of the results of ``run_dirs`` (in that order; folders without a
     ``results.json`` are left out).  ``run_dirs=None``: every folder under ``runs_dir``.
 
-    The names of the parameter columns are in ``table.attrs["parameters"]``."""
+    The names of the parameter columns are in ``table.attrs["parameters"]``.  A record column named like
+    a parameter of its run but holding other values is renamed ``record_<name>``; the parameter keeps
+    the name (a sweep's ``seed`` is never hidden by a record's own ``seed``)."""
     import pandas as pd
     if run_dirs is None:
         run_dirs = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir())
@@ -75,8 +77,15 @@ def collect(run_dirs, runs_dir: str | os.PathLike | None = None):
         df.insert(0, "run", d.name)
         df.insert(1, "notebook", res.get("notebook", d.name.split("__")[0]) if isinstance(res, dict) else d.name)
         for k, v in params.items():
-            if k in RUNNER_PARAMS or k in df.columns:
+            if k in RUNNER_PARAMS:
                 continue
+            if k in df.columns:
+                if (df[k].map(_as_key) == _as_key(_cell(v))).all():
+                    continue  # the record repeats its run's parameter
+                # a record column with the parameter's name but other values (e.g. the random-mask seed of a
+                # baseline record beside the sweep's seed): the parameter keeps the name, the record's
+                # column becomes record_<name>
+                df = df.rename(columns={k: f"record_{k}"})
             df[k] = _cell(v)
             if k not in param_cols:
                 param_cols.append(k)
