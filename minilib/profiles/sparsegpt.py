@@ -67,16 +67,17 @@ PROFILES = {
     # method; thread order and the draw are inside that spread) and is scored on 32 evaluation windows
     # (the per-window test's unit; a t test over 4 windows resolved nothing at the floor of 10).
     # Calibration windows of 64 tokens (the paper: 2,048) keep the budget sweep up to the paper's 128
-    # windows CPU-feasible: 8 / 32 / 128 windows = 512 / 2k / 8k tokens (32 x 64 = 2,048 still exceeds
-    # the widest layer input, 1,536); the comparison's own runs are the budget-32 runs (reused, not
-    # recomputed).  Evaluation windows of 128 tokens: 32 x 128 = 4k tokens per evaluation.  Sizing
+    # windows CPU-feasible: 24 / 32 / 128 windows = 1,536 / 2k / 8k tokens.  24 windows is the smallest
+    # budget SparseGPT accepts here: its Hessian needs at least as many tokens as the widest layer input
+    # (SmolLM2's down_proj, 1,536) to be full rank (the planner checks it); the comparison's own runs are
+    # the budget-32 runs (reused, not recomputed).  Evaluation windows of 128 tokens: 32 x 128 = 4k tokens per evaluation.  Sizing
     # (2026-12-02, 1 thread, this 2-core VM): one evaluation of 32 x 256 tokens took 44 s, Wanda's
     # pruning at 32 x 128 calibration tokens 34 s and SparseGPT's 50 s; with 37 evaluations and 24
     # calibrated prunings the 256/128-token sizes came to about an hour alone, these to about half.
     # ARC-Easy (60 items) for the detailed runs.
     "default": dict(model="smollm2-135m", nsamples=32, seqlen=64, calib_seeds=[0, 1, 2],
                     sweep_sparsities=[0.5, 0.7], eval_seqlen=128, eval_windows=32, mcq_set="arc_easy", mcq_n=60,
-                    heldout_windows=8, budget_corpus="c4", budget_seqlen=64, budget_nsamples=[8, 32, 128],
+                    heldout_windows=8, budget_corpus="c4", budget_seqlen=64, budget_nsamples=[24, 32, 128],
                     budget_seeds=[0, 1, 2]),
     # paper: SparseGPT calibrates on 128 random 2,048-token windows of C4; the embedded C4's calib split
     # holds 146k tokens (GPT-2 BPE), 71 such windows, and 128 random ones repeat 54% of their tokens
