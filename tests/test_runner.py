@@ -212,6 +212,13 @@ def test_library_hash_changes_with_any_source_file(tmp_path):
     (pkg / "sub" / "b.py").write_text("B = 1\n")
     assert h0 != h1 and library_hash(pkg) == h0
     assert library_hash() == library_hash()  # the real package: deterministic
+    # code a run does not execute (the runner, the tables, the planner) leaves finished runs done
+    for rel in ("runner/sweep.py", "tables/dense.py", "profiles/plan.py"):
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text("X = 1\n")
+        assert library_hash(pkg) == h0, rel
+    (pkg / "profiles" / "dense.py").write_text("SPEC = {}\n")  # a notebook's parameter spec: it runs
+    assert library_hash(pkg) != h0
 
 
 def test_status_done_only_while_fingerprint_and_results_match(tmp_path, nb):
