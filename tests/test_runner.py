@@ -461,6 +461,7 @@ def test_reproduce_profile_outputs_html_and_progress(tmp_path, nb, client, capsy
     timings = json.loads((tmp_path / "results" / "test" / "reproduce_runs.json").read_text())
     assert [(r["notebook"], r["status"]) for r in timings["runs"]] == [("tiny", "done"), ("tiny2", "done")]
     assert all(r["seconds"] > 0 for r in timings["runs"])
+    assert all(r["load_start"] >= 0 and r["load_end"] >= 0 for r in timings["runs"])  # how shared the machine was
     from minilib.runner.reproduce import table_timings
     table = table_timings(tmp_path / "results" / "test")
     assert "| `tiny2` | done |" in table and "**sum of the notebooks' times**" in table
