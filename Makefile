@@ -25,12 +25,17 @@ $(STAMP): requirements.lock pyproject.toml | $(PY)
 setup: $(STAMP)
 	$(PY) -m minilib prepare
 
+# make test runs the tests in TEST_WORKERS processes (pytest-xdist; 0 = one process).  --dist loadscope
+# keeps each test module, and each notebook's cells, on one worker in order (nbval needs that).
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
+
 test: setup
 	bash tools/install_browser.sh  # chromium + chromedriver for tests/notebooks/test_browser.py (skips without apt-get)
 	rm -rf $(NBTEST)
 	$(PY) -m minilib.runner prepare-tests $(NBTEST)
 	MINILIB_FIGURES=$(abspath $(NBTEST))/figures $(PY) -m pytest tests $(NBTEST) --nbval-lax \
-		--nbval-kernel-name minilib -p no:cacheprovider -ra --durations=15
+		--nbval-kernel-name minilib -p no:cacheprovider -ra --durations=15 $(XDIST)
 
 test-fast: setup  # unit tests only (tiny models)
 	$(PY) -m pytest tests -m "not integration" -p no:cacheprovider -q

@@ -38,5 +38,43 @@ def write_results(path: str | os.PathLike, results: dict) -> Path:
     return write_text(path, text)
 
 
-def read_results(path: str | os.PathLike) -> dict:
-    return json.loads(Path(path).read_text())
+class ResultsError(ValueError):
+    """A results (or other JSON) file that cannot be read: truncated, not JSON, not UTF-8."""
+
+
+def read_json(path: str | os.PathLike, rerun: str = "rerun the notebook that wrote it"):
+    """The JSON value in ``path``.  A file that is empty, truncated (it ends inside a value, as a write
+    that was cut off does), not valid JSON or not UTF-8 raises ``ResultsError`` naming the file,
+    what is wrong, and what to do (``rerun``); a missing file raises ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{path} is not a JSON file: byte {e.start} (0x{data[e.start]:02x}) is not UTF-8 text; "
+                           f"{rerun}") from None
+    if not text.strip():
+        raise ResultsError(f"{path} is empty (0 bytes of JSON{'' if not data else ' but whitespace'}): the write "
+                           f"was cut off or never happened; {rerun}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
+            raise ResultsError(f"{path} is truncated: its JSON stops at byte {len(data)} in the middle of a value "
+                               f"(line {e.lineno}, column {e.colno}: {e.msg}), as a write that was cut off leaves "
+                               f"it; {rerun}") from None
+        raise ResultsError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                           f"{rerun}") from None
+
+
+def read_results(path: str | os.PathLike, notebook: str | None = None) -> dict:
+    """A notebook's results JSON (``ResultsError`` naming the file when it is truncated or not JSON;
+    ``notebook``: named in the advice to rerun it)."""
+    rerun = f"rerun the {notebook} notebook to rewrite it" if notebook else "rerun the notebook that wrote it"
+    res = read_json(path, rerun)
+    if not isinstance(res, dict):
+        raise ResultsError(f"{path} holds a JSON {type(res).__name__}, not the results object (a JSON object: "
+                           f"{{\"notebook\": ..., ...}}) a notebook writes; {rerun}")
+    return res

@@ -1,10 +1,14 @@
+import os
+
 import pytest
 import torch
 
 from minilib.hooks import count_hooks
 from minilib.models import load
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# at most 2 threads, shared out among pytest-xdist workers (make test runs 2 on 2 cores: 1 thread each)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // _WORKERS))
 
 
 @pytest.fixture(scope="session")

@@ -134,3 +134,14 @@ def test_cli_exits_1_on_problems(capsys):
     assert "plans clean" in capsys.readouterr().out
     assert P.main(["GPT2_anatomy", "--offline"]) == 1
     assert "PROBLEM (hub_fallback)" in capsys.readouterr().out
+
+
+def test_calibration_budgets_below_a_full_rank_hessian_are_reported():
+    """8 x 64 = 512 tokens cannot give SmolLM2's down_proj (1,536 inputs) a full-rank Hessian: the
+    default profile's former budget sweep stopped with a CalibrationError after 35 minutes."""
+    p = plan("SparseGPT_one_shot", "default", budget_nsamples=[8, 32, 128])
+    bad = [x for x in p.problems if x.kind == BAD_VALUE]
+    assert [x.param for x in bad] == ["budget_nsamples"] and "at least 24 windows of 64" in bad[0].message
+    p = plan("SparseGPT_one_shot", "default", nsamples=16, seqlen=64)
+    assert "nsamples" in _params_of(p, BAD_VALUE)
+    assert not plan("SparseGPT_one_shot", "default").problems  # 24 x 64 = 1,536: exactly full rank

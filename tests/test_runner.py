@@ -212,6 +212,13 @@ def test_library_hash_changes_with_any_source_file(tmp_path):
     (pkg / "sub" / "b.py").write_text("B = 1\n")
     assert h0 != h1 and library_hash(pkg) == h0
     assert library_hash() == library_hash()  # the real package: deterministic
+    # code a run does not execute (the runner, the tables, the planner) leaves finished runs done
+    for rel in ("runner/sweep.py", "tables/dense.py", "profiles/plan.py"):
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text("X = 1\n")
+        assert library_hash(pkg) == h0, rel
+    (pkg / "profiles" / "dense.py").write_text("SPEC = {}\n")  # a notebook's parameter spec: it runs
+    assert library_hash(pkg) != h0
 
 
 def test_status_done_only_while_fingerprint_and_results_match(tmp_path, nb):
@@ -454,6 +461,7 @@ def test_reproduce_profile_outputs_html_and_progress(tmp_path, nb, client, capsy
     timings = json.loads((tmp_path / "results" / "test" / "reproduce_runs.json").read_text())
     assert [(r["notebook"], r["status"]) for r in timings["runs"]] == [("tiny", "done"), ("tiny2", "done")]
     assert all(r["seconds"] > 0 for r in timings["runs"])
+    assert all(r["load_start"] >= 0 and r["load_end"] >= 0 for r in timings["runs"])  # how shared the machine was
     from minilib.runner.reproduce import table_timings
     table = table_timings(tmp_path / "results" / "test")
     assert "| `tiny2` | done |" in table and "**sum of the notebooks' times**" in table
@@ -647,3 +655,155 @@ def test_cli_dry_run_and_spec_errors(tmp_path, nb, capsys):
     assert main(["sweep", str(spec), "--resources", "GPU"]) == 2
     assert "expected NAME=NUMBER" in capsys.readouterr().err
     assert load_spec(spec)["name"] == "four"
+
+
+# --- issue 17: types from the notebook's parameter spec, missing values over seeds, truncated results ------
+
+SPEC_PARAMS = '''profile = "default"
+nsamples = None        # from the profile
+sparsity = 0.5
+method = "sparsegpt"
+calib_seeds = None
+seed = 0
+results_path = ""
+figures_dir = ""
+'''
+
+SPEC_BAD = [
+    ({"nsamples": "32"}, "parameter 'nsamples' = '32' is a str; the notebook's parameter spec (minilib.profiles) "
+                         "says it must be an int"),
+    ({"nsamples": 32.0}, "parameter 'nsamples' = 32.0 is a float"),
+    ({"nsamples": True}, "parameter 'nsamples' = True is a bool"),
+    ({"nsamples": [32]}, "parameter 'nsamples' = [32] is a list"),
+    ({"nsamples": 0}, "parameter 'nsamples' = 0: must be >= 1"),
+    ({"sparsity": 1.0}, "parameter 'sparsity' = 1.0: must be < 1.0"),
+    ({"method": "fast"}, "parameter 'method' = 'fast': must be one of ['magnitude', 'wanda', 'sparsegpt']"),
+    ({"calib_seeds": 3}, "parameter 'calib_seeds' = 3 is an int; the notebook's parameter spec (minilib.profiles) "
+                         "says it must be a list"),
+    ({"calib_seeds": []}, "parameter 'calib_seeds' needs at least 1 entry"),
+    ({"calib_seeds": [0, -1]}, "parameter 'calib_seeds[1]' = -1: must be >= 0"),
+]
+
+
+@pytest.fixture(scope="module")
+def spec_nb(tmp_path_factory) -> Path:
+    """A notebook whose stem has a parameter spec in minilib.profiles (SparseGPT_one_shot), with
+    ``None`` defaults where the profile fills the value."""
+    return write_notebook(tmp_path_factory.mktemp("specnb") / "SparseGPT_one_shot.ipynb", SPEC_PARAMS)
+
+
+@pytest.mark.parametrize("params,message", SPEC_BAD, ids=[m for _, m in SPEC_BAD])
+def test_values_are_checked_against_the_notebooks_parameter_spec_not_the_default(spec_nb, params, message):
+    with pytest.raises(SpecError) as e:
+        expand({"runs": [{"notebook": str(spec_nb), "parameters": params}]})
+    assert message in str(e.value)
+    name, value = next(iter(params.items()))   # the same value as a later grid point
+    with pytest.raises(SpecError) as e:
+        expand({"runs": [{"notebook": str(spec_nb), "grid": {name: [None, value]}}]})
+    assert message in str(e.value)
+
+
+def test_values_the_spec_allows_pass_with_none_defaults(spec_nb):
+    runs = expand({"runs": [{"notebook": str(spec_nb), "parameters": {"nsamples": 8, "calib_seeds": [0, 1]},
+                             "grid": {"sparsity": [0, 0.5]}, "seeds": [0]},
+                            {"notebook": str(spec_nb), "parameters": {"nsamples": None, "sparsity": 0.7}}]})
+    assert [(r.parameters.get("sparsity"), r.parameters.get("seed")) for r in runs] == [(0, 0), (0.5, 0), (0.7, None)]
+
+
+def test_cli_dry_run_rejects_a_wrong_type_where_the_real_notebooks_default_is_none(tmp_path, capsys):
+    from minilib.runner.__main__ import main
+    assert notebook_parameters(ROOT / "notebooks" / "SparseGPT_one_shot.ipynb")["nsamples"] is None
+    spec = write_spec(tmp_path / "s.yaml", {"name": "s", "runs": [
+        {"notebook": "notebooks/SparseGPT_one_shot.ipynb", "parameters": {"nsamples": "many"}}]})
+    assert main(["sweep", str(spec), "--dry-run", "--runs-dir", str(tmp_path / "r")]) == 2
+    assert "parameter 'nsamples' = 'many' is a str" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def _fake_runs(tmp_path, budgets=(None, "x")) -> list[Path]:
+    """Finished run folders as the runner leaves them: a parameter that is None for some runs."""
+    dirs = []
+    for b in budgets:
+        for s in (0, 1, 2):
+            d = tmp_path / f"nb__{b}-{s}"
+            d.mkdir()
+            (d / "results.json").write_text(json.dumps({"notebook": "nb", "metrics": {
+                "acc": 0.5 + 0.01 * s + (0.1 if b is None else 0.0), "n_test": 600}}))
+            (d / "params.json").write_text(json.dumps({"seed": s, "budget": b, "results_path": "r.json"}))
+            dirs.append(d)
+    return dirs
+
+
+def test_summary_over_seeds_with_a_parameter_that_is_none_for_some_runs(tmp_path, capsys):
+    from minilib.runner.collect import collect
+    table = collect(_fake_runs(tmp_path))
+    assert table["budget"].isna().sum() == 3
+    out = aggregate_over_seeds(table)
+    assert len(out) == 2 and list(out["metric"]) == ["acc", "acc"] and list(out["n_seeds"]) == [3, 3]
+    none_row = out[out["budget"].isna()].iloc[0]
+    assert none_row["mean"] == pytest.approx(0.61) and out[out["budget"] == "x"].iloc[0]["mean"] == pytest.approx(0.51)
+    # the same table read back from table.csv (pandas 3: a str column holding NaN), by `runner summary`
+    from minilib.runner.__main__ import main
+    table.to_csv(tmp_path / "table.csv", index=False)
+    assert main(["summary", str(tmp_path / "table.csv"), "--metrics", "acc", "--out", str(tmp_path / "s.csv")]) == 0
+    again = pd.read_csv(tmp_path / "s.csv")
+    assert sorted(again["mean"].round(6)) == [0.51, 0.61] and set(again["n_seeds"]) == {3}
+
+
+def test_missing_values_are_one_setting_distinct_from_the_text_nan():
+    from minilib.runner.collect import row_keys
+    t = pd.DataFrame({"a": pd.array(["nan", None, "x", np.nan], dtype="object"), "b": [1.0, np.nan, 2.0, None]})
+    k = row_keys(t, ["a", "b"])
+    assert k[1] == k[3] and k[0] != k[1] and len(set(k)) == 3
+    rows = [{"run": f"r{s}{v}", "tag": v, "seed": s, "acc": 0.1 * s + (v == "nan")}
+            for s in (0, 1) for v in ("nan", None)]
+    out = aggregate_over_seeds(pd.DataFrame(rows), metrics="acc", by=["tag"])
+    assert len(out) == 2 and set(out["n_seeds"]) == {2}       # "nan" and None are two settings, not one
+
+
+@pytest.mark.parametrize("text,what", [('{"notebook": "nb", "metrics": {"acc": 0.5', "is truncated"),
+                                       ('{"notebook": "nb", "metrics": {"acc": "0.', "is truncated"),
+                                       ("", "is empty"), ("{'acc': 1}", "is not valid JSON")])
+def test_collect_names_a_truncated_results_file_and_says_to_rerun(tmp_path, text, what):
+    from minilib.runner.collect import collect
+    dirs = _fake_runs(tmp_path, budgets=("x",))
+    (dirs[1] / "results.json").write_text(text)
+    with pytest.raises(ValueError) as e:
+        collect(dirs)
+    msg = str(e.value)
+    assert str(dirs[1] / "results.json") in msg and what in msg and "rerun the sweep" in msg and "nb notebook" in msg
+
+
+def test_a_run_that_writes_truncated_results_fails_with_the_reason(tmp_path):
+    from minilib.runner.execute import _results_ok
+    p = tmp_path / "results.json"
+    p.write_text('{"a": [1, 2')
+    why = _results_ok(p, None)
+    assert str(p) in why and "truncated" in why
+    p.write_text('{"a": [1, 2]}')
+    assert _results_ok(p, None) == ""
+
+
+def test_collect_keeps_the_sweeps_seed_beside_a_records_own_seed(tmp_path):
+    """A record column named like a run parameter (the random baseline's mask ``seed``) must not hide the
+    sweep's ``seed``: the parameter keeps the name, the record's values become ``record_seed``."""
+    dirs = []
+    for s in (0, 1, 2):
+        d = tmp_path / f"nb__seed{s}"
+        d.mkdir()
+        recs = [{"method": "random", "seed": k, "acc": 0.5 + 0.01 * s + 0.001 * k} for k in (0, 1)]
+        recs.append({"method": "norm", "acc": 0.6 + 0.01 * s})
+        (d / "results.json").write_text(json.dumps({"notebook": "nb", "records": recs}))
+        (d / "params.json").write_text(json.dumps({"seed": s, "n_test": 10}))
+        dirs.append(d)
+    (tmp_path / "nb__same").mkdir()
+    (tmp_path / "nb__same" / "results.json").write_text(json.dumps({"records": [{"n_test": 10, "acc": 1.0}]}))
+    (tmp_path / "nb__same" / "params.json").write_text(json.dumps({"n_test": 10}))
+    from minilib.runner.collect import collect
+    table = collect(dirs + [tmp_path / "nb__same"])
+    assert table["seed"].iloc[:9].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and pd.isna(table["seed"].iloc[9])
+    assert table["record_seed"].iloc[:3].tolist()[:2] == [0, 1] and pd.isna(table["record_seed"].iloc[2])
+    assert "record_n_test" not in table  # a record repeating its run's parameter is not renamed
+    s = aggregate_over_seeds(table.iloc[:9], metrics=["acc"], by=["method", "record_seed"])
+    norm = s[s.method == "norm"].iloc[0]
+    assert norm.n_seeds == 3 and norm["mean"] == pytest.approx(0.61)

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from minilib.calib.accumulators import AbsMean
-from minilib.calib.passes import calibrate, key, linear_keys
-from minilib.data.corpora import CorpusError
+from minilib.calib.passes import calibrate, check_windows, key, linear_keys
+from minilib.data.corpora import CorpusError, check_count
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import out_features
 
@@ -101,8 +101,8 @@ def collect_l1_stats(model: nn.Module, windows: torch.Tensor, batch_size: int = 
 
     Raises ``CorpusError`` if the windows hold fewer than ``min_tokens`` tokens."""
     check_scale(scale)
-    if not isinstance(windows, torch.Tensor) or windows.dim() != 2:
-        raise ValueError(f"windows must be [n, seqlen], got {getattr(windows, 'shape', type(windows).__name__)}")
+    windows = check_windows(windows, model)
+    check_count(batch_size, "batch_size")
     if windows.shape[1] < 2:
         raise ValueError(f"windows must hold at least 2 positions (the first is left out of the "
                          f"normalized statistics), got {windows.shape[1]}")

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from minilib.calib.accumulators import Accumulator
+from minilib.data.corpora import check_count
 from minilib.device import Timer, model_device, resolve_device
 from minilib.hooks import forward_hooks
 from minilib.models.adapters import Adapter, adapter_for, get_path
@@ -141,8 +142,13 @@ def calibrate(model: nn.Module, windows: torch.Tensor, accs: Accs, batch_size: i
     """Run ``model`` over calibration ``windows`` ``[n, seqlen]`` with every accumulator of ``accs``
     (keys as in the module docstring) fed by hooks; returns ``accs``.  The model runs where it is;
     the windows are moved to it.  ``skip_first``: positions at the start of every window that the
-    accumulators do not see."""
+    accumulators do not see (an integer in ``[0, seqlen)``)."""
     windows = check_windows(windows, model)
+    check_count(batch_size, "batch_size")
+    check_count(skip_first, "skip_first", 0)
+    if skip_first >= windows.shape[1]:
+        raise ValueError(f"skip_first must be below the window length {windows.shape[1]} (allowed: 0.."
+                         f"{windows.shape[1] - 1}), got {skip_first}: the accumulators would see no position")
     adapter = adapter_for(model)
     modules = {k: resolve(model, k, adapter) for k in accs}
     dev = model_device(model)
@@ -270,7 +276,11 @@ def capture_block_inputs(model: nn.Module, windows: torch.Tensor, batch_size: in
     """Run the calibration ``windows`` ``[n, T]`` up to block 0 and record what every block receives
     (attention masks, position ids, rotary embeddings ... exactly as transformers passes them, per
     block), moved to ``device``.  The block-0 hidden states are kept on ``store`` (default ``device``)
-    in ``dtype`` (default: as the embeddings produce them)."""
+    in ``dtype`` (default: as the embeddings produce them; a floating dtype or its name, as
+    ``check_dtype`` reads it)."""
+    windows = check_windows(windows, model)
+    check_count(batch_size, "batch_size")
+    dtype = check_dtype(dtype, "dtype")
     adapter = adapter or adapter_for(model)
     blocks = adapter.blocks(model)
     model_dev = model_device(model)
@@ -398,6 +408,7 @@ def sequential_pass(model: nn.Module, windows: torch.Tensor, on_block: Callable[
     windows = check_windows(windows, model)
     if heldout is not None:
         heldout = check_windows(heldout, model, "held-out windows")
+    check_count(batch_size, "batch_size")
     forward_dtype = check_dtype(forward_dtype)
     adapter = adapter_for(model)
     dev = resolve_device(device)

@@ -11,10 +11,13 @@ and seeded, evaluation windows are contiguous and non-overlapping, and the two c
 splits, so no token is used for both (the Mini-GPTs reference code calibrated and evaluated on the
 same tokens).
 
-Bad input fails early with an error that names it: a file that is not UTF-8 or not valid JSON
-lines (``CorpusError`` naming ``file:line``), a corpus too short for a split or a window
-(``CorpusError`` naming the corpus), counts that are not positive integers (``TypeError`` /
-``ValueError`` naming the argument and the allowed range).
+Bad input fails early with an error that names it: a file that is not UTF-8, holds binary content
+(a NUL byte: a UTF-16 or binary file) or is not valid JSON lines (``CorpusError`` naming
+``file:line``), a file in another format (``.json``, ``.csv``, ``.parquet``, ...: ``CorpusError``
+naming the file and the formats read), a corpus too short for a split or a window (``CorpusError``
+naming the split and the corpus: the tensors ``TokenSplits`` gives carry that name, ``describe_ids``),
+counts that are not positive integers (``TypeError`` / ``ValueError`` naming the argument and the
+allowed range).
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ EMBEDDED_CORPORA = {
     "wiki": "wiki.utf8", "c4": "c4.utf8", "tiny": "tiny.utf8", "code": "code.utf8",
     "technical": "technical.utf8", "multilingual": "multilingual.utf8",
 }
+CORPUS_FORMATS = ("UTF-8 text (.txt, .utf8, .md, or another suffix) or JSON lines (.jsonl: one object with a "
+                  "'text' field per line)")
+# Suffixes of structured formats: read as raw text, their markup would be the corpus.
+OTHER_FORMATS = {".json": "JSON", ".csv": "CSV",
+                 ".tsv": "TSV", ".parquet": "Parquet", ".arrow": "Arrow", ".yaml": "YAML", ".yml": "YAML",
+                 ".xml": "XML", ".html": "HTML", ".htm": "HTML", ".pdf": "PDF", ".docx": "Word", ".gz": "gzip",
+                 ".zip": "zip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd", ".pt": "PyTorch", ".npy": "NumPy"}
 _DOC_TAG = re.compile(r"^</?doc[^>]*>\s*$", re.M)
 
 
@@ -85,13 +95,23 @@ def read_text_file(path: str | os.PathLike, error: type[Exception] = CorpusError
         raise error(f"{path} is a folder, not a file")
     data = path.read_bytes()
     skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+
+    def where(pos: int) -> str:
+        line = data.count(b"\n", 0, pos) + 1
+        return f"{path}:{line}", pos - (data.rfind(b"\n", 0, pos) + 1) + 1
+
+    nul = data.find(b"\x00", skip)
+    if nul >= 0:  # valid UTF-8, but no text holds NUL: a binary file, or UTF-16 (one NUL per ASCII letter)
+        at, col = where(nul)
+        raise error(f"{at}: binary content, not text (a NUL byte at column {col}; "
+                    f"{data.count(0)} of its {len(data)} bytes are NUL); pass a UTF-8 text file "
+                    "(a UTF-16 file: save it as UTF-8)")
     try:
         return data[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
         pos = skip + e.start
-        line = data.count(b"\n", 0, pos) + 1
-        col = pos - (data.rfind(b"\n", 0, pos) + 1) + 1
-        raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[pos]:02x} at column {col}); "
+        at, col = where(pos)
+        raise error(f"{at}: not UTF-8 text (byte 0x{data[pos]:02x} at column {col}); "
                     "save the file as UTF-8") from None
 
 
@@ -131,6 +151,11 @@ def load_text(source: str | Path, field: str = "text") -> str:
     if not p.exists():
         raise FileNotFoundError(f"corpus {s!r} is neither an embedded corpus ({', '.join(EMBEDDED_CORPORA)}) "
                                 f"nor an existing file")
+    if p.suffix.lower() in OTHER_FORMATS:
+        fmt = OTHER_FORMATS[p.suffix.lower()]
+        hint = "; convert it to .jsonl, one {\"text\": ...} object per line" if fmt == "JSON" else ""
+        raise CorpusError(f"corpus {p}: {fmt} files are not read as corpora (their markup would be tokenized as "
+                          f"text); corpus files are {CORPUS_FORMATS}{hint}")
     if p.suffix == ".jsonl":
         parts = []
         for i, row in iter_jsonl(p, CorpusError):
@@ -226,13 +251,25 @@ class TokenSplits:
             raise KeyError(f"no split {name!r}{f' in corpus {self.name!r}' if self.name else ''}; "
                            f"splits are {list(self.ranges)}")
         a, b = self.ranges[name]
-        return self.ids[a:b]
+        part = self.ids[a:b]
+        part.minilib_part = self.describe(name)  # for messages (describe_ids); a fresh view every time
+        return part
+
+    def describe(self, name: str) -> str:
+        """``"the dev split of corpus 'wiki'"``: how messages name a split."""
+        return f"the {name} split of {f'corpus {self.name!r}' if self.name else 'the corpus'}"
 
     def assert_disjoint(self) -> None:
         spans = sorted(self.ranges.values())
         for (a0, b0), (a1, b1) in zip(spans, spans[1:]):
             if a1 < b0:
                 raise AssertionError(f"token ranges overlap: [{a0},{b0}) and [{a1},{b1})")
+
+
+def describe_ids(ids, name: str | None = None, default: str = "corpus part") -> str:
+    """How messages name a token tensor: ``name`` when given, else the split it is when it comes
+    from ``TokenSplits`` (``"the dev split of corpus 'wiki'"``), else ``default``."""
+    return name or getattr(ids, "minilib_part", None) or default
 
 
 def check_fractions(fractions) -> dict[str, float]:
@@ -277,7 +314,7 @@ def calibration_windows(ids: torch.Tensor, n: int, seqlen: int, seed: int = 0,
     n, seqlen = check_count(n, "n"), check_count(seqlen, "seqlen")
     seed = check_count(seed, "seed", minimum=0)
     if len(ids) < seqlen:
-        raise CorpusError(f"{name or 'corpus part'} has {len(ids)} tokens, too short for windows of {seqlen}")
+        raise CorpusError(f"{describe_ids(ids, name)} has {len(ids)} tokens, too short for windows of {seqlen}")
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(ids) - seqlen + 1, (n,), generator=g)
     return torch.stack([ids[s:s + seqlen] for s in starts.tolist()])
@@ -292,7 +329,7 @@ def eval_windows(ids: torch.Tensor, seqlen: int, max_windows: int | None = None,
     max_windows = check_count(max_windows, "max_windows", optional=True)
     nw = len(ids) // seqlen
     if nw < 1:
-        raise CorpusError(f"{name or 'corpus part'} has {len(ids)} tokens, too short for one window of {seqlen}")
+        raise CorpusError(f"{describe_ids(ids, name)} has {len(ids)} tokens, too short for one window of {seqlen}")
     if max_windows is not None:
         nw = min(nw, max_windows)
     return ids[: nw * seqlen].view(nw, seqlen)
@@ -316,5 +353,4 @@ def calibration_set(tokenizer, corpus: str | Path = "c4", nsamples: int = 32, se
     (the SparseGPT/Wanda calibration protocol, on held-in text only)."""
     nsamples, seqlen = check_count(nsamples, "nsamples"), check_count(seqlen, "seqlen")
     seed = check_count(seed, "seed", minimum=0)
-    calib = corpus_splits(tokenizer, corpus)["calib"]
-    return calibration_windows(calib, nsamples, seqlen, seed, name=f"the calib split of corpus {str(corpus)!r}")
+    return calibration_windows(corpus_splits(tokenizer, corpus)["calib"], nsamples, seqlen, seed)

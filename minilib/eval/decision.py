@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from minilib.data.tasks import ClassificationSet, SchemaError, load_classification
+from minilib.data.tasks import ClassificationSet, SchemaError, check_labels_array, load_classification
 from minilib.device import model_device
 from minilib.eval.classify import accuracy
 from minilib.models.adapters import adapter_for
@@ -106,8 +106,12 @@ def decision_accuracy(model, tokenizer, head: nn.Linear, task: DecisionTask, par
     """Accuracy with its 95% Wilson interval: ``{acc, ci95_low, ci95_high, n}``; with
     ``return_correct`` also ``correct``, the per-example correctness (bool ``[n]``, in the order of
     ``task.<part>``) that paired tests (McNemar, paired bootstrap) between two models need."""
-    logits = decision_logits(model, tokenizer, head, task.texts(part), batch_size, max_length)
-    pred, labels = logits.argmax(-1), getattr(task, part).labels
+    texts = task.texts(part)
+    # a label the head cannot output would only ever count as wrong: refused before any forward
+    labels = check_labels_array(getattr(task, part).labels, len(texts), f"the {part} labels of {task.dataset!r}",
+                                int(head.out_features))
+    logits = decision_logits(model, tokenizer, head, texts, batch_size, max_length)
+    pred = logits.argmax(-1)
     out = accuracy(pred, labels)
     if return_correct:
         out["correct"] = np.asarray(pred) == np.asarray(labels)

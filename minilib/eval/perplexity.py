@@ -62,13 +62,15 @@ def check_token_ids(model, ids: torch.Tensor, name: str = "input_ids") -> None:
 
 
 def to_windows(input_ids: torch.Tensor, seqlen: int | None = None, max_windows: int | None = None,
-               model=None) -> torch.Tensor:
-    """The ``[n, seqlen]`` windows ``perplexity`` scores (see the module docstring)."""
+               model=None, name: str = "input_ids") -> torch.Tensor:
+    """The ``[n, seqlen]`` windows ``perplexity`` scores (see the module docstring); errors name the
+    tokens ``name``."""
     if max_windows is not None and (isinstance(max_windows, bool) or not isinstance(max_windows, numbers.Integral)
                                     or max_windows < 1):
         raise ValueError(f"max_windows must be an integer >= 1 or None (all windows), got {max_windows!r}")
     if not isinstance(input_ids, torch.Tensor):
-        raise TypeError(f"input_ids must be a torch tensor of token ids, got {type(input_ids).__name__}")
+        raise TypeError(f"{name} must be a torch tensor of token ids (a 1-D stream or [rows, width] LongTensor), "
+                        f"got {type(input_ids).__name__}")
     if input_ids.dim() == 1:
         seqlen = DEFAULT_SEQLEN if seqlen is None else seqlen
         rows = input_ids[None]
@@ -76,17 +78,17 @@ def to_windows(input_ids: torch.Tensor, seqlen: int | None = None, max_windows: 
         seqlen = input_ids.shape[1] if seqlen is None else seqlen
         rows = input_ids
     else:
-        raise ValueError(f"input_ids must be 1-D (a token stream) or 2-D ([rows, width] sequences), "
+        raise ValueError(f"{name} must be 1-D (a token stream) or 2-D ([rows, width] sequences), "
                          f"got shape {tuple(input_ids.shape)}")
     if model is not None:
         seqlen = check_seqlen(model, seqlen)
-        check_token_ids(model, input_ids)
+        check_token_ids(model, input_ids, name)
     elif isinstance(seqlen, bool) or not isinstance(seqlen, numbers.Integral) or seqlen < 2:
         raise ValueError(f"seqlen must be an integer >= 2, got {seqlen!r}")
     per_row = rows.shape[1] // seqlen
     if per_row < 1:
         what = f"{rows.shape[1]} tokens" if input_ids.dim() == 1 else f"rows of {rows.shape[1]} tokens"
-        raise CorpusError(f"input_ids has {what}, too short for one window of seqlen={seqlen}: zero windows "
+        raise CorpusError(f"{name} has {what}, too short for one window of seqlen={seqlen}: zero windows "
                           f"to score (use a longer text or seqlen <= {rows.shape[1]})")
     windows = rows[:, :per_row * seqlen].reshape(-1, seqlen)
     return windows[:max_windows] if max_windows else windows

@@ -346,16 +346,24 @@ def export_compressed(model: nn.Module, tokenizer, path: str | os.PathLike, repo
 
 # --- reading back -----------------------------------------------------------------------------------
 
-def load_compressed(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
+def load_compressed(path: str | os.PathLike, dtype: torch.dtype = torch.float32, verify: bool = True):
     """``(model, tokenizer)`` from a folder written by ``export_compressed`` (or ``export_hf``): dense
     and quantized folders through stock transformers (quantized weights dequantized by
-    compressed-tensors), the legacy bitmask layouts decoded here first."""
+    compressed-tensors), the legacy bitmask layouts decoded here first.  Every file is first checked
+    against the sha256 the export recorded (``check_export``: ``CorruptModelError`` naming the file);
+    ``verify=False`` skips that, e.g. for a folder exported before exports carried a manifest."""
     import transformers
     from transformers import AutoConfig, AutoTokenizer, CompressedTensorsConfig
+
+    from minilib.export.hf import check_export
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json: not an exported model folder")
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify must be True or False, got {verify!r}")
+    if verify:
+        check_export(path)
     raw = json.loads((path / "config.json").read_text())
     qc = raw.get("quantization_config") or {}
     config = AutoConfig.from_pretrained(path)

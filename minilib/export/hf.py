@@ -39,8 +39,11 @@ intermediate tokens, and a pruned intermediate has no row in the model (an id fo
 id the model does not have).  Where ``RemappedTokenizer`` falls back (bytes or the unknown token),
 the new tokenizer usually finds longer kept tokens instead, so the two differ there by design.
 
-The folder carries ``minilib_export.json`` (the report), so an export replaces only a folder that an
-export wrote (``minilib.io.atomic_dir``); any other non-empty folder raises ``DestinationError``.
+The folder carries ``minilib_export.json`` (the report) and ``.minilib-manifest.json`` (the size and
+sha256 of every file, as ``minilib.models.save_model`` writes it).  An export replaces only the files
+that an export's manifest says it wrote (``minilib.io.atomic_dir``): a folder holding any other file
+raises ``DestinationError`` listing them (with ``overwrite=True`` they are kept, never deleted).
+``minilib.models.load(path)`` checks every file against the manifest before loading an export.
 """
 
 from __future__ import annotations
@@ -55,14 +58,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minilib.io import atomic_dir
+from minilib.io import atomic_dir, check_destination
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import in_features, out_features, resized_like, weight_oi
+from minilib.models.saving import check_hashes, owned_by, write_hashes
 from minilib.models.surgery import ffn_widths
 from minilib.models.tokenizers import bytes_to_unicode
 from minilib.models.vocab import CONFIG_KEY, RemappedTokenizer, _has_component
 
 EXPORT_FILE = "minilib_export.json"
+EXPORT = "export"  # what wrote the folder, in its manifest
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
@@ -298,21 +303,22 @@ def folder_bytes(path: str | os.PathLike) -> dict[str, int]:
 
 
 def check_overwrite(path: str | os.PathLike, overwrite: bool) -> None:
-    """Fail before any work if ``path`` is a non-empty folder that no export wrote."""
-    from minilib.io import DestinationError
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise DestinationError(f"{p} exists and is not a folder")
-    if p.is_dir() and any(p.iterdir()) and not overwrite and not is_export(p):
-        raise DestinationError(f"{p} is a non-empty folder that was not written by a minilib export; refusing to "
-                               "replace it (choose another path, or pass overwrite=True)")
+    """Fail before any work if ``path`` holds a file that no export wrote (unless ``overwrite``: kept)."""
+    check_destination(path, owned_by(EXPORT), overwrite, what="a minilib export")
+
+
+def check_export(path: str | os.PathLike) -> None:
+    """Raise ``minilib.models.saving.CorruptModelError`` naming the file unless every file of the export
+    at ``path`` still has the size and sha256 recorded when it was written."""
+    check_hashes(path, EXPORT, "exported model")
 
 
 def write_folder(path: str | os.PathLike, model: nn.Module, tokenizer, report: dict, overwrite: bool,
                  after_save=None) -> dict:
     """``save_pretrained`` of ``model`` and ``tokenizer`` into a staging folder, ``after_save(stage)``,
     then the report (``minilib_export.json``); the folder replaces ``path`` in one rename."""
-    with atomic_dir(path, is_ours=is_export, overwrite=overwrite) as stage:
+    with atomic_dir(path, owned=owned_by(EXPORT), overwrite=overwrite, what="a minilib export",
+                    seal=lambda stage, kept: write_hashes(stage, EXPORT, kept)) as stage:
         model.save_pretrained(stage)
         if tokenizer is not None:
             tokenizer.save_pretrained(stage)

@@ -5,13 +5,14 @@ from minilib.device import resolve_device
 from minilib.models.adapters import (ADAPTERS, FFN, SUPPORTED_FAMILIES, Adapter, UnsupportedModelError,
                                      adapter_for)
 from minilib.models.loading import EMBEDDED, TASKS, LoadedModel, UnknownModelError, load
-from minilib.models.saving import is_saved_model, load_head, load_model, read_plan, save_head, save_model
+from minilib.models.saving import (CorruptModelError, is_saved_model, load_head, load_model, read_plan, save_head,
+                                   save_model)
 from minilib.models.surgery import PlanMismatchError, check_neuron_indices, ffn_widths, remove_ffn_neurons
 from minilib.models.tiny import TINY, tiny_model
 from minilib.models.vocab import RemappedTokenizer, VocabMap, keep_vocab_rows, make_vocab_map, token_counts
 
 __all__ = ["ADAPTERS", "FFN", "SUPPORTED_FAMILIES", "Adapter", "UnsupportedModelError", "adapter_for", "EMBEDDED",
            "TASKS", "LoadedModel", "UnknownModelError", "load", "resolve_device", "PlanMismatchError",
-           "check_neuron_indices", "ffn_widths", "remove_ffn_neurons", "is_saved_model", "load_head", "load_model",
-           "read_plan", "save_head", "save_model", "TINY", "tiny_model", "RemappedTokenizer", "VocabMap",
-           "keep_vocab_rows", "make_vocab_map", "token_counts"]
+           "check_neuron_indices", "ffn_widths", "remove_ffn_neurons", "CorruptModelError", "is_saved_model",
+           "load_head", "load_model", "read_plan", "save_head", "save_model", "TINY", "tiny_model", "RemappedTokenizer",
+           "VocabMap", "keep_vocab_rows", "make_vocab_map", "token_counts"]

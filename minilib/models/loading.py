@@ -8,8 +8,11 @@ a local folder, a GGUF file, or a Hugging Face hub id (for users online).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +160,47 @@ def _from_folder(path: str, task: str | None, num_labels: int | None, dtype, dev
     return finish_loading(model, tok, adapter, name, dtype, device)
 
 
+HUB_PROBE_TIMEOUT_S = 2.0
+
+
+@functools.lru_cache(maxsize=None)
+def hub_reachable(endpoint: str | None = None, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds (asked once per
+    process and endpoint; False at once with ``HF_HUB_OFFLINE`` set).  Without it a hub id that does
+    not exist costs ~25 s of retries offline before its error."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(endpoint or constants.ENDPOINT)
+    answer = []
+
+    def probe():  # in a thread: a name lookup (getaddrinfo) ignores socket timeouts
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                     timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            pass
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(answer)
+
+
+def _check_load_args(task, num_labels, dtype):
+    from minilib.calib.passes import check_dtype
+    from minilib.data.corpora import check_count
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    num_labels = check_count(num_labels, "num_labels", 1, optional=True)
+    if num_labels is not None and task != "sequence-classification":
+        raise ValueError(f"num_labels={num_labels} is only used with task='sequence-classification' "
+                         f"(got task={task!r})")
+    return num_labels, check_dtype(dtype, "dtype")
+
+
 def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | None = None,
          dtype: torch.dtype = torch.float32, device: str | torch.device | None = "auto",
          **hub_kwargs) -> LoadedModel:
@@ -172,11 +216,15 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
     * a Hugging Face hub id such as ``gpt2``, ``bert-base-uncased``, ``facebook/opt-125m``.
 
     ``task`` is ``causal-lm`` (decoders' default), ``base`` (encoders' default) or
-    ``sequence-classification`` (with ``num_labels``).  ``device="auto"`` (the default) picks CUDA when
-    present, else the CPU.
+    ``sequence-classification`` (with ``num_labels``, an integer >= 1; default 2).  ``dtype`` is a
+    floating ``torch.dtype`` or its name (``"float32"``/``"fp32"``, ``"float16"``/``"fp16"``/``"half"``,
+    ``"bfloat16"``/``"bf16"``; ``minilib.calib.passes.check_dtype``).  ``device="auto"`` (the default)
+    picks CUDA when present, else the CPU.  A hub id is looked up only when the hub answers (else
+    only the local Hugging Face cache is tried, and an unknown name fails at once).
     """
     from minilib.models.tiny import TINY, tiny_model
 
+    num_labels, dtype = _check_load_args(task, num_labels, dtype)
     name = str(name)
     if name in TINY:
         model, tok = tiny_model(name, task=task, num_labels=num_labels)
@@ -194,16 +242,25 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
         from minilib.models.saving import is_saved_model, load_model
         if is_saved_model(path):  # a reshaped model saved by minilib (its own tokenizer, plan, head)
             return load_model(path, dtype=dtype, device=device)
+        from minilib.export.hf import check_export, is_export
+        if is_export(path):  # written by minilib.export: its files must be the ones it wrote
+            check_export(path)
         return _from_folder(str(path), task, num_labels, dtype, device, name)
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise FileNotFoundError(f"local model path {name} does not exist")
-    try:  # a hub id: real code for users online
-        return _from_folder(name, task, num_labels, dtype, device, name, **hub_kwargs)
+    local_only = hub_kwargs.get("local_files_only") is True
+    online = not local_only and hub_reachable()
+    try:  # a hub id: real code for users online; offline, only what the Hugging Face cache holds
+        return _from_folder(name, task, num_labels, dtype, device, name,
+                            **{**hub_kwargs, **({} if online else {"local_files_only": True})})
     except UnsupportedModelError:
         raise
     except (OSError, ValueError) as e:
+        hub = ("not loadable from the Hugging Face hub" if online else
+               "not in the local Hugging Face cache (local_files_only=True)" if local_only else
+               "not in the local Hugging Face cache, and the Hugging Face hub could not be reached (offline, "
+               "or HF_HUB_OFFLINE is set), so it was not looked up there")
         raise UnknownModelError(
             f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED)}), not a tiny model "
-            f"({', '.join(TINY)}), not a local path, and not loadable from the Hugging Face hub "
-            f"({type(e).__name__}: {str(e)[:200]})") from e
+            f"({', '.join(TINY)}), not a local path, and {hub} ({type(e).__name__}: {str(e)[:200]})") from e
 

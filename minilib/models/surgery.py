@@ -10,6 +10,8 @@ Saving and loading reshaped models is ``minilib.models.saving``.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -29,7 +31,17 @@ def ffn_widths(model: nn.Module, adapter: Adapter | None = None) -> list[int]:
 def check_neuron_indices(keep, width: int, where: str = "layer") -> torch.Tensor:
     """Validate ``keep`` as FFN neuron *indices* (not a mask, not fractions): integers in
     ``[0, width)``, no duplicates, not empty.  Returns them sorted as a LongTensor."""
-    t = keep if isinstance(keep, torch.Tensor) else torch.as_tensor(keep)
+    if isinstance(keep, torch.Tensor):
+        t = keep
+    else:
+        try:
+            t = torch.as_tensor(keep)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{where}: keep must hold neuron indices (a LongTensor or a list of ints), got "
+                            f"{type(keep).__name__}") from None
+    if t.numel() == 0:  # before the dtype: an empty list is float to torch, not "a fraction"
+        raise ValueError(f"{where}: keep is empty; removing every FFN neuron would leave the layer with none "
+                         f"(keep must hold at least one neuron index in [0, {width}))")
     if t.dtype == torch.bool:
         raise TypeError(f"{where}: keep must hold neuron indices, got a boolean mask of {t.numel()} entries; "
                         "pass torch.nonzero(mask).flatten(), or use minilib.prune.remove_neurons with masks")
@@ -37,8 +49,6 @@ def check_neuron_indices(keep, width: int, where: str = "layer") -> torch.Tensor
         raise TypeError(f"{where}: keep must hold integer neuron indices, got dtype {t.dtype} "
                         f"(a fraction or ratio is not an index list)")
     t = t.flatten().long().cpu()
-    if t.numel() == 0:
-        raise ValueError(f"{where}: keep is empty; removing every FFN neuron would leave the layer with none")
     if int(t.min()) < 0 or int(t.max()) >= width:
         raise IndexError(f"{where}: neuron indices must lie in [0, {width}), got [{int(t.min())}, {int(t.max())}]")
     u = torch.unique(t)
@@ -47,12 +57,24 @@ def check_neuron_indices(keep, width: int, where: str = "layer") -> torch.Tensor
     return u
 
 
+def check_block_index(layer, n_blocks: int, name: str = "layer") -> int:
+    """A block index: an integer in ``[0, n_blocks)``; booleans (``True`` is not block 1), floats and
+    strings are refused (``TypeError``), as are negative or too large indices (``IndexError``)."""
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+        raise TypeError(f"{name} must be an integer block index in [0, {n_blocks}), got {layer!r} "
+                        f"({type(layer).__name__})")
+    if not 0 <= layer < n_blocks:
+        raise IndexError(f"{name}: block {layer} does not exist; the model has {n_blocks} blocks "
+                         f"(allowed: 0..{n_blocks - 1})")
+    return int(layer)
+
+
 def remove_ffn_neurons(model: nn.Module, layer: int, keep, adapter: Adapter | None = None) -> int:
-    """Keep only FFN neurons ``keep`` (indices) of block ``layer``; returns how many were removed."""
+    """Keep only FFN neurons ``keep`` (indices) of block ``layer``; returns how many were removed.
+    ``layer`` is an integer in ``[0, number of blocks)``; everything is checked before the block changes."""
     adapter = adapter or adapter_for(model)
     blocks = adapter.blocks(model)
-    if not 0 <= int(layer) < len(blocks):
-        raise IndexError(f"block {layer} does not exist; the model has {len(blocks)} blocks")
+    layer = check_block_index(layer, len(blocks))
     ffn = adapter.ffn(blocks[layer])
     width = ffn.width
     keep = check_neuron_indices(keep, width, f"block {layer}")

@@ -164,6 +164,18 @@ def _load_tokenizer(key: str):
     return _TOKENIZERS[key]
 
 
+def widest_input(cfg) -> int | None:
+    """The widest input of the model's linear layers, from its config: the FFN's inner width (or the
+    hidden size if larger); None when the config names neither."""
+    hidden = next((getattr(cfg, k) for k in ("hidden_size", "n_embd", "d_model") if getattr(cfg, k, None)), None)
+    inner = next((getattr(cfg, k) for k in ("intermediate_size", "ffn_dim", "n_inner", "encoder_ffn_dim")
+                  if getattr(cfg, k, None)), None)
+    if inner is None and hidden and getattr(cfg, "model_type", "") == "gpt2":
+        inner = 4 * hidden  # GPT-2's n_inner=None
+    widths = [w for w in (hidden, inner) if w]
+    return max(widths) if widths else None
+
+
 def model_facts(model: str) -> dict:
     """``{"tokenizer": key, "tokenizer_desc", "is_decoder", "max_positions"}`` for a model name, without
     loading weights: embedded and tiny models and local folders from their config; hub ids from their
@@ -178,7 +190,8 @@ def model_facts(model: str) -> dict:
         cfg = _configs(50257 if key == "gpt2-bpe" else 30522, 0)[model]()
         a = adapter_for(cfg)
         return {"tokenizer": key, "tokenizer_desc": f"{'GPT-2 BPE' if key == 'gpt2-bpe' else 'WordPiece'} "
-                f"(the tiny model's own)", "is_decoder": a.is_decoder, "max_positions": a.max_positions(cfg)}
+                f"(the tiny model's own)", "is_decoder": a.is_decoder, "max_positions": a.max_positions(cfg),
+                "widest_input": widest_input(cfg)}
     folder = None
     if model in EMBEDDED:
         folder, key, desc = str(EMBEDDED[model]()), f"embedded:{model}", f"{model}'s own tokenizer (embedded)"
@@ -192,7 +205,7 @@ def model_facts(model: str) -> dict:
         cfg = AutoConfig.from_pretrained(folder)
         a = adapter_for(cfg)
         return {"tokenizer": key, "tokenizer_desc": desc, "is_decoder": a.is_decoder,
-                "max_positions": a.max_positions(cfg)}
+                "max_positions": a.max_positions(cfg), "widest_input": widest_input(cfg)}
     maxpos = HUB_MAX_POSITIONS.get(model)
     if _GPT2_BPE.match(model):
         desc = f"GPT-2 BPE (embedded), standing in for {model!r}'s tokenizer" + (
@@ -403,6 +416,16 @@ def _plan_sparsegpt(c: _Ctx):
         c.eval_windows(P["calib_corpus"], "dev", "seqlen", "heldout_windows", P["heldout_windows"],
                        what="held-out windows")
     c.mcq(P["mcq_set"], "mcq_n", P["mcq_n"])
+    # SparseGPT's Hessian of a layer is full rank only from as many calibration tokens as the layer's
+    # inputs (minilib.calib.accumulators refuses fewer): the main draw and every budget of the sweep
+    widest = c.facts.get("widest_input")
+    draws = [("nsamples", P["nsamples"], P["seqlen"])] + [("budget_nsamples", b, P["budget_seqlen"])
+                                                         for b in P["budget_nsamples"] or []]
+    for name, n, seqlen in draws:
+        if widest and n * seqlen < widest:
+            c.problem(name, BAD_VALUE, f"{name}: {n} windows x {seqlen} tokens = {n * seqlen:,} calibration tokens, "
+                      f"fewer than the widest layer input ({widest:,}): SparseGPT stops with an error (its Hessian "
+                      f"cannot be full rank); at least {-(-widest // seqlen)} windows of {seqlen}")
     if P["budget_nsamples"]:  # calibration_pool + budget_windows: distinct non-overlapping windows
         T = c.tokens(P["budget_corpus"], "calib")
         slots = T // P["budget_seqlen"]

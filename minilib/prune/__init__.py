@@ -13,24 +13,24 @@ Pruned models are saved and loaded with ``minilib.models.save_model`` / ``load_m
 
 from minilib.prune.apply import (PartialPruneError, remove_neurons, remove_vocab, zero_neurons, zero_rows,
                                  zero_weights)
-from minilib.prune.masks import (SparsityError, check_fraction, check_nm, check_ratio, check_sparsity,
-                                 check_threshold, is_nm, layer_budgets, layer_profile, mask_neuron_weights,
-                                 mask_neurons, mask_nm,
-                                 mask_smallest, mask_threshold, mask_unstructured, mask_vocab, parse_nm, protect_top,
-                                 widths_multiple)
+from minilib.prune.masks import (DEFAULT_SPARSITY, SparsityError, check_fraction, check_nm, check_ratio,
+                                 check_sparsity, check_sparsity_nm, check_threshold, is_nm, layer_budgets,
+                                 layer_profile, mask_neuron_weights, mask_neurons, mask_nm, mask_smallest,
+                                 mask_threshold, mask_unstructured, mask_vocab, parse_nm, protect_top, widths_multiple)
 from minilib.prune.oneshot import METHODS, prune_model
 from minilib.prune.quant import ChannelQuantizer, check_wbits, fit_quantizer, quantize_rtn
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
 from minilib.prune.scores import (score_magnitude, score_neurons_anatomy, score_neurons_l1, score_neurons_maxprod,
                                   score_neurons_norm, score_neurons_random, score_obs, score_wanda)
 from minilib.prune.semistructured import to_semi_structured
-from minilib.prune.sparsegpt import HessianError, SparseGPT
+from minilib.prune.sparsegpt import HessianError, SparseGPT, check_percdamp
 
 __all__ = ["PartialPruneError", "remove_neurons", "remove_vocab", "zero_neurons", "zero_rows", "zero_weights",
-           "SparsityError", "check_fraction", "check_nm", "check_ratio", "check_sparsity", "check_threshold", "is_nm",
+           "DEFAULT_SPARSITY", "SparsityError", "check_fraction", "check_nm", "check_ratio", "check_sparsity",
+           "check_sparsity_nm", "check_threshold", "is_nm",
            "layer_budgets", "layer_profile", "mask_neuron_weights", "mask_neurons", "mask_nm", "mask_smallest", "mask_threshold",
            "mask_unstructured", "mask_vocab", "parse_nm", "protect_top", "widths_multiple", "METHODS", "prune_model",
            "ChannelQuantizer", "check_wbits", "fit_quantizer", "quantize_rtn", "PruneReport", "reconstruction_stats",
            "snapshot", "score_magnitude", "score_neurons_anatomy", "score_neurons_l1", "score_neurons_maxprod",
            "score_neurons_norm", "score_neurons_random", "score_obs", "score_wanda", "to_semi_structured",
-           "HessianError", "SparseGPT"]
+           "HessianError", "SparseGPT", "check_percdamp"]

@@ -58,8 +58,12 @@ def check_threshold(eps, name: str = "threshold ε") -> float:
 
 def check_nm(n: int, m: int, width: int | None = None, name: str = "layer") -> None:
     """``n`` zeros in every group of ``m`` consecutive input weights; ``width`` must be divisible by ``m``."""
-    if int(n) != n or int(m) != m or n < 1 or m < 2:
-        raise SparsityError(f"N:M needs integers 1 <= N < M, got {n}:{m}")
+    try:
+        whole = not isinstance(n, bool) and not isinstance(m, bool) and int(n) == n and int(m) == m
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or n < 1 or m < 2:
+        raise SparsityError(f"N:M needs integers 1 <= N < M, got {n!r}:{m!r}")
     if n >= m:
         raise SparsityError(f"N:M needs N < M (N zeros in each group of M), got {n}:{m}")
     if width is not None and width % m:
@@ -82,6 +86,26 @@ def parse_nm(nm) -> tuple[int, int] | None:
             raise SparsityError(f"N:M pattern must be a pair (n, m) or a string like '2:4', got {nm!r}") from None
     check_nm(n, m)
     return int(n), int(m)
+
+
+DEFAULT_SPARSITY = 0.5  # what prune_model and SparseGPT.prune prune when neither sparsity nor nm is given
+
+
+def check_sparsity_nm(sparsity, nm: tuple[int, int] | None) -> float:
+    """The sparsity a call prunes.  Without ``nm``: ``sparsity`` (in [0, 1); ``None`` = ``DEFAULT_SPARSITY``).
+    With an N:M pattern exactly ``n / m``: ``sparsity`` must then be ``None`` (not given) or ``n / m``
+    itself (range always checked); any other value would be silently ignored and is refused."""
+    if sparsity is None:
+        return DEFAULT_SPARSITY if nm is None else nm[0] / nm[1]
+    sparsity = check_sparsity(sparsity)
+    if nm is None:
+        return sparsity
+    n, m = nm
+    if not math.isclose(sparsity, n / m, rel_tol=0, abs_tol=1e-9):
+        raise SparsityError(f"sparsity={sparsity:g} conflicts with nm={n}:{m}: an N:M pattern prunes exactly "
+                            f"N/M = {n / m:g} of the weights; pass sparsity={n / m:g} (or leave it out) "
+                            f"with nm, or nm=None for unstructured sparsity {sparsity:g}")
+    return n / m
 
 
 def n_pruned(numel: int, sparsity: float) -> int:

@@ -17,8 +17,9 @@ and the block is rerun for the next block's inputs.  Only one block is on ``devi
 
 Methods: ``magnitude`` (|W| per layer), ``wanda`` (|W|·||X|| per output row), ``sparsegpt`` (OBS
 reconstruction); each unstructured at ``sparsity`` in [0, 1) or N:M (``nm=(n, m)``: ``n`` zeros in each
-``m`` consecutive inputs).  ``wbits < 16`` quantizes per channel: jointly inside the SparseGPT solver,
-round-to-nearest after masking for the others.  ``masks`` fixes the mask of some layers (keys as in
+``m`` consecutive inputs; ``sparsity`` must then be left at its default or equal ``n / m``).
+``wbits < 16`` quantizes per channel: jointly inside the SparseGPT solver, round-to-nearest after
+masking for the others.  ``masks`` fixes the mask of some layers (keys as in
 ``minilib.calib``, True = prune), from any other criterion: with ``sparsegpt`` OBS reconstructs the
 rest of the layer around it, with the other methods the mask is applied as it is.
 
@@ -44,15 +45,17 @@ from torch import nn
 from minilib.calib.accumulators import HESSIAN_PRECISIONS, Hessian, InputSqNorms, LastBatch
 from minilib.calib.passes import (BlockStep, CalibrationError, check_dtype, check_windows, key,
                                   sequential_pass)
+from minilib.data.corpora import check_count
 from minilib.device import Timer, model_device, resolve_device
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import in_features, weight_oi
 from minilib.prune.apply import PartialPruneError, zero_weights
-from minilib.prune.masks import (SparsityError, check_nm, check_sparsity, mask_nm, mask_unstructured, parse_nm)
+from minilib.prune.masks import (SparsityError, check_nm, check_sparsity_nm, mask_nm,
+                                 mask_unstructured, parse_nm)
 from minilib.prune.quant import check_wbits
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
 from minilib.prune.scores import score_magnitude, score_wanda
-from minilib.prune.sparsegpt import SparseGPT, heldout_stats
+from minilib.prune.sparsegpt import SparseGPT, check_percdamp, heldout_stats
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 
@@ -74,16 +77,22 @@ def resolve_forward_dtype(forward_dtype, device: torch.device) -> torch.dtype | 
     return check_dtype(forward_dtype)
 
 
-def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout=None):
+def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout=None, blocksize=128,
+              percdamp=0.01, batch_size=8, hessian_precision="fp32") -> float:
+    """Every argument checked before anything runs; returns the sparsity that will be pruned."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    eff_sparsity = check_sparsity_nm(sparsity, nm)
     if nm is not None:
         for bi, block in enumerate(adapter.blocks(model)):
             for name, layer in adapter.linear_layers(block).items():
                 check_nm(nm[0], nm[1], in_features(layer), f"block {bi} {name}")
-    else:
-        check_sparsity(sparsity)
     check_wbits(wbits)
+    check_count(blocksize, "blocksize")
+    check_count(batch_size, "batch_size")
+    check_percdamp(percdamp)
+    if hessian_precision not in HESSIAN_PRECISIONS:
+        raise ValueError(f"hessian_precision must be one of {HESSIAN_PRECISIONS}, got {hessian_precision!r}")
     if masks:
         from minilib.calib.passes import resolve
         for k, m in masks.items():
@@ -93,7 +102,7 @@ def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, m
                 raise SparsityError(f"fixed mask for {k}: expected bool {tuple(w.shape)}, got "
                                     f"{getattr(m, 'dtype', type(m).__name__)} {tuple(getattr(m, 'shape', ()))}")
     if not needs_calib:
-        return
+        return eff_sparsity
     if calib is None:
         why = f"method {method!r} needs" if method != "magnitude" else \
             "measuring the reconstruction error (measure_error=True or heldout=...) needs"
@@ -108,6 +117,7 @@ def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, m
             raise CalibrationError(
                 f"SparseGPT needs at least as many calibration tokens as the widest layer input ({widest}) for a "
                 f"full-rank Hessian; got {calib.shape[0]} x {calib.shape[1]} = {calib.numel()} tokens")
+    return eff_sparsity
 
 
 def input_groups(step: BlockStep) -> tuple[list[list[str]], dict[str, torch.Tensor]]:
@@ -128,7 +138,7 @@ def input_groups(step: BlockStep) -> tuple[list[list[str]], dict[str, torch.Tens
 
 
 @torch.no_grad()
-def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float = 0.5,
+def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | None = None,
                 nm: tuple[int, int] | str | None = None, wbits: int = 16, calib: torch.Tensor | None = None,
                 device: torch.device | str | None = "auto", blocksize: int = 128, percdamp: float = 0.01,
                 batch_size: int = 8, measure_error: bool | None = None, progress: bool = False,
@@ -152,22 +162,30 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float = 0
     model's dtype); ``"auto"``: bfloat16 on CUDA, the model's dtype elsewhere.
     ``hessian_precision="tf32"``: TF32 GEMM inputs for ``X X^T`` (CUDA tensor cores; emulated
     elsewhere, for measuring).  ``offload``: keep the activations between blocks on the CPU
-    (for calibration sets that do not fit on the GPU beside one block)."""
+    (for calibration sets that do not fit on the GPU beside one block).
+
+    ``sparsity`` must lie in [0, 1) whether or not ``nm`` is given; with ``nm`` the pattern prunes
+    exactly N/M, so ``sparsity`` must be left out (``None``) or equal N/M (else ``SparsityError``);
+    with neither, ``DEFAULT_SPARSITY`` (0.5).
+    ``percdamp`` lies in [0, 1); ``blocksize`` and ``batch_size`` are integers >= 1.  Every argument
+    is checked before anything runs, so a refused call leaves the model as it was.  A failure (or a
+    ``KeyboardInterrupt``) after some blocks were changed in place says so: ``PartialPruneError``
+    naming those blocks, or the ``KeyboardInterrupt`` re-raised with that report as a note
+    (``e.__notes__``) and ``e.pruned_blocks``."""
     adapter = adapter_for(model)
     nm = parse_nm(nm)
     if measure_error is None:
         measure_error = method == "sparsegpt" and calib is not None
     needs_calib = method in ("wanda", "sparsegpt") or bool(measure_error) or heldout is not None
     masks = dict(masks or {})
-    _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout)
-    if hessian_precision not in HESSIAN_PRECISIONS:
-        raise ValueError(f"hessian_precision must be one of {HESSIAN_PRECISIONS}, got {hessian_precision!r}")
-    eff_sparsity = nm[0] / nm[1] if nm else float(sparsity)
+    eff_sparsity = _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout,
+                             blocksize, percdamp, batch_size, hessian_precision)
     dev = resolve_device(device)
     forward_dtype = resolve_forward_dtype(forward_dtype, dev)
     timer = Timer(dev)
     before = snapshot(model)
     rows: list[dict] = []
+    touched: set[int] = set()  # blocks whose weights may have been changed in place
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     was_training = model.training
@@ -175,20 +193,28 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float = 0
     try:
         with timer("total_s"):
             if not needs_calib:  # magnitude without calibration: no forward pass at all
-                _prune_by_weights(model, adapter, method, eff_sparsity, nm, wbits, masks, dev, timer, rows, progress)
+                _prune_by_weights(model, adapter, method, eff_sparsity, nm, wbits, masks, dev, timer, rows, progress,
+                                  touched)
             else:
                 opts = dict(method=method, sparsity=eff_sparsity, nm=nm, wbits=wbits, blocksize=blocksize,
                             percdamp=percdamp, measure_error=bool(measure_error), masks=masks,
-                            precision=hessian_precision, rows=rows)
+                            precision=hessian_precision, rows=rows, touched=touched)
                 sequential_pass(model, calib, lambda step: _prune_block(step, **opts), dev, batch_size, timer=timer,
                                 progress=progress, desc=method, heldout=heldout, forward_dtype=forward_dtype,
                                 store="cpu" if offload else None)
-    except Exception as e:
-        done = sorted({int(r["block"]) for r in rows})
-        if done:  # the weights of these blocks were already changed in place
-            raise PartialPruneError(f"{method} pruning failed after blocks {done} were already pruned in place; the "
-                                    f"model is half-pruned: reload it before retrying ({type(e).__name__}: {e})") from e
-        raise
+    except (Exception, KeyboardInterrupt) as e:
+        done = sorted(touched | {int(r["block"]) for r in rows})
+        if not done:  # nothing was changed yet
+            raise
+        # the weights of these blocks were already changed in place
+        what = "was interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        msg = (f"{method} pruning {what} after blocks {done} were already pruned in place; the model is "
+               f"half-pruned: reload it before retrying")
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C stays a KeyboardInterrupt (the same one), with the report
+            e.add_note(msg)
+            e.pruned_blocks = done
+            raise
+        raise PartialPruneError(f"{msg} ({type(e).__name__}: {e})") from e
     finally:
         model.train(was_training)
     timings = {k: timer.totals.get(k, 0.0) for k in ("capture_s", "forward_s", "stats_s", "solve_s", "total_s")}
@@ -213,7 +239,7 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float = 0
     return rep
 
 
-def _prune_by_weights(model, adapter, method, sparsity, nm, wbits, masks, dev, timer, rows, progress):
+def _prune_by_weights(model, adapter, method, sparsity, nm, wbits, masks, dev, timer, rows, progress, touched):
     """Magnitude pruning without calibration data: one block at a time on ``dev``, no forward pass."""
     from tqdm.auto import tqdm
     for bi, block in enumerate(tqdm(adapter.blocks(model), desc=method, disable=not progress)):
@@ -226,6 +252,7 @@ def _prune_by_weights(model, adapter, method, sparsity, nm, wbits, masks, dev, t
                     mask = masks.get(k)
                     if mask is None:
                         mask = score_mask(method, weight_oi(layer).float(), None, sparsity, nm, k)
+                    touched.add(bi)
                     w_old, w_new = zero_weights(layer, mask.to(dev), wbits)
                 rows.append({"block": bi, "group": name, **reconstruction_stats(name, w_old, w_new)})
         finally:
@@ -233,7 +260,7 @@ def _prune_by_weights(model, adapter, method, sparsity, nm, wbits, masks, dev, t
 
 
 def _prune_block(step: BlockStep, method, sparsity, nm, wbits, blocksize, percdamp, measure_error, masks,
-                 precision, rows):
+                 precision, rows, touched):
     bi, layers = step.index, step.linear_keys()
     full = method == "sparsegpt" or measure_error  # the full X X^T per input
     groups, first = input_groups(step)
@@ -255,13 +282,16 @@ def _prune_block(step: BlockStep, method, sparsity, nm, wbits, blocksize, percda
         step.feed(held, heldout=True)
 
     name = lambda k: k.split(".", 1)[1]  # noqa: E731  (the path inside the block)
-    for g in groups:
-        acc = accs[g[0]]
-        ho = held[g[0]] if held is not None else None
+    for g in groups:  # checked for the whole block before any of its weights change
         fixed = [k for k in g if k in masks]
         if fixed and len(fixed) != len(g) and method == "sparsegpt":
             raise SparsityError(f"layers {g} share one input (one OBS problem): give fixed masks for all of them "
                                 f"or none (got {fixed})")
+    touched.add(bi)  # from here on the block's weights change
+    for g in groups:
+        acc = accs[g[0]]
+        ho = held[g[0]] if held is not None else None
+        fixed = [k for k in g if k in masks]
         if method == "sparsegpt":
             with step.timer("solve_s"):
                 st = acc.prune(sparsity, *(nm or (0, 0)), wbits=wbits, blocksize=blocksize, percdamp=percdamp,

@@ -25,6 +25,7 @@ import torch
 
 from minilib.models.adapters import FFN, adapter_for
 from minilib.models.linear import weight_oi
+from minilib.train.checks import check_seed
 
 
 # --- weights ----------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ def score_obs(weight: torch.Tensor, hinv_diag: torch.Tensor) -> torch.Tensor:
 def score_neurons_random(model, seed: int = 0) -> list[torch.Tensor]:
     """Random scores drawn independently for every layer from one seeded generator (so each layer
     gets its own random indices; the original anatomy code reused one index set in every layer)."""
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(check_seed(seed))
     return [torch.rand(f.width, generator=g) for f in adapter_for(model).ffns(model)]
 
 
@@ -65,7 +66,7 @@ def score_neurons_shared_random(model, seed: int = 0) -> list[torch.Tensor]:
     widths = {f.width for f in ffns}
     if len(widths) != 1:
         raise ValueError(f"shared random scores need one FFN width in every block, got {sorted(widths)}")
-    s = torch.rand(widths.pop(), generator=torch.Generator().manual_seed(int(seed)))
+    s = torch.rand(widths.pop(), generator=torch.Generator().manual_seed(check_seed(seed)))
     return [s.clone() for _ in ffns]
 
 

@@ -45,17 +45,24 @@ from torch import nn
 
 from minilib.calib.accumulators import Hessian
 from minilib.calib.passes import CalibrationError
+from minilib.data.corpora import check_count
 from minilib.determinism import serial_cpu
 from minilib.device import synchronize
 from minilib.models.linear import in_features, out_features, set_weight_oi, weight_oi
-from minilib.prune.masks import check_nm, check_sparsity, mask_nm, mask_smallest, n_pruned
+from minilib.prune.masks import check_nm, check_sparsity_nm, mask_nm, mask_smallest, n_pruned
 from minilib.prune.quant import check_wbits, fit_quantizer
 from minilib.prune.report import reconstruction_stats
 from minilib.prune.scores import score_obs
+from minilib.train.checks import check_unit
 
 
 class HessianError(RuntimeError):
     """The (dampened) Hessian of a layer is not positive definite."""
+
+
+def check_percdamp(percdamp) -> float:
+    """The dampening fraction of ``mean(diag H)``: a number in [0, 1) (the reference uses 0.01)."""
+    return check_unit("percdamp", percdamp)
 
 
 def cholesky_inverse_upper(H: torch.Tensor, percdamp: float, names: str, retries: int = 4) -> tuple[torch.Tensor, float]:
@@ -102,7 +109,7 @@ class SparseGPT(Hessian):
 
     # --- pruning -----------------------------------------------------------------------------
     @torch.no_grad()
-    def prune(self, sparsity: float = 0.5, n: int = 0, m: int = 0, wbits: int = 16, blocksize: int = 128,
+    def prune(self, sparsity: float | None = None, n: int = 0, m: int = 0, wbits: int = 16, blocksize: int = 128,
               percdamp: float = 0.01, subblock: int = 16, mask: dict[str, torch.Tensor] | None = None,
               measure_error: bool = True, heldout: Hessian | None = None) -> list[dict]:
         """Prune (and with ``wbits < 16`` quantize) every layer in place; one stats dict per layer:
@@ -110,7 +117,8 @@ class SparseGPT(Hessian):
         ``heldout_error, heldout_rel_error`` with ``heldout``).
 
         ``mask``: a fixed bool mask ``[out, in]`` per layer name (True = prune) chosen by any other
-        criterion; OBS then only reconstructs (``sparsity`` and ``n:m`` are ignored).
+        criterion; OBS then only reconstructs (``sparsity`` and ``n:m`` are ignored).  With ``n:m``,
+        ``sparsity`` must be left out (``None``) or ``n / m``; without, ``None`` is 0.5 (as in ``prune_model``).
         ``measure_error``: the reconstruction error on the calibration inputs (``error``, ``rel_error``;
         in-sample: the solver minimised it), ``NaN`` when False.  ``heldout``: a ``Hessian`` of the
         same layers' inputs on held-out windows, for the error on inputs that chose nothing.
@@ -133,9 +141,13 @@ class SparseGPT(Hessian):
             sparsity = 0.0
         elif nm:
             check_nm(n, m, self.columns, self.names)
+            check_sparsity_nm(sparsity, (n, m))
         else:
-            sparsity = check_sparsity(sparsity)
+            sparsity = check_sparsity_nm(sparsity, None)
         wbits = check_wbits(wbits)
+        check_count(blocksize, "blocksize")
+        check_count(subblock, "subblock")
+        check_percdamp(percdamp)
         if self.tokens == 0:
             raise CalibrationError(f"{self.names}: no calibration inputs were added")
         cols = self.columns

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from minilib.results import read_json
+
 RUNNER_PARAMS = ("results_path", "figures_dir")
 STATS = ("metric", "n_seeds", "mean", "std", "ci_lo", "ci_hi")
 
@@ -20,11 +22,39 @@ def _cell(v):
     return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
 
 
+_MISSING = "\x00<missing>"
+
+
+def _as_key(v) -> str:
+    """One cell as text for grouping: every kind of missing value (``None``, ``NaN``, ``pd.NA``, ``NaT``)
+    is one key, distinct from any text (including ``"nan"`` and ``"None"``)."""
+    import pandas as pd
+    try:
+        if pd.isna(v):
+            return _MISSING
+    except (TypeError, ValueError):  # a list or an array in a cell: not a scalar
+        pass
+    return str(v)
+
+
+def row_keys(table, cols: list[str]):
+    """One string per row naming its values in ``cols`` (a Series on the table's index; empty strings
+    without ``cols``).  Robust to missing values in any column and dtype (pandas 3's ``str`` columns
+    keep ``NaN`` through ``astype(str)``)."""
+    import pandas as pd
+    if not cols:
+        return pd.Series("", index=table.index, dtype=object)
+    return pd.Series(["\x1f".join(_as_key(v) for v in row) for row in table[list(cols)].itertuples(index=False)],
+                     index=table.index, dtype=object)
+
+
 def collect(run_dirs, runs_dir: str | os.PathLike | None = None):
     """One tidy DataFrame of the results of ``run_dirs`` (in that order; folders without a
     ``results.json`` are left out).  ``run_dirs=None``: every folder under ``runs_dir``.
 
-    The names of the parameter columns are in ``table.attrs["parameters"]``."""
+    The names of the parameter columns are in ``table.attrs["parameters"]``.  A record column named like
+    a parameter of its run but holding other values is renamed ``record_<name>``; the parameter keeps
+    the name (a sweep's ``seed`` is never hidden by a record's own ``seed``)."""
     import pandas as pd
     if run_dirs is None:
         run_dirs = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir())
@@ -33,8 +63,11 @@ def collect(run_dirs, runs_dir: str | os.PathLike | None = None):
         f = d / "results.json"
         if not f.is_file():
             continue
-        res = json.loads(f.read_text())
-        params = json.loads((d / "params.json").read_text()) if (d / "params.json").is_file() else {}
+        stem = d.name.split("__")[0]
+        rerun = (f"rerun the sweep (the run {d.name} is then stale and runs again), or rerun the {stem} notebook "
+                 "with its parameters")
+        res = read_json(f, rerun)
+        params = read_json(d / "params.json", rerun) if (d / "params.json").is_file() else {}
         if isinstance(res, dict) and res.get("records"):
             rows = res["records"]
         else:
@@ -44,8 +77,15 @@ def collect(run_dirs, runs_dir: str | os.PathLike | None = None):
         df.insert(0, "run", d.name)
         df.insert(1, "notebook", res.get("notebook", d.name.split("__")[0]) if isinstance(res, dict) else d.name)
         for k, v in params.items():
-            if k in RUNNER_PARAMS or k in df.columns:
+            if k in RUNNER_PARAMS:
                 continue
+            if k in df.columns:
+                if (df[k].map(_as_key) == _as_key(_cell(v))).all():
+                    continue  # the record repeats its run's parameter
+                # a record column with the parameter's name but other values (e.g. the random-mask seed of a
+                # baseline record beside the sweep's seed): the parameter keeps the name, the record's
+                # column becomes record_<name>
+                df = df.rename(columns={k: f"record_{k}"})
             df[k] = _cell(v)
             if k not in param_cols:
                 param_cols.append(k)
@@ -87,12 +127,12 @@ def infer_roles(table, seed: str = "seed") -> tuple[list[str], list[str]]:
     if "run" not in table.columns:
         raise ValueError("the table has no 'run' column (use the table written by the sweep)")
     fixed = ["notebook", *params] if "notebook" in table.columns else params
-    sib = table[fixed].astype(str).agg("\x1f".join, axis=1) if fixed else pd.Series("", index=table.index)
+    sib = row_keys(table, fixed)
     by, metrics = list(fixed), []
     for c in table.columns:
         if c in ("run", seed) or c in fixed:
             continue
-        per_run = table.groupby("run", sort=False)[c].agg(lambda v: tuple(sorted(map(str, v))))
+        per_run = table.groupby("run", sort=False)[c].agg(lambda v: tuple(sorted(map(_as_key, v))))
         same = all(len(set(per_run[g.unique()])) == 1 for _, g in table.groupby(sib, sort=False)["run"])
         if same:
             by.append(c)
@@ -146,7 +186,7 @@ def aggregate_over_seeds(table, metrics: list[str] | str | None = None, by: list
     clash = sorted(set(by) & set(STATS))
     if clash:
         raise ValueError(f"setting columns {clash} have the names of the summary's own columns {list(STATS)}")
-    keys = table[by].astype(str).agg("\x1f".join, axis=1) if by else pd.Series("", index=table.index)
+    keys = row_keys(table, by)
     dup = table.assign(_k=keys).duplicated(["_k", seed], keep=False)
     if dup.any():
         row = table[dup].iloc[0]

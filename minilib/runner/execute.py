@@ -7,7 +7,6 @@ notebook in a child process, check what it wrote, and only then write ``DONE``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -111,6 +110,14 @@ def _emit(task: RunTask, kind: str, **msg) -> None:
             print(f"[runner] {msg['message']}", flush=True)
 
 
+def _load() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _tail(path: Path, n: int = 25) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -136,10 +143,11 @@ def _results_ok(path: Path, before: int | None) -> str:
         return f"the notebook finished but wrote no results at {path}"
     if before is not None and path.stat().st_mtime_ns == before:
         return f"the notebook finished but did not rewrite {path} (the file there is from an earlier run)"
+    from minilib.results import ResultsError, read_json
     try:
-        json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return f"the results file {path} is not valid JSON ({e})"
+        read_json(path, "rerun the notebook (the sweep runs it again)")
+    except ResultsError as e:
+        return f"the notebook finished but its results file is unusable: {e}"
     return ""
 
 
@@ -173,6 +181,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         started = time.time()
         info = {"run": task.run_id, "notebook": task.notebook, "status": "running", "host": host,
                 "worker_pid": os.getpid(), "started": started, "threads": task.threads,
+                "load_start": _load(),  # 1-minute load average: how shared the machine was
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         write_json(run_dir / RUN_JSON, info)
         _emit(task, "start", host=host, pid=os.getpid())
@@ -200,7 +209,7 @@ def execute_run(task: RunTask) -> RunOutcome:
                      else f"the notebook failed (exit {rc})")
         else:
             error = _results_ok(results, before)
-        info.update(seconds=round(seconds, 3), finished=time.time(), returncode=rc)
+        info.update(seconds=round(seconds, 3), finished=time.time(), returncode=rc, load_end=_load())
         if error:
             info.update(status="failed", error=error)
             write_json(run_dir / RUN_JSON, info)

@@ -218,7 +218,8 @@ def collect_timings(plan: Plan, profile: str, invocation: dict | None = None) ->
         info = read_run_json(r.run_dir)
         rows.append({"notebook": r.spec.notebook.stem, "status": info.get("status", "new"),
                      "seconds": info.get("seconds"), "host": info.get("host"), "threads": info.get("threads"),
-                     "started": info.get("started"), "finished": info.get("finished")})
+                     "started": info.get("started"), "finished": info.get("finished"),
+                     "load_start": info.get("load_start"), "load_end": info.get("load_end")})
     out = {"profile": profile, "cpu_count": os.cpu_count(), "machine": platform.machine(),
            "cuda": torch.cuda.is_available(), "runs": rows}
     if invocation:
@@ -237,26 +238,31 @@ def write_timings(plan: Plan, res_dir: Path, profile: str, invocation: dict | No
 def table_timings(results_dir: Path) -> str:
     """Markdown: the wall time of each notebook's last ``make reproduce`` run, their sum, and the
     wall clock of the call that ran them all (when one call did)."""
-    import json
+    from minilib.results import read_json
     path = Path(results_dir) / TIMINGS
     if not path.exists():
         raise ValueError(f"{path.name} is missing: run `make reproduce` (it writes the wall times of its runs)")
-    d = json.loads(path.read_text())
-    if "runs" not in d:
+    d = read_json(path, "re-run `make reproduce` to rewrite it")
+    if not isinstance(d, dict) or "runs" not in d:
         raise ValueError(f"{path.name} is in an older format: re-run `make reproduce`")
-    lines = ["| notebook | status | wall time (min) | threads |", "|---|---|---|---|"]
+    lines = ["| notebook | status | wall time (min) | threads | 1-min load at start / end |", "|---|---|---|---|---|"]
     total = 0.0
+
+    def load(r):
+        a, b = r.get("load_start"), r.get("load_end")
+        return "" if a is None and b is None else f"{'?' if a is None else f'{a:.1f}'} / {'?' if b is None else f'{b:.1f}'}"
+
     for r in d["runs"]:
         sec = r.get("seconds")
         total += sec or 0.0
         lines.append(f"| `{r['notebook']}` | {r['status']} | {'' if sec is None else f'{sec / 60:.1f}'} | "
-                     f"{r.get('threads') or ''} |")
+                     f"{r.get('threads') or ''} | {load(r)} |")
     dev = "a CUDA GPU" if d.get("cuda") else f"{d.get('cpu_count')} CPU cores"
-    lines.append(f"| **sum of the notebooks' times** | | **{total / 60:.0f}** | |")
+    lines.append(f"| **sum of the notebooks' times** | | **{total / 60:.0f}** | | |")
     span, inv = wall_clock(d), d.get("invocation") or {}
     where = f" ({inv['where']})" if inv.get("where") else ""
     if span is not None:
-        lines.append(f"| **`make reproduce`, first start to last finish**{where} | | **{span / 60:.0f}** | |")
+        lines.append(f"| **`make reproduce`, first start to last finish**{where} | | **{span / 60:.0f}** | | |")
     return (f"Wall times of the last `make reproduce` runs (profile `{d['profile']}`, {dev}; fine-tuned models and "
             f"anatomy statistics come from the cache when present, so a first run on a fresh machine takes "
             f"longer):\n\n" + "\n".join(lines))

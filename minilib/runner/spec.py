@@ -17,8 +17,11 @@ A spec (YAML)::
 
 Everything is checked before anything runs: unknown keys (with the closest allowed key), empty
 grids, notebooks that do not exist, parameters that the notebook's ``parameters`` cell does not
-define (the cell papermill injects after, read with ``ast``), values whose type does not match the default in
-that cell, parameters the runner sets itself (``results_path``, ``figures_dir``), duplicate runs.
+define (the cell papermill injects after, read with ``ast``), values that the notebook's parameter
+spec rejects (``minilib.profiles.NOTEBOOKS``, found by the notebook's stem: kind, range, choices,
+whatever the cell's default, often ``None``) -- or, for a notebook without a spec, values whose
+type does not match the default in that cell --, parameters the runner sets itself
+(``results_path``, ``figures_dir``), duplicate runs.
 """
 
 from __future__ import annotations
@@ -172,28 +175,62 @@ def _type_name(v) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def check_value(where: str, name: str, value, default) -> None:
-    """``value`` must have the type of the notebook's default (an int is accepted for a float;
-    ``None`` is accepted everywhere: the notebook fills it from its profile)."""
-    if value is None or default is None or default is ANY:
+_KIND_OK = {
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "list": lambda v: isinstance(v, list),
+    "dict": lambda v: isinstance(v, dict),
+}
+_KIND_NAME = {"bool": "a bool", "int": "an int", "float": "an int or a float", "str": "a str", "list": "a list",
+              "dict": "a dict"}
+_DEFAULT_KIND = {bool: "bool", int: "int", float: "float", str: "str", list: "list", tuple: "list", dict: "dict"}
+
+
+def parameter_spec(nb: str | os.PathLike) -> dict | None:
+    """``{name: minilib.params.Param}`` of the notebook (its ``minilib.profiles.NOTEBOOKS`` entry, found
+    by the notebook's stem, with the common parameters), or ``None`` for a notebook that has none."""
+    from minilib.profiles import NOTEBOOKS
+    entry = NOTEBOOKS.get(Path(nb).stem)
+    if entry is None:
+        return None
+    from minilib.params import COMMON
+    return {**COMMON, **entry[0]}
+
+
+def check_value(where: str, name: str, value, default, param=None) -> None:
+    """``value`` must be what the notebook accepts.  With the notebook's parameter spec (``param``, a
+    ``minilib.params.Param``: the notebook's ``minilib.profiles`` entry), its kind, range, choices and
+    items decide, whatever the default in the parameters cell (often ``None``: filled from the
+    profile).  Without one, ``value`` must have the type of the default (an int is accepted for a
+    float; a ``None`` or unreadable default accepts anything).  ``None`` is accepted everywhere: the
+    notebook fills it from its profile."""
+    if value is None:
         return
-    ok = {
-        bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        str: lambda v: isinstance(v, str),
-        list: lambda v: isinstance(v, list),
-        tuple: lambda v: isinstance(v, list),
-        dict: lambda v: isinstance(v, dict),
-    }.get(type(default))
-    if ok is not None and not ok(value):
-        allowed = "an int or a float" if isinstance(default, float) else _type_name(default)
+    if param is not None:
+        kind = param.kind
+        if kind in _KIND_OK and not _KIND_OK[kind](value):
+            raise SpecError(f"{where}: parameter {name!r} = {value!r} is {_type_name(value)}; the notebook's "
+                            f"parameter spec (minilib.profiles) says it must be {_KIND_NAME[kind]}"
+                            + (f" ({param.help})" if param.help else ""))
+        from minilib.params import ParameterError
+        try:
+            param.validate(name, value)
+        except ParameterError as e:
+            raise SpecError(f"{where}: {e}") from None
+        return
+    if default is None or default is ANY:
+        return
+    kind = _DEFAULT_KIND.get(type(default))
+    if kind is not None and not _KIND_OK[kind](value):
         raise SpecError(f"{where}: parameter {name!r} = {value!r} is {_type_name(value)}; the notebook's "
-                        f"default is {default!r}, so it must be {allowed}")
+                        f"default is {default!r}, so it must be {_KIND_NAME[kind]}")
 
 
 def check_parameters(where: str, nb: Path, params: dict, allow_reserved: bool = False) -> None:
     defined = notebook_parameters(nb)
+    spec = parameter_spec(nb)
     for name, value in params.items():
         if not isinstance(name, str):
             raise SpecError(f"{where}: parameter names must be strings, got {name!r}")
@@ -203,7 +240,7 @@ def check_parameters(where: str, nb: Path, params: dict, allow_reserved: bool = 
         if name not in defined:
             raise SpecError(f"{where}: notebook {nb.name} has no parameter {name!r}{_suggest(name, defined)} "
                             f"(its parameters cell defines: {', '.join(defined)})")
-        check_value(where, name, value, defined[name])
+        check_value(where, name, value, defined[name], (spec or {}).get(name))
         if name == "profile" and value is not None:
             from minilib.params import PROFILES
             if value not in PROFILES:
@@ -296,9 +333,10 @@ def expand(spec: dict, where: str = "spec") -> list[RunSpec]:
                 raise SpecError(f"{w}: 'seeds' and a {SEED!r} parameter/grid axis are both given; keep one")
             grid[SEED] = seeds
         check_parameters(w, nb, {**fixed, **{k: v[0] for k, v in grid.items()}})
+        pspec = parameter_spec(nb) or {}
         for k, vals in grid.items():
             for v in vals[1:]:
-                check_value(w, k, v, notebook_parameters(nb)[k])
+                check_value(w, k, v, notebook_parameters(nb)[k], pspec.get(k))
         name = entry.get("name", nb.stem)
         if not isinstance(name, str) or not name:
             raise SpecError(f"{w}: 'name' must be a non-empty string")

@@ -35,12 +35,18 @@ PACKAGE = ROOT / "minilib"
 _LIB_CACHE: dict[str, str] = {}
 
 
+# library code a notebook run does not execute: the runner that starts it, the tables rendered from
+# its results afterwards, the profile planner.  Editing them leaves finished runs done.
+NOT_RUN = ("runner/", "tables/", "profiles/plan.py")
+
+
 def library_hash(package: str | os.PathLike = PACKAGE) -> str:
-    """sha256 over every ``*.py`` file of the package (relative path and contents), so that a
-    change anywhere in the library makes finished runs stale."""
+    """sha256 over every ``*.py`` file of the package that a run executes (relative path and contents;
+    not ``NOT_RUN``), so that a change anywhere in that code makes finished runs stale."""
     package = Path(package).resolve()
     h = hashlib.sha256()
-    for f in sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts):
+    for f in sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts
+                    and not p.relative_to(package).as_posix().startswith(NOT_RUN)):
         h.update(f.relative_to(package).as_posix().encode() + b"\0")
         h.update(hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()

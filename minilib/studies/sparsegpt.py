@@ -132,7 +132,7 @@ def run_setting(model_name: str, method: str | None, test_ids: torch.Tensor, cal
     timer = Timer(resolve_device(device))
     with timer("prune_s"):
         if method:
-            report = prune_model(model, method, sparsity, nm=nm, wbits=wbits, calib=calib, device=device,
+            report = prune_model(model, method, None if nm else sparsity, nm=nm, wbits=wbits, calib=calib, device=device,
                                  **prune_kwargs)
     if report is not None:
         row.update(achieved_sparsity=report.overall["sparsity"], mean_rel_error=report.overall["mean_rel_error"])

@@ -20,10 +20,28 @@ def check_int(name: str, v, lo: int, optional: bool = False):
     return int(v)
 
 
+SEED_MAX = 2**63 - 1  # what torch.manual_seed / Generator.manual_seed take
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A random seed: an integer in ``[0, 2**63)`` (numpy integers too); not a bool, a float (``1.5``
+    would silently become 1) or a string."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r} ({type(seed).__name__})")
+    return int(seed)
+
+
 def check_positive(name: str, v) -> float:
     """A finite number ``> 0``."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a positive number, got {v!r}")
+    return float(v)
+
+
+def check_nonnegative(name: str, v) -> float:
+    """A finite number ``>= 0``."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     return float(v)
 
 

@@ -41,10 +41,12 @@ import torch
 from torch import nn
 
 from minilib import assets
+from minilib.data.tasks import check_training_data
 from minilib.device import model_device
 from minilib.eval.decision import DecisionTask
 from minilib.models.adapters import adapter_for
-from minilib.train.checks import DEFAULT_LR, METHODS, check_int, check_lora, check_method, check_positive, check_unit
+from minilib.train.checks import (DEFAULT_LR, METHODS, check_int, check_lora, check_method, check_positive,
+                                  check_seed, check_unit)
 from minilib.train.heads import model_fingerprint
 from minilib.train.lora import add_lora, lora_targets, merge_lora
 from minilib.train.masking import SparsityMasks, check_keep_sparsity
@@ -94,7 +96,7 @@ def finetune_key(model, task: DecisionTask, n_train: int, max_length: int, hpara
     init = "random" if init_head is None else hashlib.sha1(raw(init_head.weight) + raw(init_head.bias)).hexdigest()[:12]
     spec = {"fingerprint": model_fingerprint(model), "dataset": task.dataset, "seed": task.seed, "n_train": n_train,
             "labels_sum": int(np.asarray(task.train.labels[:n_train]).sum()), "template": task.template,
-            "max_length": max_length, "hparams": hparams, "init_head": init, "v": 1}
+            "max_length": max_length, "hparams": hparams, "init_head": init, "v": 2}  # v2: saved with a content manifest
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -113,6 +115,9 @@ def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, m
     lr = DEFAULT_LR.get(method, 5e-5) if lr is None else lr
     check_hparams(method, epochs, batch_size, lr, head_lr, weight_decay, warmup, lora_r, lora_alpha, lora_dropout, None,
                   keep_sparsity)
+    check_seed(seed)
+    check_int("max_length", max_length, 1)
+    check_training_data(texts, labels, None if init_head is None else init_head.out_features, "finetune_classifier")
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if len(texts) != len(y_all) or len(texts) < 2:
         raise ValueError(f"need >= 2 texts with one label each, got {len(texts)} texts and {len(y_all)} labels")

@@ -37,8 +37,9 @@ from torch import nn
 
 from minilib.data.corpora import CorpusError, eval_windows
 from minilib.device import model_device, resolve_device
-from minilib.eval.perplexity import lm_nll, perplexity
-from minilib.train.checks import DEFAULT_LR, check_int, check_lora, check_method, check_positive, check_unit
+from minilib.eval.perplexity import check_seqlen, check_token_ids, lm_nll, perplexity, to_windows
+from minilib.train.checks import (DEFAULT_LR, check_int, check_lora, check_method, check_positive, check_seed,
+                                  check_unit)
 from minilib.train.masking import SparsityMasks, check_keep_sparsity
 
 
@@ -62,7 +63,8 @@ class FinetuneResult:
 
 
 def check_finetune_args(method, seqlen, batch_size, lr, weight_decay, max_epochs, max_steps, warmup_steps,
-                        eval_every, dev_windows, target_ppl, lora_r, lora_alpha, lora_dropout, keep_sparsity) -> None:
+                        eval_every, dev_windows, target_ppl, lora_r, lora_alpha, lora_dropout, keep_sparsity,
+                        seed=0) -> None:
     """Clear errors, before any work, for arguments out of range."""
     check_method(method)
     check_int("seqlen", seqlen, 2)
@@ -80,6 +82,23 @@ def check_finetune_args(method, seqlen, batch_size, lr, weight_decay, max_epochs
     if method == "lora":
         check_lora(lora_r, lora_alpha, lora_dropout)
     check_keep_sparsity(keep_sparsity)
+    check_seed(seed)
+
+
+def check_finetune_data(model, train_ids, dev_ids, seqlen, dev_windows, dev_eval) -> torch.Tensor:
+    """The training windows ``[n, seqlen]`` of ``train_ids`` (a 1-D LongTensor), every id within the
+    model's vocabulary, and (without ``dev_eval``) ``dev_ids`` checked the same way, before any work."""
+    check_seqlen(model, seqlen)
+    if not isinstance(train_ids, torch.Tensor) or train_ids.dim() != 1:
+        got = f"shape {tuple(train_ids.shape)}" if isinstance(train_ids, torch.Tensor) else type(train_ids).__name__
+        raise TypeError(f"train_ids must be a 1-D LongTensor of token ids (the train split as one stream), got {got}")
+    check_token_ids(model, train_ids, "train_ids")
+    if dev_eval is None:
+        to_windows(dev_ids, seqlen, dev_windows, model, name="dev_ids")
+    elif not callable(dev_eval):
+        raise TypeError(f"dev_eval must be a callable model -> float (or None: dev perplexity), got "
+                        f"{type(dev_eval).__name__}")
+    return eval_windows(train_ids, seqlen)
 
 
 def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, target_ppl: float | None = None,
@@ -92,14 +111,16 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, t
     """Fine-tune ``model`` in place on ``train_ids`` (1-D); see the module docstring.
 
     ``lr``: None is 5e-5 for ``method="full"`` and 1e-3 for ``"lora"``.  ``max_steps``: an integer
-    >= 1, or None (``max_epochs`` epochs).  ``keep_sparsity``: ``"auto"`` (the layers with >= 1%
+    >= 1, or None (``max_epochs`` epochs).  ``seed``: an integer >= 0.  ``train_ids`` (and ``dev_ids``
+    unless ``dev_eval`` is given) must be LongTensors of ids within the model's vocabulary; everything
+    is checked before any work.  ``keep_sparsity``: ``"auto"`` (the layers with >= 1%
     exact zeros keep them), ``True`` (every exact zero), ``False`` (none; the report still shows the
     loss).  Raises ``SparsityLostError`` if a weight that should have stayed zero did not."""
     lr = DEFAULT_LR.get(method, DEFAULT_LR["full"]) if lr is None else lr
     check_finetune_args(method, seqlen, batch_size, lr, weight_decay, max_epochs, max_steps, warmup_steps,
-                        eval_every, dev_windows, target_ppl, lora_r, lora_alpha, lora_dropout, keep_sparsity)
+                        eval_every, dev_windows, target_ppl, lora_r, lora_alpha, lora_dropout, keep_sparsity, seed)
+    windows = check_finetune_data(model, train_ids, dev_ids, seqlen, dev_windows, dev_eval)
     device = model_device(model) if device in (None, "auto") else resolve_device(device)
-    windows = eval_windows(train_ids, seqlen)
     if len(windows) < batch_size:
         raise CorpusError(f"train split has {len(windows)} windows of {seqlen}; need at least one batch of "
                           f"{batch_size}")

@@ -16,18 +16,25 @@ from torch import nn
 
 from minilib import assets
 from minilib.device import model_device
+from minilib.data.tasks import SchemaError, check_labels_array
 from minilib.eval.decision import DecisionTask, decision_features
 from minilib.models.saving import load_head, save_head
+from minilib.train.checks import check_int, check_nonnegative, check_seed
 
 
 def fit_head(features: torch.Tensor, labels, l2: float = 0.1, max_iter: int = 200, seed: int = 0) -> nn.Linear:
-    """Logistic regression (L-BFGS, fp32) on standardised features, folded back into one ``nn.Linear``."""
-    torch.manual_seed(seed)
+    """Logistic regression (L-BFGS, fp32) on standardised features, folded back into one ``nn.Linear``.
+    ``l2`` >= 0, ``max_iter`` >= 1, ``seed`` an integer >= 0."""
+    check_nonnegative("l2", l2)
+    check_int("max_iter", max_iter, 1)
+    torch.manual_seed(check_seed(seed))
     x = features.float()
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if len(x) != len(y):
-        raise ValueError(f"{len(x)} feature rows for {len(y)} labels")
+    y = torch.as_tensor(check_labels_array(labels, len(x), "fit_head: labels"), dtype=torch.long)
     n_cls = int(y.max()) + 1
+    missing = sorted(set(range(n_cls)) - set(y.unique().tolist()))
+    if n_cls < 2 or missing:
+        raise SchemaError(f"fit_head: labels must hold every class 0..{max(n_cls, 2) - 1} (at least two), got "
+                          f"{sorted(set(y.tolist()))[:10]}: a class without an example gets an output nothing trains")
     mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mu) / sd
     lin = nn.Linear(x.shape[1], n_cls)

@@ -241,3 +241,181 @@ def test_classification_empty_file_and_split_arguments(tmp_path):
         ds.split(0.95)
     train, test = ds.split(0.4, seed=0)
     assert (len(train), len(test)) == (3, 2) and sorted(train.texts + test.texts) == list("abcde")
+
+
+# --- issue 17: data that cannot be what the user meant ---------------------------------------------
+
+
+@pytest.mark.parametrize("data,line,col", [
+    (b"\x00" * 64, 1, 1),                                      # a file of NUL bytes
+    (b"some text\nmore\x00\x01\x02 text\n", 2, 5),              # binary bytes inside text
+    ("hello\nworld\n".encode("utf-16-le"), 1, 2),              # UTF-16: a NUL after every ASCII letter
+])
+def test_binary_content_is_not_a_corpus(tmp_path, data, line, col):
+    f = tmp_path / "blob.txt"
+    f.write_bytes(data)
+    with pytest.raises(CorpusError, match=rf"blob\.txt:{line}: binary content, not text \(a NUL byte at column "
+                                          rf"{col}"):
+        load_text(f)
+    g = tmp_path / "blob.jsonl"                                 # the same check for JSON lines
+    g.write_bytes(b'{"text": "a"}\n' + data)
+    with pytest.raises(CorpusError, match=rf"blob\.jsonl:{line + 1}: binary content"):
+        load_text(g)
+    h = tmp_path / "blob_mcq.jsonl"                             # and for MCQ / classification files
+    h.write_bytes(data)
+    with pytest.raises(SchemaError, match="binary content"):
+        load_mcq(h)
+    with pytest.raises(SchemaError, match="binary content"):
+        load_classification(h)
+
+
+@pytest.mark.parametrize("name,content,fmt", [
+    ("records.json", json.dumps([{"text": "one"}, {"text": "two"}]), "JSON"),
+    ("records.JSON", json.dumps({"text": "one"}), "JSON"),
+    ("table.csv", "text,label\none,0\n", "CSV"),
+    ("data.parquet", "PAR1", "Parquet"),
+    ("conf.yaml", "text: one\n", "YAML"),
+])
+def test_structured_files_are_rejected_with_the_formats_read(tmp_path, name, content, fmt):
+    f = tmp_path / name
+    f.write_text(content)
+    with pytest.raises(CorpusError) as e:
+        load_text(f)
+    msg = str(e.value)
+    assert str(f) in msg and f"{fmt} files are not read as corpora" in msg
+    assert ".txt" in msg and ".jsonl" in msg                  # the formats that are read
+    with pytest.raises(CorpusError, match="not read as corpora"):
+        corpus_splits(never_called, f)                        # before any tokenizing
+    if name == "records.json":
+        assert "convert it to .jsonl" in msg
+        jsonl(tmp_path / "records.jsonl", {"text": "one"}, {"text": "two"})   # the documented way works
+        assert load_text(tmp_path / "records.jsonl") == "one\n\ntwo"
+
+
+def test_split_too_short_names_the_split_and_the_corpus(tmp_path, tok):
+    f = tmp_path / "short.txt"
+    f.write_text("word " * 400)
+    sp = corpus_splits(tok, f)
+    for part in ("dev", "test", "train"):
+        with pytest.raises(CorpusError, match=rf"the {part} split of corpus '.*short\.txt' has \d+ tokens, too short "
+                                              r"for one window of 512"):
+            eval_windows(sp[part], 512)
+        with pytest.raises(CorpusError, match=rf"the {part} split of corpus '.*short\.txt' has \d+ tokens, too short "
+                                              r"for windows of 512"):
+            calibration_windows(sp[part], 2, 512)
+    assert sp.describe("dev") == f"the dev split of corpus {str(f)!r}"
+    with pytest.raises(CorpusError, match="my part has"):        # an explicit name wins
+        eval_windows(sp["dev"], 512, name="my part")
+    with pytest.raises(CorpusError, match="^corpus part has"):   # a tensor of unknown origin
+        eval_windows(sp["dev"].clone(), 512)
+    with pytest.raises(CorpusError, match=r"split 'dev' of corpus 'tiny-ids' would be empty"):
+        split_tokens(torch.arange(5), {"calib": 0.9, "dev": 0.05}, name="tiny-ids")
+
+
+MCQ_FILE_BAD = [
+    (GOOD | {"choices": ["4", "4"], "answer": 1}, "choices 0 and 1 are the same text '4'"),
+    (GOOD | {"choices": ["3", "4", "5", "4 "]}, "choices 1 and 3 are the same text '4'"),
+    (GOOD | {"choices": [" 3", "4"]}, r"choice 0 ' 3' starts with whitespace; write choices without the leading "
+                                      r"space \(the scorer puts one space"),
+    (GOOD | {"choices": ["3", "\t4"]}, "choice 1 '\\\\t4' starts with whitespace"),
+]
+
+
+@pytest.mark.parametrize("row,match", MCQ_FILE_BAD, ids=[m[:30] for _, m in MCQ_FILE_BAD])
+def test_mcq_file_choices_follow_the_documented_format(tmp_path, row, match):
+    f = jsonl(tmp_path / "m.jsonl", GOOD, row)
+    with pytest.raises(SchemaError, match=r"m\.jsonl:2: " + match):
+        load_mcq(f)
+
+
+def test_mcq_items_in_code_keep_lm_eval_spaces_and_warn_on_a_duplicated_answer():
+    import warnings as w
+    from minilib.data import DuplicateChoicesWarning
+    with w.catch_warnings():
+        w.simplefilter("error")
+        validate_mcq([MCQItem("q", (" a", " b"), 0)])                # HellaSwag's endings: kept, as lm-eval scores them
+        validate_mcq([MCQItem("q", ("west", "south", "west", "north"), 3)])   # SciQ: a distractor twice, harmless
+    with pytest.warns(DuplicateChoicesWarning, match=r"set item 1: the answer \(choice 2\) and choice 0 are the same "
+                                                     r"text 'x'.*never scored right"):
+        validate_mcq([MCQItem("q", ("a", "b"), 0), MCQItem("q", ("x", "y", "x"), 2)], "set")
+    with pytest.warns(DuplicateChoicesWarning, match="only by a tie"):
+        validate_mcq([MCQItem("q", ("x", "y", "x"), 0)])
+
+
+CLS_BAD = [
+    ({"text": "", "label": 0}, "'text' is empty: it has no token to classify"),
+    ({"text": "  \n", "label": 1}, "'text' is empty"),
+]
+
+
+@pytest.mark.parametrize("row,match", CLS_BAD, ids=["empty", "blank"])
+def test_classification_file_empty_text_is_rejected(tmp_path, row, match):
+    f = jsonl(tmp_path / "c.jsonl", {"text": "a", "label": 0}, {"text": "b", "label": 1}, row)
+    with pytest.raises(SchemaError, match=r"c\.jsonl:3: " + match):
+        load_classification(f)
+
+
+def test_classification_file_labels_without_a_class_are_rejected(tmp_path):
+    f = jsonl(tmp_path / "c.jsonl", {"text": "a", "label": 0}, {"text": "b", "label": 2}, {"text": "c", "label": 2})
+    with pytest.raises(SchemaError, match=r"c\.jsonl: labels are class ids 0..K-1.*class \[1\] of 0..2 has no row "
+                                          r"\(labels present: \[0, 2\]\)"):
+        load_classification(f)
+    jsonl(f, {"text": "a", "label": 1}, {"text": "b", "label": 2})
+    with pytest.raises(SchemaError, match=r"class \[0\] of 0..2 has no row"):
+        load_classification(f)
+    jsonl(f, {"text": "a", "label": 1}, {"text": "b", "label": 0})
+    assert load_classification(f).label_names == ("0", "1")
+
+
+@pytest.mark.parametrize("texts,labels,names,match", [
+    (["a", "", "c"], [0, 1, 0], ("n", "p"), r"ClassificationSet texts\[1\] is empty"),
+    (["a", " ", "c"], [0, 1, 0], ("n", "p"), r"texts\[1\] is only whitespace"),
+    (["a", None], [0, 1], ("n", "p"), r"texts\[1\] must be a string, got NoneType"),
+    ("abc", [0, 1, 0], ("n", "p"), "texts must be a list of strings, got str"),
+    (["a", "b", "c"], [0, 2, 1], ("n", "p"), r"labels\[1\] = 2 is >= num_labels=2: the model cannot predict it; "
+                                             r"labels must be class ids 0..1"),
+    (["a", "b", "c"], [0, -1, 1], ("n", "p"), r"labels\[1\] = -1 is negative"),
+    (["a", "b", "c"], [0.0, 1.0, 1.0], ("n", "p"), "labels must be integer class ids.*float64"),
+    (["a", "b", "c"], [True, False, True], ("n", "p"), "labels must be integer class ids.*bool"),
+    (["a", "b", "c"], [0, 1], ("n", "p"), r"one label per text: 3 texts, got labels of shape \(2,\)"),
+    (["a", "b"], None, ("n", "p"), "no labels for the task"),
+    (["a", "b"], [0, 1], (), "label_names must be a non-empty tuple of strings"),
+])
+def test_classification_set_checks_texts_and_labels_when_made(texts, labels, names, match):
+    with pytest.raises(SchemaError, match=match):
+        ClassificationSet(texts, labels if labels is None else np.asarray(labels), names)
+
+
+def test_classification_set_labels_become_int64():
+    ds = ClassificationSet(["a", "b"], [1, 0], ["n", "p"])
+    assert ds.labels.dtype == np.int64 and ds.label_names == ("n", "p")
+    assert ds.subset([1]).labels.tolist() == [0]
+
+
+@pytest.mark.parametrize("texts,labels,num,match", [
+    (["a", "b", "c"], [0, 2, 2], None, r"finetune_classifier: class \[1\] of 0..2 has no example among its 3 "
+                                       r"\(labels present: \[0, 2\]\)"),
+    (["a", "b", "c"], [0, 1, 1], 3, r"class \[2\] of 0..2 has no example"),
+    (["a", "b", "c"], [1, 1, 1], None, r"needs examples of at least two classes, got 3 example\(s\) of \[1\]"),
+    (["a", "b", "c"], [0, 1, 2], 2, r"labels\[2\] = 2 is >= num_labels=2: the model cannot predict it"),
+    (["a", "b", "c"], [0, 1, -1], None, r"labels\[2\] = -1 is negative"),
+    (["a", "", "c"], [0, 1, 0], None, r"texts\[1\] is empty"),
+])
+def test_training_data_checks(texts, labels, num, match):
+    from minilib.data import check_training_data
+    with pytest.raises(SchemaError, match=match):
+        check_training_data(texts, labels, num, "finetune_classifier")
+    assert check_training_data(["a", "b"], np.array([1, 0]), 2).tolist() == [1, 0]
+
+
+def test_finetune_classifier_checks_its_data_before_any_compute():
+    from minilib.train.classify import finetune_classifier
+    m = load("tiny-llama")
+    for texts, labels, head, match in [
+            (["good film", "bad film", ""], [1, 0, 1], None, r"finetune_classifier: texts\[2\] is empty"),
+            (["good film", "bad film", "ok"], [1, 0, -1], None, r"labels\[2\] = -1 is negative"),
+            (["good film", "bad film", "ok"], [2, 0, 2], None, r"class \[1\] of 0..2 has no example"),
+            (["good film", "bad film", "ok"], [1, 0, 2], torch.nn.Linear(32, 2),
+             r"labels\[2\] = 2 is >= num_labels=2")]:
+        with pytest.raises(SchemaError, match=match):
+            finetune_classifier(m.model, never_called, texts, labels, "lora", init_head=head, verbose=False)

@@ -27,3 +27,24 @@ def test_decision_task_split_and_bad_labels(tmp_path):
     with pytest.raises(ValueError, match="text"):
         decision_task("sst2", template="no placeholder")
 
+
+
+def test_labels_a_head_cannot_output_are_refused_before_any_forward():
+    """A 2-output head scored on a 3-class test split would count every class-2 item wrong without a word;
+    fit_head on labels with a missing class would train an output nothing teaches."""
+    import torch
+    from minilib.eval.decision import decision_accuracy
+    from minilib.models import load
+    from minilib.train.heads import fit_head
+    three = ClassificationSet(TEXTS * 2, np.array([0, 1, 2] * 4), ("a", "b", "c"))
+    t = decision_task(three, n_train=6, n_test=6, seed=0)
+    m = load("tiny-bert")
+    head = torch.nn.Linear(m.model.config.hidden_size, 2)
+    with pytest.raises(SchemaError, match=r"the test labels of 'custom'\[\d+\] = 2 is >= num_labels=2"):
+        decision_accuracy(m.model, m.tokenizer, head, t)
+    feats = torch.randn(4, 8)
+    with pytest.raises(SchemaError, match=r"every class 0\.\.2"):
+        fit_head(feats, [0, 2, 0, 2])
+    with pytest.raises(SchemaError, match="one label per text"):
+        fit_head(feats, [0, 1, 0])
+    assert fit_head(feats, [0, 1, 0, 1]).out_features == 2

@@ -241,3 +241,44 @@ def test_smollm2_pruned_vocabulary_tokenizer_on_real_text(smollm2):
             clean += 1
             same += [t.id for t in new.backend_tokenizer.model.tokenize(w)] == ref
     assert clean > 3000 and same / clean >= 0.98
+
+
+def test_export_carries_hashes_that_load_checks(tmp_path):
+    from minilib.export.hf import check_export
+    from minilib.models import CorruptModelError
+    model, tok, _ = load("tiny-llama")
+    d = tmp_path / "export"
+    export_hf(model, tok, d)
+    man = json.loads((d / ".minilib-manifest.json").read_text())
+    assert man["minilib"] == "export" and {"model.safetensors", "config.json", "minilib_export.json"} <= set(
+        man["files"])
+    check_export(d)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(load(d).model(input_ids=ids).logits, model(input_ids=ids).logits)
+    f = d / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 1
+    f.write_bytes(bytes(data))
+    with pytest.raises(CorruptModelError, match="exported model .* is corrupted.*model.safetensors fails its sha256"):
+        load(d)
+    with pytest.raises(CorruptModelError, match="model.safetensors fails its sha256"):
+        check_export(d)
+    (d / "minilib_export.json").write_text("{}")
+    with pytest.raises(CorruptModelError, match="minilib_export.json has size"):
+        check_export(d)
+
+
+def test_export_over_an_export_never_deletes_a_user_file(tmp_path):
+    model, tok, _ = load("tiny-llama")
+    out = tmp_path / "export"
+    export_hf(model, tok, out)
+    (out / "README.md").write_text("my model card")
+    with pytest.raises(DestinationError, match="not written by a minilib export: README.md"):
+        export_hf(model, tok, out)
+    assert (out / "README.md").read_text() == "my model card"
+    export_hf(model, tok, out, overwrite=True)  # asked for: exported, the card kept
+    assert (out / "README.md").read_text() == "my model card"
+    assert json.loads((out / ".minilib-manifest.json").read_text())["kept"] == ["README.md"]
+    load(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

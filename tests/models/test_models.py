@@ -13,6 +13,7 @@ from minilib.models import (SUPPORTED_FAMILIES, TINY, UnknownModelError, Unsuppo
                             remove_ffn_neurons, save_model)
 from minilib.models.linear import in_features, out_features, select_inputs, select_outputs, weight_oi
 from minilib.models import PlanMismatchError, ffn_widths, read_plan
+from minilib.models.saving import SAVED, write_hashes
 
 EXPECTED = {  # family, gated FFN, final norm present, decoder
     "tiny-gpt2": ("gpt2", False, True, True),
@@ -167,6 +168,7 @@ def test_save_is_atomic_and_loaded_plan_checked(tmp_path):
     plan = json.loads((p / "minilib_plan.json").read_text())
     plan["version"] = 99
     (p / "minilib_plan.json").write_text(json.dumps(plan))
+    write_hashes(p, SAVED)  # the edit passes the hash check only with a rewritten manifest
     with pytest.raises(PlanMismatchError, match="version"):
         load(p)
     assert [q.name for q in tmp_path.iterdir()] == ["m"]  # no staging leftovers

@@ -10,6 +10,7 @@ import torch
 from minilib.io import DestinationError
 from minilib.models import (PlanMismatchError, RemappedTokenizer, ffn_widths, is_saved_model, load, load_model,
                             remove_ffn_neurons, save_model, token_counts)
+from minilib.models.saving import SAVED, CorruptModelError, write_hashes
 from minilib.prune import mask_vocab, remove_vocab
 
 TEXT = "Once upon a time there was a little cat. The cat liked to play in the sun. " * 80
@@ -36,8 +37,9 @@ def test_refuses_a_folder_it_did_not_write(tmp_path):
         save_model(m.model, m.tokenizer, target)
     assert (target / "thesis.tex").read_text() == "do not delete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
-    save_model(m.model, m.tokenizer, target, overwrite=True)  # asked for: replaced
-    assert is_saved_model(target) and not (target / "thesis.tex").exists()
+    save_model(m.model, m.tokenizer, target, overwrite=True)  # asked for: saved, and the user's file kept
+    assert is_saved_model(target) and (target / "thesis.tex").read_text() == "do not delete"
+    assert load(target).plan is not None  # a kept file is part of the verified folder
 
 
 def test_replaces_a_saved_model_atomically(tmp_path):
@@ -84,9 +86,13 @@ def test_corrupt_plan_is_a_clear_error(tmp_path):
     m = load("tiny-opt")
     p = save_model(m.model, m.tokenizer, tmp_path / "m")
     (p / "minilib_plan.json").write_text("{not json")
+    with pytest.raises(CorruptModelError, match="minilib_plan.json has size 9"):
+        load(p)
+    write_hashes(p, SAVED)  # as if the manifest had been rewritten too: the parse errors stay clear
     with pytest.raises(PlanMismatchError, match="not valid JSON"):
         load(p)
     plan = {"version": 1, "class": "NoSuchModel", "reshaped": {}, "extra": {}}
     (p / "minilib_plan.json").write_text(json.dumps(plan))
+    write_hashes(p, SAVED)
     with pytest.raises(PlanMismatchError, match="NoSuchModel"):
         load(p)
