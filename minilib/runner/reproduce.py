@@ -29,13 +29,12 @@ from .sweep import Plan, PlannedRun, SweepResult, _fmt, execute_plan, plan_runs,
 
 # Wall-clock guesses (seconds, 2 CPU cores) used for the time-left estimate only until a run of the
 # notebook has been recorded (runs/reproduce/<profile>/<notebook>/run.json); "paper" has none.  The
-# default ones are the run of 2026-11-23 with two notebooks at once of 1 thread each
-# (results/reproduce_runs.json then), rounded up; the anatomy notebooks' are older (2 threads) and
-# include the fine-tuning they skip when their cache is warm.
+# default ones are the runs of 2026-12-02 (two notebooks at once of 1 thread each, cold caches; the
+# anatomy and contextual runs on a machine shared with other jobs), rounded.
 ESTIMATES = {
-    "default": {"dense_baselines": 350, "BERT_anatomy": 240, "GPT2_anatomy": 420, "BERT_pruning_baseline": 310,
-                "GPT2_pruning_baseline": 580, "BERT_pruning_strategy": 170, "GPT2_pruning_strategy": 170,
-                "SparseGPT_one_shot": 1080, "contextual_pruning": 790},
+    "default": {"dense_baselines": 650, "BERT_anatomy": 330, "GPT2_anatomy": 830, "BERT_pruning_baseline": 430,
+                "GPT2_pruning_baseline": 1530, "BERT_pruning_strategy": 180, "GPT2_pruning_strategy": 550,
+                "SparseGPT_one_shot": 3050, "contextual_pruning": 2180},
     "test": {},
     "paper": {},
 }

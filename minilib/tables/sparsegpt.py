@@ -157,7 +157,7 @@ def table_budget(results_dir: Path) -> str:
 def _sentence(e: dict) -> str:
     a, b = NAMES[e["a"]], NAMES[e["b"]]
     where = f"{e['setting']}" if e["block"] == "setting" else f"{e['setting']} (budget sweep, 50% unstructured)"
-    claim = {"a lower": f"**{a} has the lower perplexity**", "a higher": f"**{b} has the lower perplexity**",
+    claim = {"a lower": f"**{a} has a lower perplexity than {b}**", "a higher": f"**{b} has a lower perplexity than {a}**",
              "not resolved": f"{a} and {b} are **not resolved** apart",
              "too few to test": f"{a} against {b}: **too few to test**"}[e["outcome"]]
     return (f"* {where}: {claim}. Over calibration seeds: {describe(e['seeds'])}. Over evaluation windows: "

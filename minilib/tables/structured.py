@@ -149,7 +149,7 @@ def collapse_note(g: pd.DataFrame, method: str, majority: float, dense_ppl: floa
     why = []
     if all(a for a, _ in flags):
         why.append(f"accuracy {accs.mean():.3f}" + (f" (seeds {accs.min():.3f}-{accs.max():.3f})" if len(rows) > 1 else "")
-                   + f" not above the majority class {majority:.3f}")
+                   + f", its 95% interval not above the majority class {majority:.3f}")
     if all(b for _, b in flags):
         why.append(f"perplexity {ppls.min():,.0f}" + (f"-{ppls.max():,.0f}" if len(rows) > 1 else "")
                    + f" against dense {dense_ppl:.1f}")
@@ -353,8 +353,8 @@ def verdict_text(results_dir: Path) -> str:
                     if why:
                         collapsed.setdefault(m, {})[e["ratio"]] = why
             if collapsed:
-                parts.append(f"collapsed models (accuracy not above the majority class, or perplexity over "
-                             f"{COLLAPSE_PPL:g}x the dense model's): " + "; ".join(
+                parts.append(f"collapsed models (accuracy whose 95% interval is not above the majority class, or "
+                             f"perplexity over {COLLAPSE_PPL:g}x the dense model's): " + "; ".join(
                                  f"{METHOD_LABEL.get(m, m)} at " + ", ".join(
                                      f"{100 * r:.0f}% ({why})" for r, why in sorted(collapsed[m].items()))
                                  for m in METHOD_ORDER if m in collapsed))

@@ -463,7 +463,7 @@ def test_collapsed_baselines_are_flagged_not_counted(tmp_path):
     assert not any(e["collapsed"] for e in entries if e["b"] != "neuron-norm")
     v = stab.verdict_text(tmp_path)
     assert "Strategy vs neuron-norm: better only than a collapsed neuron-norm at 30%" in v and "(no evidence for it)" in v
-    assert "Collapsed models (accuracy not above the majority class, or perplexity over 10x the dense model's): " \
+    assert "Collapsed models (accuracy whose 95% interval is not above the majority class, or perplexity over 10x the dense model's): " \
            "neuron-norm at 30%" in v
     # beating a collapsed baseline is no evidence that the anatomy score works
     assert "beats only a collapsed neuron-norm" in v and "the anatomy score does the work" not in v
