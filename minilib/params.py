@@ -278,7 +278,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         try:
             socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
             answer.append(True)
-        except OSError:
+        except Exception:  # noqa: BLE001 - any failure of the probe means "not reachable", never a crash
             answer.append(False)
 
     t = threading.Thread(target=probe, name="minilib-hub-probe", daemon=True)

@@ -50,7 +50,7 @@ def test_tables_from_a_results_file(tmp_path):
     assert "| 8 x 128 = 1,024 | 3 |" in out["sparsegpt_budget"] and "Wanda lower" in out["sparsegpt_budget"]
     v = out["sparsegpt_verdict"]
     assert "One multiple-comparison family: the 8 tests below" in v
-    assert "**SparseGPT has the lower perplexity**" in v and "**Wanda has the lower perplexity**" in v
+    assert "**SparseGPT has a lower perplexity than Wanda**" in v and "**Wanda has a lower perplexity than SparseGPT**" in v
     assert "n = 3 calibration seeds" in v and "n = 16 windows" in v and "resolvable" in v
     assert "2.00 [2.00, 2.00] x SparseGPT's on the calibration inputs" in v and "Described, not tested" in v
     assert "| x | 10 | 5 | 20.00 [19.00, 21.00] |" in out["sparsegpt_composition"]
