@@ -28,6 +28,15 @@ def test_paper_profile_plans_clean(notebook):
     assert all(x.kind in KINDS for x in p.problems)
 
 
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS))
+def test_default_profile_plans_clean(notebook):
+    """What `make reproduce` runs: no window count, item count or split beyond the embedded data (the
+    dense baselines once asked 32 x 512-token windows of splits that hold 12)."""
+    p = plan(notebook, "default")
+    assert p.profile == "default"
+    assert p.ok, p.report()
+
+
 def test_plan_resolves_as_the_check_cell_does():
     p = plan("SparseGPT_one_shot", "paper", eval_windows=4)
     assert p.params["calib_corpus"] == "c4"            # the notebook's parameters cell

