@@ -347,7 +347,8 @@ def execute_plan(plan: Plan, *, client=None, scheduler: str | None = None, sched
             prio = priorities(plan)
 
             def submit_ready():
-                for r in list(pending):
+                # highest priority first: a free worker takes the first task that reaches the scheduler
+                for r in sorted(pending, key=lambda r: -prio[r.run_id]):
                     deps = [by_index[i] for i in r.spec.after]
                     if any(d.run_id in result.failed or d.run_id in blocked or d.run_id in result.skipped
                            for d in deps):
