@@ -253,3 +253,65 @@ def weights_digest(model) -> str:
         h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
+
+
+# --- reduced-precision attention under the ISA pin -------------------------------------------------
+
+def _sdpa_probe() -> bool:
+    """Whether a bf16 causal SDPA runs on this CPU as ATen dispatches now (64 tokens, head dim 64)."""
+    import torch
+    import torch.nn.functional as F
+    q = torch.zeros(1, 1, 64, 64, dtype=torch.bfloat16)
+    try:
+        F.scaled_dot_product_attention(q, q, q, is_causal=True)
+        return True
+    except RuntimeError:
+        return False
+
+
+_FLASH_CPU_OK: bool | None = None
+
+
+def reduced_precision_flash_ok() -> bool:
+    """Whether torch's CPU flash-attention kernel runs in bf16/fp16 here (probed once per process).
+
+    torch 2.13 on a CPU with AMX (Intel Sapphire Rapids and later) packs bf16 operands for AMX
+    (``pack_vnni2``) but refuses to unless ATen dispatches to AVX-512, so under the AVX2 pin every
+    bf16 SDPA raises "pack_vnni2 is only supported when avx512 is supported" (measured; fp32 is not
+    affected, and an AVX2-only or AMD CPU runs it)."""
+    global _FLASH_CPU_OK
+    if _FLASH_CPU_OK is None:
+        _FLASH_CPU_OK = _sdpa_probe()
+    return _FLASH_CPU_OK
+
+
+def _math_fallback(sdpa_forward):
+    """``sdpa_forward`` (transformers' SDPA attention) with CPU bf16/fp16 queries (or autocast to them) sent to SDPA's math
+    backend where the flash kernel cannot run (``reduced_precision_flash_ok``); everything else, fp32
+    and CUDA included, unchanged."""
+    import functools
+
+    import torch
+
+    @functools.wraps(sdpa_forward)
+    def forward(module, query, *args, **kwargs):
+        reduced = (torch.bfloat16, torch.float16)
+        if query.device.type == "cpu" and (query.dtype in reduced or (torch.is_autocast_enabled("cpu") and
+                                           torch.get_autocast_dtype("cpu") in reduced)) \
+                and not reduced_precision_flash_ok():
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            with sdpa_kernel(SDPBackend.MATH):
+                return sdpa_forward(module, query, *args, **kwargs)
+        return sdpa_forward(module, query, *args, **kwargs)
+
+    forward.__wrapped_by_minilib__ = True
+    return forward
+
+
+def install_attention_fallback() -> None:
+    """Register ``_math_fallback`` as transformers' library-wide ``"sdpa"`` attention (its
+    ``AttentionInterface.register``, the documented way to replace an attention function); idempotent."""
+    from transformers.modeling_utils import AttentionInterface
+    current = AttentionInterface._global_mapping.get("sdpa")
+    if current is not None and not getattr(current, "__wrapped_by_minilib__", False):
+        AttentionInterface.register("sdpa", _math_fallback(current))
