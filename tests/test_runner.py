@@ -807,3 +807,40 @@ def test_collect_keeps_the_sweeps_seed_beside_a_records_own_seed(tmp_path):
     s = aggregate_over_seeds(table.iloc[:9], metrics=["acc"], by=["method", "record_seed"])
     norm = s[s.method == "norm"].iloc[0]
     assert norm.n_seeds == 3 and norm["mean"] == pytest.approx(0.61)
+
+
+def test_ready_runs_start_longest_estimate_first_and_none_queue_behind_a_busy_worker(tmp_path, nb, client):
+    """Four independent runs listed shortest first: on two workers the two with the longest estimates
+    run first, the others only when a worker is free (Dask would queue them behind a busy worker)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    spec = write_spec(tmp_path / "order.yaml", {"name": "order", "runs": [
+        {"notebook": str(nb), "parameters": {"sleep": 0.5, "marker_dir": str(marks)}, "grid": {"x": [1, 2, 3, 4]}}]})
+    plan = plan_sweep(spec, tmp_path / "runs")
+    for r, est in zip(plan.runs, (1.0, 2.0, 30.0, 40.0)):
+        r.estimate = est
+    res = run_plan(plan, client=client)
+    assert res.ok and len(res.ran) == 4
+    done = (marks / "completions.txt").read_text().split()
+    assert {d.split("-")[0] for d in done[:2]} == {"3", "4"}, done
+
+
+def test_a_run_made_ready_by_its_dependency_goes_before_a_queued_shorter_one(tmp_path, nb, client):
+    """L runs long on one worker; when S finishes, its dependent D (long chain) must take the free
+    worker before the short X0-X2, although they were ready from the start (without the runner's cap
+    on runs in flight, Dask had queued them on the workers: measured, D finished last)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    p = {"marker_dir": str(marks)}
+    spec = write_spec(tmp_path / "deps.yaml", {"name": "deps", "runs": [
+        {"notebook": str(nb), "name": "L", "parameters": {**p, "x": 1, "sleep": 3.0}},
+        {"notebook": str(nb), "name": "S", "parameters": {**p, "x": 2, "sleep": 0.1}},
+        *({"notebook": str(nb), "name": f"X{i}", "parameters": {**p, "x": 5 + i, "sleep": 0.1}} for i in range(3)),
+        {"notebook": str(nb), "name": "D", "parameters": {**p, "x": 4, "sleep": 0.1}, "after": ["S"]}]})
+    plan = plan_sweep(spec, tmp_path / "runs")
+    for r, est in zip(plan.runs, (100.0, 1.0, 5.0, 5.0, 5.0, 50.0)):
+        r.estimate = est
+    res = run_plan(plan, client=client)
+    assert res.ok and len(res.ran) == 6
+    done = [d.split("-")[0] for d in (marks / "completions.txt").read_text().split()]
+    assert done.index("2") < done.index("4") < min(done.index(x) for x in ("5", "6", "7")), done

@@ -347,7 +347,10 @@ def execute_plan(plan: Plan, *, client=None, scheduler: str | None = None, sched
             prio = priorities(plan)
 
             def submit_ready():
-                # highest priority first: a free worker takes the first task that reaches the scheduler
+                # Highest priority first, and no more runs in flight than the workers have slots: Dask
+                # assigns a submitted run to a worker's queue at once, so a run submitted early would
+                # wait behind another on a busy worker while a later, longer one starts elsewhere.
+                capacity = max(1, sum(c.nthreads().values()))
                 for r in sorted(pending, key=lambda r: -prio[r.run_id]):
                     deps = [by_index[i] for i in r.spec.after]
                     if any(d.run_id in result.failed or d.run_id in blocked or d.run_id in result.skipped
@@ -359,6 +362,8 @@ def execute_plan(plan: Plan, *, client=None, scheduler: str | None = None, sched
                         progress.done(r.run_id, None, False, result.skipped[r.run_id])
                         continue
                     if all(d.run_id in finished for d in deps):
+                        if len(futures) >= capacity:
+                            continue  # still check the rest for runs whose dependencies failed
                         pending.remove(r)
                         task = r.task(plan.kernel, placement.threads, token, force, wait_for_locks, lock_timeout)
                         fut = c.submit(execute_run, task, key=f"run-{r.run_id}-{token}", pure=False,
