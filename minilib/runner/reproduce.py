@@ -27,14 +27,15 @@ from .state import read_run_json
 from .spec import ROOT, SpecError, display_path, expand, load_spec, notebook_parameters, resolve_notebook
 from .sweep import Plan, PlannedRun, SweepResult, _fmt, execute_plan, plan_runs, print_plan
 
-# Wall-clock guesses (seconds, 2 CPU cores) used for the time-left estimate only until a run of the
-# notebook has been recorded (runs/reproduce/<profile>/<notebook>/run.json); "paper" has none.  The
-# default ones are the runs of 2026-12-02 (two notebooks at once of 1 thread each, cold caches; the
-# anatomy and contextual runs on a machine shared with other jobs), rounded.
+# Wall-clock guesses (seconds, 2 CPU cores) used for the time-left estimate and for the start order
+# (longest critical path first, ``sweep.priorities``) until a run of the notebook has been recorded
+# (runs/reproduce/<profile>/<notebook>/run.json); "paper" has none.  The default ones are the
+# invocation of 2026-12-02 08:06 (all nine notebooks, two at once of 1 thread each, cold caches, a
+# 2-core Intel Xeon), rounded.
 ESTIMATES = {
-    "default": {"dense_baselines": 650, "BERT_anatomy": 330, "GPT2_anatomy": 830, "BERT_pruning_baseline": 430,
-                "GPT2_pruning_baseline": 1530, "BERT_pruning_strategy": 180, "GPT2_pruning_strategy": 550,
-                "SparseGPT_one_shot": 3050, "contextual_pruning": 2180},
+    "default": {"dense_baselines": 230, "BERT_anatomy": 120, "GPT2_anatomy": 460,
+                "BERT_pruning_baseline": 240, "GPT2_pruning_baseline": 930, "BERT_pruning_strategy": 110,
+                "GPT2_pruning_strategy": 340, "SparseGPT_one_shot": 2100, "contextual_pruning": 990},
     "test": {},
     "paper": {},
 }
