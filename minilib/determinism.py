@@ -15,7 +15,9 @@ Wanda at 50% and 70%; ``benchmarks/bench_numerics.py`` and ``results/numerics_sp
   AVX2-only machine computes other last bits than an AVX-512 one.  Pinned: ``avx2`` wherever the CPU
   has AVX2 (every AVX-512 x86 CPU has it), so AVX2 and AVX-512 machines run the same ATen kernels;
 * **MKL's code branch** (``MKL_CBWR``, conditional numerical reproducibility): MKL picks its GEMM
-  and LAPACK kernels by CPU.  ``MKL_CBWR=AVX2`` asks for the AVX2 branch; MKL honours it on Intel
+  and LAPACK kernels by CPU.  ``MKL_CBWR=AVX2,STRICT`` asks for the AVX2 branch in strict mode (without
+  STRICT, measured on a 2-core Intel Xeon with AMX: SparseGPT's masks differed between 1 and 2 threads,
+  and a re-loaded exported model's logits were not bitwise equal; with it both are); MKL honours it on Intel
   CPUs, and on AMD CPUs it refuses every ISA branch (measured on an AMD EPYC: ``mkl_cbwr_set``
   returns "unsupported branch" for SSE2..AVX-512, the variable silently becomes ``AUTO``), so only
   ``COMPATIBLE`` is the same on every x86 CPU; it is not a default because it is slow (about twice
@@ -82,7 +84,7 @@ def env_defaults(flags: set[str] | None = None, machine: str | None = None) -> d
     if machine not in ("x86_64", "amd64", "x86", "i686"):
         return {}
     flags = _cpu_flags() if flags is None else flags
-    pins = {"MKL_CBWR": "AVX2"}
+    pins = {"MKL_CBWR": "AVX2,STRICT"}  # STRICT: Intel MKL otherwise splits GEMMs by thread count (measured)
     if flags is not None and {"avx2", "fma"} <= flags:
         pins["ATEN_CPU_CAPABILITY"] = "avx2"
     return pins

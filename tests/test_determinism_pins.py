@@ -17,18 +17,18 @@ AVX2 = {"avx2", "fma", "sse2"}
 
 
 def test_env_defaults_by_machine():
-    assert det.env_defaults(AVX2 | {"avx512f"}, "x86_64") == {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    assert det.env_defaults(AVX2 | {"avx512f"}, "x86_64") == {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2"}
     # a CPU without AVX2 is never asked for it (ATen does not check the value against the CPU)
-    assert det.env_defaults({"sse2", "avx"}, "x86_64") == {"MKL_CBWR": "AVX2"}
-    assert det.env_defaults(set(), "x86_64") == {"MKL_CBWR": "AVX2"}  # no flags known
+    assert det.env_defaults({"sse2", "avx"}, "x86_64") == {"MKL_CBWR": "AVX2,STRICT"}
+    assert det.env_defaults(set(), "x86_64") == {"MKL_CBWR": "AVX2,STRICT"}  # no flags known
     assert det.env_defaults(AVX2, "aarch64") == {}
 
 
 def test_set_env_defaults_respects_the_user(monkeypatch):
-    monkeypatch.setattr(det, "env_defaults", lambda: {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
+    monkeypatch.setattr(det, "env_defaults", lambda: {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2"})
     env = {"ATEN_CPU_CAPABILITY": "default"}
-    assert det.set_env_defaults(env) == {"MKL_CBWR": "AVX2"}
-    assert env == {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX2"}
+    assert det.set_env_defaults(env) == {"MKL_CBWR": "AVX2,STRICT"}
+    assert env == {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX2,STRICT"}
     assert det.set_env_defaults(env) == {}  # idempotent
     env = {"MINILIB_NUMERICS": "native"}
     assert det.set_env_defaults(env) == {} and env == {"MINILIB_NUMERICS": "native"}
@@ -61,7 +61,7 @@ def test_fresh_process_pinned_and_overridden():
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout.splitlines()[-1])
     assert rec["cpu_capability"] == "AVX2" and rec["env"]["ATEN_CPU_CAPABILITY"] == "avx2"
-    assert rec["env"]["MKL_CBWR"] == "AVX2" and rec["mkl_branch"] not in (None, "OFF", "BRANCH_OFF")
+    assert rec["env"]["MKL_CBWR"] == "AVX2,STRICT" and rec["mkl_branch"] not in (None, "OFF", "BRANCH_OFF")
     p = _fresh(PROBE, ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE")  # the user's values win
     rec = json.loads(p.stdout.splitlines()[-1])
     assert rec["cpu_capability"] == "DEFAULT" and rec["env"]["MKL_CBWR"] == "COMPATIBLE"
