@@ -9,7 +9,8 @@ and what the kernel pins of ``minilib.determinism`` cost.
 
 1. Spread.  Every config is a fresh process whose environment is set before torch is imported:
 
-   * ``pinned-T``: minilib's pins (``ATEN_CPU_CAPABILITY=avx2``, ``MKL_CBWR=AVX2``) at ``T`` threads:
+   * ``pinned-T``: minilib's pins (``ATEN_CPU_CAPABILITY=avx2``, ``MKL_CBWR=AVX2,STRICT``; ``AVX2`` when
+     ``results/numerics_spread.json`` was measured) at ``T`` threads:
      what every AVX2 or AVX-512 machine computes with the same MKL branch;
    * ``native-T``: ``MINILIB_NUMERICS=native`` (no pins): on an AVX-512 CPU, ATen's AVX-512 kernels,
      i.e. what an unpinned AVX-512 machine computes (against ``pinned``: the AVX2/AVX-512 gap);

@@ -79,7 +79,7 @@ def _cpu_flags() -> set[str] | None:
 def env_defaults(flags: set[str] | None = None, machine: str | None = None) -> dict[str, str]:
     """The pins for this machine: ``ATEN_CPU_CAPABILITY=avx2`` on an x86 CPU that has AVX2 and FMA
     (ATen does not check the value against the CPU: never ask an older CPU for it), and
-    ``MKL_CBWR=AVX2`` on x86 (effective on Intel CPUs; refused, i.e. ``AUTO``, on AMD ones)."""
+    ``MKL_CBWR=AVX2,STRICT`` on x86 (effective on Intel CPUs; refused, i.e. ``AUTO``, on AMD ones)."""
     machine = (machine or platform.machine()).lower()
     if machine not in ("x86_64", "amd64", "x86", "i686"):
         return {}
@@ -256,7 +256,6 @@ def weights_digest(model) -> str:
     return h.hexdigest()
 
 
-
 # --- reduced-precision attention under the ISA pin -------------------------------------------------
 
 def _sdpa_probe() -> bool:
@@ -288,9 +287,9 @@ def reduced_precision_flash_ok() -> bool:
 
 
 def _math_fallback(sdpa_forward):
-    """``sdpa_forward`` (transformers' SDPA attention) with CPU bf16/fp16 queries (or autocast to them) sent to SDPA's math
-    backend where the flash kernel cannot run (``reduced_precision_flash_ok``); everything else, fp32
-    and CUDA included, unchanged."""
+    """``sdpa_forward`` (transformers' SDPA attention) with CPU bf16/fp16 queries, or queries autocast
+    to them, sent to SDPA's math backend where the flash kernel cannot run
+    (``reduced_precision_flash_ok``); everything else, fp32 and CUDA included, unchanged."""
     import functools
 
     import torch
@@ -313,7 +312,7 @@ def _math_fallback(sdpa_forward):
 def install_attention_fallback() -> None:
     """Register ``_math_fallback`` as transformers' library-wide ``"sdpa"`` attention (its
     ``AttentionInterface.register``, the documented way to replace an attention function); idempotent."""
-    from transformers.modeling_utils import AttentionInterface
-    current = AttentionInterface._global_mapping.get("sdpa")
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+    current = ALL_ATTENTION_FUNCTIONS.get("sdpa")
     if current is not None and not getattr(current, "__wrapped_by_minilib__", False):
         AttentionInterface.register("sdpa", _math_fallback(current))
