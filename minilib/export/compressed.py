@@ -19,9 +19,10 @@ So the formats are:
     - ``quant_format="naive-quantized"``: the same codes stored one per int8, which plain
       ``from_pretrained(path)`` loads;
 * ``sparse_format="sparse-bitmask"`` / ``"sparse-24-bitmask"`` (no quantization): the bitmask
-  layouts of compressed-tensors <= 0.14 (nonzero values + a packed bitmask, per weight), which only
-  those releases (and vLLM <= 0.19.0 for 2:4) read; stock transformers 5.23 cannot load them
-  (``load_compressed`` can).  Here for the checkpoint size they buy.
+  layouts of compressed-tensors <= 0.14 (nonzero values + a packed bitmask, per weight).  Stock
+  transformers 5.x ignores ``sparsity_config`` and would load such layers freshly initialised, so the
+  weights go to ``model.<format>.safetensors`` (``legacy_weights_name``) and ``from_pretrained``
+  refuses the folder; ``load_compressed`` reads it.  Here for the checkpoint size they buy.
 
 **Exact quantized weights.**  minilib stores quantized weights dequantized: each row is
 ``scale * (q - zero)`` with ``q`` in ``[0, 2**wbits)`` (``minilib.prune.quant``, per-channel
@@ -169,9 +170,18 @@ def _legacy_keys(weight_key: str, fmt: str) -> str:
     return weight_key[: -len(".weight")] if _LEGACY[fmt][2] else weight_key
 
 
+def legacy_weights_name(fmt: str) -> str:
+    """The weights file of a bitmask folder: ``model.<fmt>.safetensors``, not ``model.safetensors``,
+    so that stock transformers 5.x, which ignores ``sparsity_config``, refuses the folder ("no file
+    named model.safetensors") instead of loading the compressed layers freshly initialised; a
+    sharded folder's index is ``model.<fmt>.safetensors.index.json`` likewise."""
+    return f"model.{fmt}.safetensors"
+
+
 def _rewrite_legacy(stage: Path, weight_keys: set[str], fmt: str) -> dict:
     """Replace each weight in ``weight_keys`` by its ``fmt`` tensors in every safetensors file of
-    ``stage`` (and in the shard index).  Returns ``{"tensors": n, "max_abs_diff": 0.0}``."""
+    ``stage`` (and in the shard index), then give the weights file (or the index) the name of
+    ``legacy_weights_name``.  Returns ``{"tensors": n, "max_abs_diff": 0.0}``."""
     from safetensors import safe_open
     from safetensors.torch import save_file
     encode, decode, _ = _LEGACY[fmt]
@@ -204,6 +214,11 @@ def _rewrite_legacy(stage: Path, weight_keys: set[str], fmt: str) -> dict:
         raise ExportError(f"found {done} of the {len(weight_keys)} weights to compress in the saved files")
     if worst != 0.0:
         raise ExportError(f"{fmt}: decoding does not give the weights back (max |diff| {worst})")
+    name = legacy_weights_name(fmt)
+    if index is not None:
+        index_file.rename(stage / f"{name}.index.json")
+    else:
+        (stage / "model.safetensors").rename(stage / name)
     return {"tensors": done, "max_abs_diff": worst}
 
 
@@ -323,11 +338,14 @@ def export_compressed(model: nn.Module, tokenizer, path: str | os.PathLike, repo
         def after_save(stage):
             compressor.update_config(str(stage))
     elif sparse_format != "dense":
-        warnings.warn(f"{sparse_format} is the layout of compressed-tensors <= {LEGACY_VERSION}: stock "
-                      "transformers 5.x does not decompress it (from_pretrained would leave the compressed "
-                      "layers freshly initialised); read it with minilib.export.load_compressed or "
-                      f"compressed-tensors <= {LEGACY_VERSION}", UserWarning, stacklevel=2)
-        info["readers"] = f"compressed-tensors <= {LEGACY_VERSION}, minilib.export.load_compressed"
+        name = legacy_weights_name(sparse_format)
+        warnings.warn(f"{sparse_format} is the layout of compressed-tensors <= {LEGACY_VERSION}, which stock "
+                      f"transformers 5.x does not decompress: the weights are written to {name} (not "
+                      "model.safetensors), so from_pretrained refuses the folder instead of loading the "
+                      "compressed layers freshly initialised; read it with minilib.export.load_compressed",
+                      UserWarning, stacklevel=2)
+        info["readers"] = (f"minilib.export.load_compressed; the tensors in {name} are compressed-tensors <= "
+                           f"{LEGACY_VERSION}'s layout (stock transformers 5.x refuses the folder)")
         keys = {f"{n}.weight" for n in targets}
         structure = "2:4" if sparse_format == "sparse-24-bitmask" else "unstructured"
 
@@ -398,6 +416,7 @@ def _decode_files(src: Path, dst: Path, decode, fmt: str) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
     parts = ("shape", "compressed", "bitmask", "row_offsets")
+    name = legacy_weights_name(fmt)  # (folders written before the rename hold model.safetensors)
     for f in sorted(src.glob("*.safetensors")):
         with safe_open(str(f), framework="pt") as fh:
             keys = list(fh.keys())
@@ -411,9 +430,9 @@ def _decode_files(src: Path, dst: Path, decode, fmt: str) -> None:
                     out[k] = fh.get_tensor(k)
         for prefix, d in groups.items():
             out[prefix if prefix.endswith(".weight") else f"{prefix}.weight"] = decode(d)
-        save_file(out, str(dst / f.name), metadata={"format": "pt"})
-    idx = src / "model.safetensors.index.json"
-    if idx.is_file():
+        save_file(out, str(dst / ("model.safetensors" if f.name == name else f.name)), metadata={"format": "pt"})
+    idx = next((i for i in (src / f"{name}.index.json", src / "model.safetensors.index.json") if i.is_file()), None)
+    if idx is not None:
         index = json.loads(idx.read_text())
         wm = {}
         for k, v in index["weight_map"].items():
@@ -422,7 +441,7 @@ def _decode_files(src: Path, dst: Path, decode, fmt: str) -> None:
                 k = prefix if prefix.endswith(".weight") else f"{prefix}.weight"
             wm[k] = v
         index["weight_map"] = wm
-        (dst / idx.name).write_text(json.dumps(index))
+        (dst / "model.safetensors.index.json").write_text(json.dumps(index))
 
 
 __all__ = ["QUANT_FORMATS", "SPARSE_FORMATS", "EXPORT_FILE", "export_compressed", "load_compressed", "grid_of",

@@ -81,7 +81,7 @@ def test_round_trip_gives_identical_logits(case, tmp_path):
     calib = _calib() if pkw["method"] != "magnitude" else None
     rep = prune_model(m.model, pkw.pop("method"), calib=calib, **pkw)
     if ekw.get("sparse_format"):
-        with pytest.warns(UserWarning, match="does not decompress it"):
+        with pytest.warns(UserWarning, match="from_pretrained refuses the folder"):
             info = export_compressed(m.model, m.tokenizer, tmp_path / "out", rep, **ekw)
     else:
         info = export_compressed(m.model, m.tokenizer, tmp_path / "out", rep, **ekw)
@@ -150,6 +150,27 @@ def test_vocab_and_ffn_pruned_model_exports_quantized(tmp_path):
     assert tok("Once upon a time there was a cat.")["input_ids"] == x[0].tolist()
     assert torch.equal(_logits(back, x), _logits(m.model, x))
     assert info["vocab_size"] == rtok.vmap.new_size and info["tokenizer"]["lossless"]
+
+
+@pytest.mark.parametrize("fmt, prune_kw", [("sparse-bitmask", dict(sparsity=0.5)), ("sparse-24-bitmask", dict(nm=(2, 4)))])
+def test_stock_transformers_refuses_a_bitmask_folder_instead_of_loading_it_wrong(fmt, prune_kw, tmp_path):
+    """transformers 5.x ignores sparsity_config: under model.safetensors the compressed layers came back
+    freshly initialised with no error.  The folder holds model.<fmt>.safetensors, so from_pretrained
+    raises; load_compressed reads it, and still reads a folder written under the old name."""
+    from transformers import AutoModelForCausalLM
+    m = load("tiny-llama")
+    rep = prune_model(m.model, "magnitude", **prune_kw)
+    with pytest.warns(UserWarning, match=f"written to model.{fmt}.safetensors"):
+        info = export_compressed(m.model, m.tokenizer, tmp_path / "b", rep, sparse_format=fmt)
+    assert "load_compressed" in info["readers"]
+    names = sorted(p.name for p in (tmp_path / "b").glob("*.safetensors"))
+    assert names == [f"model.{fmt}.safetensors"]
+    with pytest.raises(OSError, match="model.safetensors"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "b")
+    ref = _logits(m.model)
+    assert torch.equal(_logits(load_compressed(tmp_path / "b")[0]), ref)
+    (tmp_path / "b" / f"model.{fmt}.safetensors").rename(tmp_path / "b" / "model.safetensors")  # the old name
+    assert torch.equal(_logits(load_compressed(tmp_path / "b", verify=False)[0]), ref)
 
 
 def test_refusals_write_nothing(tmp_path):
