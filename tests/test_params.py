@@ -13,18 +13,22 @@ SPEC = {"n": Int(1), "frac": Fraction(), "xs": List(Float(0.0), min_len=1), "nam
 PROF = {"test": {"n": 2, "xs": [0.1]}, "default": {"n": 8, "xs": [0.5, 0.7]}, "paper": {"n": 128, "xs": [0.5]}}
 
 
+def _parameters_cell(notebook: str) -> dict:
+    """The values of a notebook's own parameters cell (its jupytext twin, executed)."""
+    from pathlib import Path
+    src = (Path(__file__).resolve().parents[1] / "notebooks" / f"{notebook}.py").read_text()
+    ns: dict = {}
+    exec(src.split('# %% tags=["parameters"]\n', 1)[1].split("\n# %%", 1)[0], ns)
+    return ns
+
+
 def test_every_notebook_has_three_profiles_that_resolve(tmp_path, monkeypatch):
     import minilib.params as P
     monkeypatch.setattr(P, "hub_reachable", lambda timeout=3.0: False)  # offline: hub models fall back
     monkeypatch.setenv("MINILIB_ALLOW_FALLBACK", "1")  # ... because the fallback is allowed
-    from pathlib import Path
     for name, (spec, profiles) in ALL.items():
         assert set(profiles) == set(PROFILES), name
-        nb = Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.py"
-        ns = {}
-        src = nb.read_text()
-        cell = src.split('# %% tags=["parameters"]\n', 1)[1].split("\n# %%", 1)[0]
-        exec(cell, ns)  # the notebook's own parameters cell
+        ns = _parameters_cell(name)
         assert set(k for k in ns if not k.startswith("__")) <= set(spec) | {"profile", "device", "results_path",
                                                                            "figures_dir"}, name
         for prof in PROFILES:
@@ -182,3 +186,26 @@ def test_studies_do_not_import_the_profiles():
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
                 [a.name for a in node.names] if isinstance(node, ast.Import) else []
             assert not any(n.startswith("minilib.profiles") for n in names), f.name
+
+
+def test_a_classification_file_is_checked_with_the_parameters(tmp_path, monkeypatch):
+    """A dataset path that does not exist (or is not .jsonl) fails the parameter check, naming the
+    parameter, in every notebook that takes a task; an existing .jsonl and the embedded sets pass."""
+    from minilib.profiles import NOTEBOOKS
+    monkeypatch.chdir(tmp_path)
+    ok = tmp_path / "mine.jsonl"
+    ok.write_text('{"text": "a", "label": 0}\n')
+    (tmp_path / "mine.csv").write_text("text,label\na,0\n")
+    with_task = [nb for nb, (spec, _) in NOTEBOOKS.items() if "dataset" in spec]
+    assert len(with_task) == 6  # the two anatomy and four pruning notebooks
+    for nb in with_task:
+        spec, profiles = NOTEBOOKS[nb]
+        base = {k: v for k, v in _parameters_cell(nb).items() if not k.startswith("__")}
+        base.update(profile="test", results_path=str(tmp_path / f"{nb}.json"))
+        for good in ("sarcasm", "sst2", str(ok), "mine.jsonl"):
+            assert resolve(nb, {**base, "dataset": good}, spec, profiles, verbose=False)["dataset"] == good
+        for bad, match in (("missing.jsonl", r"'dataset' = 'missing.jsonl': the file .*missing.jsonl does not exist"),
+                           ("mine.csv", "must be JSON lines with the suffix .jsonl"),
+                           ("imdb", "not an embedded set nor a file")):
+            with pytest.raises(ParameterError, match=match):
+                resolve(nb, {**base, "dataset": bad}, spec, profiles, verbose=False)

@@ -14,9 +14,30 @@ def _check_template(v):
         raise ParameterError(f"parameter 'template' = {v!r}: must contain '{{text}}'")
 
 
+def _check_dataset(v):
+    """An embedded classification set, or a ``.jsonl`` file that exists (checked with the parameters, not
+    in the cell that loads it)."""
+    from pathlib import Path
+
+    from minilib.data.tasks import CLASSIFICATION_SETS
+    from minilib.params import ParameterError
+    allowed = f"one of {', '.join(CLASSIFICATION_SETS)} (embedded) or a .jsonl file of text, label rows"
+    if v in CLASSIFICATION_SETS:
+        return
+    p = Path(v).expanduser()
+    if v.endswith(".jsonl"):
+        if not p.is_file():
+            raise ParameterError(f"parameter 'dataset' = {v!r}: the file {p.resolve()} does not exist ({allowed})")
+    elif p.is_file():
+        raise ParameterError(f"parameter 'dataset' = {v!r}: a classification file must be JSON lines with the "
+                             f"suffix .jsonl ({allowed})")
+    else:
+        raise ParameterError(f"parameter 'dataset' = {v!r}: not an embedded set nor a file; allowed: {allowed}")
+
+
 TASK_SPEC = {
     "model": Str(),
-    "dataset": Str(help="'sarcasm', 'sst2' or a .jsonl with text,label"),
+    "dataset": Str(check=_check_dataset, help="'sarcasm', 'sst2' or a .jsonl with text,label"),
     "template": Str(check=_check_template),
     "n_train": Int(2),
     "n_test": Int(1),
