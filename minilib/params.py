@@ -32,6 +32,7 @@ which is not the paper's experiment.  Opt in with ``MINILIB_ALLOW_FALLBACK=1`` i
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import threading
@@ -208,16 +209,28 @@ def _coerce(name: str, value, kind: str):
 
 # --- run folders ------------------------------------------------------------------------------
 
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:  # the run folder, then the parents it created
+        try:
+            folder.rmdir()  # only an empty folder: whatever a run wrote stays
+        except OSError:
+            return
+
+
 def run_dir(notebook: str, profile: str) -> Path:
     """A fresh folder for one run's outputs, created now: ``runs/<notebook>/<profile>-<time>/`` under
-    the repository (or the working directory for an installed package)."""
+    the repository (or the working directory for an installed package).  If the process ends with
+    the folder still empty (the run failed before writing anything), the folder is removed, and so
+are the parents it created if they are empty then."""
     base = ROOT if (ROOT / "notebooks").is_dir() else Path.cwd()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     n = 1
     while True:  # reserve the folder: two runs started in the same second get different ones
         d = base / "runs" / notebook / (f"{profile}-{stamp}" + (f"-{n}" if n > 1 else ""))
         try:
+            created = [p for p in [d, *d.parents] if not p.exists()]
             d.mkdir(parents=True)
+            atexit.register(_remove_if_empty, created)
             return d
         except FileExistsError:
             n += 1

@@ -209,3 +209,21 @@ def test_a_classification_file_is_checked_with_the_parameters(tmp_path, monkeypa
                            ("imdb", "not an embedded set nor a file")):
             with pytest.raises(ParameterError, match=match):
                 resolve(nb, {**base, "dataset": bad}, spec, profiles, verbose=False)
+
+
+@pytest.mark.parametrize("writes", [False, True])
+def test_a_run_that_wrote_nothing_leaves_no_run_folder(writes, tmp_path):
+    """The fresh run folder of a notebook that fails before writing anything is gone when its kernel
+    exits; a folder with anything in it stays."""
+    import subprocess
+    import sys
+    code = (f"import pathlib, minilib.params as P\nP.ROOT = pathlib.Path({str(tmp_path)!r})\n"
+            "(P.ROOT / 'notebooks').mkdir()\nd = P.run_dir('nb', 'test')\nprint(d)\n"
+            + ("(d / 'results.json').write_text('{}')\n" if writes else "")
+            + "raise SystemExit('the next cell failed')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "the next cell failed" in r.stderr
+    folder = tmp_path / r.stdout.strip().split("\n")[-1]
+    assert folder.parent == tmp_path / "runs" / "nb"
+    assert folder.is_dir() == writes
+    assert (tmp_path / "runs").is_dir() == writes  # and the parents it created, when empty
