@@ -844,3 +844,23 @@ def test_a_run_made_ready_by_its_dependency_goes_before_a_queued_shorter_one(tmp
     assert res.ok and len(res.ran) == 6
     done = [d.split("-")[0] for d in (marks / "completions.txt").read_text().split()]
     assert done.index("2") < done.index("4") < min(done.index(x) for x in ("5", "6", "7")), done
+
+
+def test_the_notebook_process_runs_its_kernel_encrypted_and_quietly(tmp_path):
+    """The runner's kernel gets CurveZMQ keys (transport_encryption="auto"): no "running over TCP
+    without encryption" warning on every run, and the notebook runs as before."""
+    from minilib.runner.child import encrypted_kernel_manager
+    assert encrypted_kernel_manager()().transport_encryption == "auto"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(x + 1)")]
+    nb.metadata = {"kernelspec": {"name": "minilib", "language": "python", "display_name": "Python (minilib)"},
+                   "language_info": {"name": "python"}}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    (tmp_path / "p.yaml").write_text("x: 41\n")
+    r = subprocess.run([sys.executable, "-m", "minilib.runner.child", str(tmp_path / "in.ipynb"),
+                        str(tmp_path / "out.ipynb"), "--parameters", str(tmp_path / "p.yaml")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "without encryption" not in r.stdout + r.stderr
+    assert nbformat.read(tmp_path / "out.ipynb", 4).cells[-1].outputs[0]["text"] == "42\n"

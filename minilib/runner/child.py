@@ -54,6 +54,22 @@ def _watch_parent(parent: int, every: float = 1.0) -> None:
             return
 
 
+def encrypted_kernel_manager():
+    """jupyter_client's ``AsyncKernelManager`` with ``transport_encryption="auto"``: it provisions
+    CurveZMQ keys for a kernel whose kernelspec declares them (ipykernel's does), so the kernel's
+    sockets are encrypted -- and it does not warn on every run that it "is running over TCP without
+    encryption", which is what the default ("disabled") gives."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class EncryptedKernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _default_encryption(self):
+            return "auto"
+
+    return EncryptedKernelManager
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m minilib.runner.child")
     ap.add_argument("notebook")
@@ -80,7 +96,8 @@ def main(argv=None) -> int:
         params = yaml.safe_load(f) or {}
     try:
         papermill.execute_notebook(a.notebook, a.output, parameters=params, kernel_name=a.kernel,
-                                   cwd=a.cwd, progress_bar=False, log_output=True)
+                                   cwd=a.cwd, progress_bar=False, log_output=True,
+                                   kernel_manager_class=encrypted_kernel_manager())
     except papermill.PapermillExecutionError as e:
         print(f"[runner] the notebook raised {e.ename}: {e.evalue} (cell {e.exec_count})", flush=True)
         return 1
