@@ -13,38 +13,19 @@ import os
 import shutil
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from minilib import assets
-from minilib.device import resolve_device
 from minilib.models.adapters import Adapter, UnsupportedModelError, adapter_for
+from minilib.models.loaded import LoadedModel, finish_loading
 
 TASKS = ("causal-lm", "sequence-classification", "base")
 
 
 class UnknownModelError(ValueError):
     """A model name that is neither embedded, tiny, a local path nor reachable on the hub."""
-
-
-@dataclass
-class LoadedModel:
-    model: nn.Module
-    tokenizer: object
-    adapter: Adapter
-    name: str = ""
-    plan: dict | None = None       # for a model saved by minilib.models.save_model: its saved plan
-    head: nn.Module | None = None  # and its decision head, if one was saved with it
-
-    def __iter__(self):  # allows ``model, tok, adapter = load(...)``
-        return iter((self.model, self.tokenizer, self.adapter))
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
 
 # --- embedded models ----------------------------------------------------------------------------
@@ -130,18 +111,6 @@ def _auto_class(task: str):
 
 def _default_task(adapter: Adapter) -> str:
     return "causal-lm" if adapter.is_decoder else "base"
-
-
-def finish_loading(model: nn.Module, tok, adapter: Adapter, name: str, dtype, device) -> LoadedModel:
-    model.to(device=resolve_device(device), dtype=dtype)
-    model.eval()
-    if tok is not None and tok.pad_token is None and tok.eos_token is not None:
-        tok.pad_token = tok.eos_token
-    if tok is not None and adapter.is_decoder:
-        tok.padding_side = "right"  # decision_positions handles either side; right is the default
-    if getattr(model.config, "pad_token_id", None) is None and tok is not None:
-        model.config.pad_token_id = tok.pad_token_id
-    return LoadedModel(model, tok, adapter, name)
 
 
 def _from_folder(path: str, task: str | None, num_labels: int | None, dtype, device, name: str,

@@ -35,6 +35,7 @@ from torch import nn
 from minilib import assets
 from minilib.io import DestinationError, atomic_dir
 from minilib.models.adapters import adapter_for, get_path, set_path
+from minilib.models.loaded import finish_loading
 from minilib.models.linear import in_features, is_linear, out_features, resized_like
 from minilib.models.surgery import PlanMismatchError
 from minilib.models.vocab import CONFIG_KEY, MAP_FILE, RemappedTokenizer, VocabMap
@@ -214,7 +215,6 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32, devi
     from transformers import AutoConfig, AutoTokenizer
 
     from minilib.calib.passes import check_dtype
-    from minilib.models.loading import finish_loading
 
     dtype = check_dtype(dtype, "dtype")
     path = Path(path)

@@ -18,29 +18,12 @@ import sys
 import threading
 import time
 
-
-def _stop_descendants(timeout: float = 5.0) -> None:
-    import psutil
-    try:
-        kids = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return
-    for k in kids:
-        try:
-            k.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(kids, timeout=timeout)
-    for k in alive:
-        try:
-            k.kill()
-        except psutil.Error:
-            pass
+from minilib.runner.procs import stop_descendants
 
 
 def _terminated(signum, frame):
     print(f"[runner] notebook process {os.getpid()}: got signal {signum}, stopping the kernel", flush=True)
-    _stop_descendants()
+    stop_descendants()
     os._exit(143)
 
 
@@ -102,7 +85,7 @@ def main(argv=None) -> int:
         print(f"[runner] the notebook raised {e.ename}: {e.evalue} (cell {e.exec_count})", flush=True)
         return 1
     finally:
-        _stop_descendants()
+        stop_descendants()
     return 0
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .procs import terminate_tree
 from .state import DONE, RUN_JSON, RunLock, RunLocked, read_done, sha256_file, write_json
 
 LOG = "log.txt"
@@ -58,34 +59,6 @@ class RunOutcome:
 
 _ACTIVE: dict[str, set] = {}
 _ACTIVE_LOCK = threading.Lock()
-
-
-def terminate_tree(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM to the process group of ``pid`` (a session leader started by this module), then
-    SIGKILL to whatever of it and its descendants is left after ``timeout`` seconds."""
-    import psutil
-    try:
-        root = psutil.Process(pid)
-        procs = [root] + root.children(recursive=True)
-    except psutil.Error:
-        return
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        try:
-            root.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def terminate_active(token: str | None = None, timeout: float = 10.0) -> int:

@@ -25,6 +25,7 @@ from typing import Self
 
 from minilib.io import write_text
 
+from .procs import process_start, terminate_tree
 from .spec import ROOT, display_path
 
 DONE = "DONE"
@@ -128,14 +129,6 @@ class RunLocked(RuntimeError):
     """The run folder is locked by another live runner."""
 
 
-def _proc_start(pid: int) -> float | None:
-    import psutil
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return None
-
-
 def describe_holder(info: dict) -> str:
     if not info:
         return "an unknown process"
@@ -201,7 +194,7 @@ class RunLock:
         if self.previous:
             self._take_over(self.previous)
         self.info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                     "process_start": _proc_start(os.getpid())}
+                     "process_start": process_start(os.getpid())}
         self._write()
         return self
 
@@ -210,8 +203,7 @@ class RunLock:
                     "taking over")
         child, start = prev.get("child_pid"), prev.get("child_start")
         if prev.get("host") == socket.gethostname() and isinstance(child, int) and start is not None \
-                and _proc_start(child) == start:
-            from .execute import terminate_tree
+                and process_start(child) == start:
             self.notify(f"{self.path.parent.name}: stopping the leftover notebook process {child}")
             terminate_tree(child)
 
@@ -223,7 +215,7 @@ class RunLock:
 
     def record_child(self, pid: int) -> None:
         """Note the notebook's process in the lock, so that a runner taking over a stale lock can stop it."""
-        self.info.update(child_pid=pid, child_start=_proc_start(pid))
+        self.info.update(child_pid=pid, child_start=process_start(pid))
         self._write()
 
     def release(self) -> None:
