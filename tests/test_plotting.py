@@ -67,6 +67,15 @@ def test_writes_real_pdf_and_png_and_closes_outside_notebooks(tmp_path, monkeypa
     assert shown == []
 
 
+def test_pdf_embeds_its_fonts_as_truetype_not_type3(tmp_path):
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.set_title("perplexity vs sparsity")
+    pdf, _ = save_figure(fig, "fonts", tmp_path)
+    raw = pdf.read_bytes()
+    assert b"/Subtype /Type3" not in raw and b"/Subtype/Type3" not in raw
+    assert b"/FontFile2" in raw  # an embedded TrueType font program
+
+
 def test_close_false_leaves_the_figure_open(tmp_path):
     fig = _fig()
     save_figure(fig, "kept", tmp_path, close=False)
