@@ -29,7 +29,7 @@ scheduler), ``sweep`` (planning, the Dask loop, progress, the table), ``collect`
 ``reproduce`` (profiles, HTML export), ``nbtest`` (prepare-tests).
 """
 
-from .collect import aggregate_over_seeds, collect, t_interval
+from .collect import aggregate_over_seeds, collect, seed_summary
 from .execute import RunFailed, RunOutcome, RunTask, execute_run
 from .nbtest import KERNEL, prepare_tests
 from .reproduce import export_html, plan_reproduce, reproduce
@@ -66,5 +66,5 @@ __all__ = [
            "reproduce",
            "run_id",
            "run_sweep",
-           "t_interval",
+           "seed_summary",
 ]

@@ -95,23 +95,19 @@ def collect(run_dirs, runs_dir: str | os.PathLike | None = None):
     return table
 
 
-def t_interval(values, confidence: float = 0.95) -> tuple[int, float, float, float, float]:
-    """``(n, mean, std, lo, hi)`` of the finite values: the Student-t interval of the mean (NaN
-    bounds for fewer than 2 values)."""
+def seed_summary(values, confidence: float = 0.95) -> tuple[int, float, float, float, float]:
+    """``(n, mean, std, lo, hi)`` of the finite values of one row's seeds: the mean with its
+    Student-t interval (``minilib.stats.t_interval``), and the spread; NaN where there are too few."""
     import numpy as np
-    from scipy import stats
+
+    from minilib.stats import t_interval
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
-    n = len(x)
     nan = float("nan")
-    if n == 0:
+    if x.size == 0:
         return 0, nan, nan, nan, nan
-    m = float(x.mean())
-    if n < 2:
-        return n, m, nan, nan, nan
-    s = float(x.std(ddof=1))
-    h = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * s / np.sqrt(n)
-    return n, m, s, m - h, m + h
+    ci = t_interval(x, confidence)
+    return int(x.size), ci.estimate, float(x.std(ddof=1)) if x.size > 1 else nan, ci.low, ci.high
 
 
 def infer_roles(table, seed: str = "seed") -> tuple[list[str], list[str]]:
@@ -201,7 +197,7 @@ def aggregate_over_seeds(table, metrics: list[str] | str | None = None, by: list
     for _, g in table.assign(_k=keys).groupby("_k", sort=False):
         first = g.iloc[0]
         for m in metrics:
-            n, mean, std, lo, hi = t_interval(g[m], confidence)
+            n, mean, std, lo, hi = seed_summary(g[m], confidence)
             rows.append({**{c: first[c] for c in by}, "metric": m, "n_seeds": n,
                          "mean": mean, "std": std, "ci_lo": lo, "ci_hi": hi})
     return pd.DataFrame(rows)

@@ -16,7 +16,7 @@ One hooked pass (``minilib.calib.feeding``) over labelled texts; at the decision
 
 The result is an ``Anatomy`` (arrays + metadata, the decision state included), stored as ``.npz``
 (no pickle) under a key that names the decision state, and checked against the model (and state) it
-is used with.  ``layer_profile`` and ``preserved_neurons`` read what the anatomy says about layers
+is used with.  ``decision_layer_profile`` and ``preserved_neurons`` read what the anatomy says about layers
 and neurons for the anatomy-guided pruning strategy (``minilib.studies.structured``).
 
 The decision itself is taken under one of two **protocols** (``decision_model``): ``"head-only"`` --
@@ -284,7 +284,7 @@ def anatomy_for(loaded, task, batch_size: int = 16, max_length: int = 128, direc
     return ans[decision_state], {"cached": False, "path": str(path), "key": keys[decision_state]}
 
 
-def layer_profile(anatomy: Anatomy, kind: str = "neuron_abs_proj") -> np.ndarray:
+def decision_layer_profile(anatomy: Anatomy, kind: str = "neuron_abs_proj") -> np.ndarray:
     """Importance of each layer for the decision: the mean anatomy score of its neurons, divided by
     the mean over layers (so 1 = average)."""
     return _profile(np.asarray(anatomy[kind], dtype=np.float64))

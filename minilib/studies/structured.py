@@ -52,7 +52,7 @@ from minilib.prune.apply import remove_neurons
 from minilib.prune.masks import check_ratio, mask_neurons
 from minilib.prune.scores import (score_neurons_anatomy, score_neurons_maxprod, score_neurons_norm,
                                   score_neurons_random, score_neurons_shared_random)
-from minilib.studies.anatomy import layer_profile, preserved_neurons
+from minilib.studies.anatomy import decision_layer_profile, preserved_neurons
 
 # a method: (model, ratio) -> prune masks
 MaskFn = Callable[[object, float], list]
@@ -132,7 +132,7 @@ def anatomy_strategy(anatomy, preserve_fraction: float = 0.01, strength: float =
     layer profile (or uniform), and the most decision-aligned neurons never pruned."""
     if uniform:
         return method_masks(lambda mod: score_neurons_anatomy(mod, anatomy, score_kind))
-    return method_masks(lambda mod: score_neurons_anatomy(mod, anatomy, score_kind), layer_profile(anatomy),
+    return method_masks(lambda mod: score_neurons_anatomy(mod, anatomy, score_kind), decision_layer_profile(anatomy),
                         preserved_neurons(anatomy, preserve_fraction), strength, max_layer_ratio)
 
 
@@ -226,7 +226,7 @@ def strategy_sweep(loaded, task, protocols: list[str], ratios: list[float], *, f
         an, an_info = anatomy_for(mp, task, batch_size, max_length, directory=anatomy_dir or None,
                                   decision_state=decision_state)
         an.check(mp.model, decision_state=decision_state)  # AnatomyMismatchError for other weights or another state
-        prof, preserved = layer_profile(an), preserved_neurons(an, preserve_fraction)
+        prof, preserved = decision_layer_profile(an), preserved_neurons(an, preserve_fraction)
         widths, kept = [len(p) for p in preserved], [int(p.sum()) for p in preserved]
         budgets[proto] = pd.DataFrame({"layer": range(len(widths)), "profile": prof, "preserved": kept,
                                        **{f"removed@{r}": layer_budgets(widths, r, prof, strength, max_layer_ratio, kept)
