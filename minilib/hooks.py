@@ -42,7 +42,8 @@ def forward_pre_hooks(hooks: Mapping[nn.Module, Callable], with_kwargs: bool = F
 def count_hooks(model: nn.Module) -> int:
     n = 0
     for m in model.modules():
-        n += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        n += (len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+              + len(m._backward_pre_hooks))
     return n
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,10 @@ def _plain(o):
         o = o.item()
     if isinstance(o, np.ndarray):
         return _plain(o.tolist())
+    if type(o).__module__.startswith("torch") and hasattr(o, "tolist") and hasattr(o, "ndim"):  # torch tensor
+        return _plain(o.detach().cpu().tolist())
     if isinstance(o, float) and not math.isfinite(o):
         return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
-    if hasattr(o, "item") and callable(o.item) and getattr(o, "ndim", 1) == 0:  # 0-d torch tensor
-        return o.item()
     if isinstance(o, Path):
         return str(o)
     return o
@@ -40,6 +41,28 @@ def write_results(path: str | os.PathLike, results: dict) -> Path:
 
 class ResultsError(ValueError):
     """A results (or other JSON) file that cannot be read: truncated, not JSON, not UTF-8."""
+
+
+_PARTIAL_NUMBER = re.compile(r"-?(\d+(\.\d*)?([eE][+-]?\d*)?)?")
+
+
+def _cut_in_a_literal(text: str, pos: int) -> bool:
+    """Whether the JSON error at ``pos`` is the file ending inside its last literal or number
+    (``tr``, ``nul``, ``12.``, ``1e``, ``-``): a cut-off write, not malformed JSON."""
+    body = text.rstrip()
+    last = re.search(r'[^\s,:\[\]{}"]*$', body)
+    token = last.group()
+    if not token or pos < last.start():
+        return False
+    if any(word.startswith(token) and word != token for word in ("true", "false", "null")):
+        return True
+    if _PARTIAL_NUMBER.fullmatch(token):
+        try:
+            json.loads(token)  # a whole number here is not where it was cut
+            return False
+        except json.JSONDecodeError:
+            return True
+    return False
 
 
 def read_json(path: str | os.PathLike, rerun: str = "rerun the notebook that wrote it"):
@@ -61,7 +84,7 @@ def read_json(path: str | os.PathLike, rerun: str = "rerun the notebook that wro
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
+        if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string") or _cut_in_a_literal(text, e.pos):
             raise ResultsError(f"{path} is truncated: its JSON stops at byte {len(data)} in the middle of a value "
                                f"(line {e.lineno}, column {e.colno}: {e.msg}), as a write that was cut off leaves "
                                f"it; {rerun}") from None

@@ -21,7 +21,8 @@ from minilib.prune.oneshot import METHODS, prune_model
 from minilib.prune.quant import ChannelQuantizer, check_wbits, fit_quantizer, quantize_rtn
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
 from minilib.prune.scores import (score_magnitude, score_neurons_anatomy, score_neurons_l1, score_neurons_maxprod,
-                                  score_neurons_norm, score_neurons_random, score_obs, score_wanda)
+                                  score_neurons_norm, score_neurons_random, score_neurons_shared_random,
+                                  score_obs, score_wanda)
 from minilib.prune.semistructured import to_semi_structured
 from minilib.prune.sparsegpt import HessianError, SparseGPT, check_percdamp
 
@@ -32,5 +33,5 @@ __all__ = ["PartialPruneError", "remove_neurons", "remove_vocab", "zero_neurons"
            "mask_unstructured", "mask_vocab", "parse_nm", "protect_top", "widths_multiple", "METHODS", "prune_model",
            "ChannelQuantizer", "check_wbits", "fit_quantizer", "quantize_rtn", "PruneReport", "reconstruction_stats",
            "snapshot", "score_magnitude", "score_neurons_anatomy", "score_neurons_l1", "score_neurons_maxprod",
-           "score_neurons_norm", "score_neurons_random", "score_obs", "score_wanda", "to_semi_structured",
+           "score_neurons_norm", "score_neurons_random", "score_neurons_shared_random", "score_obs", "score_wanda", "to_semi_structured",
            "HessianError", "SparseGPT", "check_percdamp"]

@@ -5,6 +5,7 @@ Zero is always on the grid, so pruned weights stay exactly zero after quantizati
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,8 @@ from minilib.prune.masks import SparsityError
 
 
 def check_wbits(wbits: int) -> int:
-    if int(wbits) != wbits or not 2 <= wbits <= 16:
+    if isinstance(wbits, bool) or not isinstance(wbits, (int, float)) or not math.isfinite(wbits) \
+            or int(wbits) != wbits or not 2 <= wbits <= 16:
         raise SparsityError(f"wbits must be an integer in [2, 16] (16 = no quantization), got {wbits}")
     return int(wbits)
 
@@ -25,8 +27,14 @@ class ChannelQuantizer:
     maxq: int
 
     def __call__(self, w: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
-        """Quantize-dequantize ``w`` ``(rows,)`` or ``(rows, k)`` (rows in the fitted order)."""
+        """Quantize-dequantize ``w`` ``(rows,)`` or ``(rows, k)`` (rows in the fitted order);
+        ``rows`` selects the grids of a slice of the fitted rows, for a ``w`` of only those rows."""
         scale, zero = self.scale, self.zero
+        if rows is not None:
+            scale, zero = scale[rows], zero[rows]
+        if w.shape[0] != scale.shape[0]:
+            raise ValueError(f"w has {w.shape[0]} rows but the quantizer{' (rows ' + str(rows) + ')' if rows is not None else ''} "
+                             f"has {scale.shape[0]} grids")
         if w.dim() == 1:
             scale, zero = scale[:, 0], zero[:, 0]
         q = torch.clamp(torch.round(w / scale) + zero, 0, self.maxq)

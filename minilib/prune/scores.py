@@ -45,6 +45,9 @@ def score_wanda(weight: torch.Tensor, input_sq_norms: torch.Tensor) -> torch.Ten
 def score_obs(weight: torch.Tensor, hinv_diag: torch.Tensor) -> torch.Tensor:
     """SparseGPT / OBS saliency ``w**2 / [H^-1]_jj**2`` (``hinv_diag``: the diagonal of the Cholesky
     factor of the inverse Hessian, as the solver uses it)."""
+    if hinv_diag.shape != weight.shape[-1:]:
+        raise ValueError(f"hinv_diag has shape {tuple(hinv_diag.shape)}, expected ({weight.shape[-1]},): one "
+                         "entry per input column (the diagonal of the inverse Hessian's Cholesky factor)")
     return weight.float() ** 2 / hinv_diag.float()[None, :] ** 2
 
 
@@ -108,6 +111,11 @@ def score_neurons_anatomy(model, anatomy, kind: str = "abs_proj") -> list[torch.
         raise ValueError(f"unknown anatomy score {kind!r}; choose one of {ANATOMY_KINDS}")
     anatomy.check(model)
     arr = anatomy[f"neuron_{kind}"]
+    widths = [f.width for f in adapter_for(model).ffns(model)]
+    if arr.ndim != 2 or list(arr.shape[:1]) != [len(widths)] or any(arr.shape[1] != w for w in widths):
+        raise ValueError(f"anatomy array neuron_{kind} has shape {tuple(arr.shape)}, but the model has "
+                         f"{len(widths)} FFN layers of widths {sorted(set(widths))}: the anatomy was measured on "
+                         "another (or differently pruned) model")
     return [torch.as_tensor(arr[l], dtype=torch.float32) for l in range(arr.shape[0])]
 
 

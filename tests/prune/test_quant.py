@@ -114,9 +114,6 @@ def test_any_dtype_is_quantized_in_fp32_without_changing_the_weight():
     assert isinstance(fit_quantizer(w, 4), ChannelQuantizer)
 
 
-@pytest.mark.xfail(strict=True, reason="ChannelQuantizer.__call__ takes rows= ('rows in the fitted order') and "
-                                       "ignores it: a slice of rows is quantized with the scales of all rows "
-                                       "(a single row broadcasts silently to every row's grid)")
 def test_rows_selects_the_grids_of_those_rows():
     w = _weights()
     q = fit_quantizer(w, 4)
@@ -140,9 +137,6 @@ def test_bad_wbits_are_refused_by_name(wbits):
         fit_quantizer(torch.ones(2, 2), wbits)
 
 
-@pytest.mark.xfail(strict=True, reason="check_wbits calls int(wbits) before checking it: None, a non-numeric "
-                                       "string, NaN or inf raise a bare TypeError/ValueError/OverflowError from "
-                                       "int() that does not name wbits")
 @pytest.mark.parametrize("wbits", [None, "four", float("nan"), float("inf")])
 def test_non_numeric_wbits_are_refused_by_name(wbits):
     with pytest.raises(SparsityError, match="wbits"):
