@@ -37,7 +37,7 @@ from minilib.runner import (
     plan_sweep,
     prepare_tests,
     reproduce,
-    t_interval,
+    seed_summary,
 )
 from minilib.runner.cluster import Placement, make_local_cluster, plan_placement
 from minilib.runner.spec import _cell_assignments
@@ -580,11 +580,11 @@ def test_docs_slurm_example_builds_a_gpu_job_script():
 
 # --- over seeds -----------------------------------------------------------------------------------------
 
-def test_t_interval_matches_the_formula():
-    n, m, s, lo, hi = t_interval([1.0, 2.0, 3.0])
+def test_seed_summary_matches_the_formula():
+    n, m, s, lo, hi = seed_summary([1.0, 2.0, 3.0])
     assert (n, m, s) == (3, 2.0, 1.0)
     assert (lo, hi) == pytest.approx((2 - 4.302653 / np.sqrt(3), 2 + 4.302653 / np.sqrt(3)), abs=1e-5)
-    n, m, s, lo, hi = t_interval([5.0, float("nan")])
+    n, m, s, lo, hi = seed_summary([5.0, float("nan")])
     assert (n, m) == (1, 5.0) and np.isnan(lo) and np.isnan(hi)
 
 

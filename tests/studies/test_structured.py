@@ -14,7 +14,7 @@ from minilib.prune import (PruneReport, SparsityError, layer_budgets, mask_neuro
                            score_neurons_anatomy, score_neurons_maxprod, score_neurons_norm, score_neurons_random,
                            zero_neurons)
 from minilib.prune.scores import score_neurons_shared_random
-from minilib.studies.anatomy import Anatomy, layer_profile, preserved_neurons
+from minilib.studies.anatomy import Anatomy, decision_layer_profile, preserved_neurons
 
 
 def _logits(loaded, texts=("hello there, general", "a b c d e f g")):
@@ -146,11 +146,11 @@ def test_preserved_neurons_are_never_removed(tiny_decoder):
     for s, p in zip(scores, pres):
         s[p] = -1.0
     for ratio in (0.3, 0.6, 0.85):
-        masks = mask_neurons(scores, ratio, layer_profile(an), pres)
+        masks = mask_neurons(scores, ratio, decision_layer_profile(an), pres)
         assert not any(bool(k[p].any()) for k, p in zip(masks, pres)), f"preserved neuron removed at {ratio}"
         assert abs(sum(int(k.sum()) for k in masks) - round(ratio * 256)) == 0
     with pytest.raises(SparsityError):
-        mask_neurons(scores, 0.95, layer_profile(an), pres)
+        mask_neurons(scores, 0.95, decision_layer_profile(an), pres)
 
 
 def test_bad_ratios(tiny_decoder):
