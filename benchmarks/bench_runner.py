@@ -30,7 +30,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from minilib.runner.collect import t_interval
+from minilib.runner.collect import seed_summary
 from minilib.runner.sweep import execute_plan, plan_sweep
 
 PARAMS = 'iters = 0\nseed = 0\nresults_path = ""\n'
@@ -90,7 +90,7 @@ def run(a, out):
             sys.stdout = stdout
         per_run = [s - own for s, own in runs]
         own = statistics.median(o for _, o in runs)
-        _, mean, _, lo, hi = t_interval(per_run)
+        _, mean, _, lo, hi = seed_summary(per_run)
         print(f"overhead ({a.runs} trivial runs, 1 worker): notebook's own time {own * 1e3:.0f} ms; runner time "
               f"per run minus it: median {statistics.median(per_run):.2f} s (mean {mean:.2f} s, 95% CI "
               f"[{lo:.2f}, {hi:.2f}]); sweep wall per run minus it (cluster start included): {wall / a.runs - own:.2f} s")
@@ -107,7 +107,7 @@ def run(a, out):
                 owns += [o for _, o in runs]
                 print(f"  repeat {rep + 1}: {w} worker(s): {wall:.1f} s")
         ratios = [s / p for s, p in zip(walls[1], walls[a.workers], strict=True)]
-        _, lm, _, llo, lhi = t_interval([math.log(r) for r in ratios])
+        _, lm, _, llo, lhi = seed_summary([math.log(r) for r in ratios])
         print(f"speed-up ({a.cpu_runs} CPU-bound runs, notebook's own time median {statistics.median(owns):.2f} s, "
               f"1 thread each): 1 worker {statistics.median(walls[1]):.1f} s, {a.workers} workers "
               f"{statistics.median(walls[a.workers]):.1f} s (medians of {a.repeats}); ratio "
