@@ -95,12 +95,6 @@ def test_read_results_of_a_missing_file_is_file_not_found(tmp_path):
         read_results(tmp_path / "none.json")
     with pytest.raises(FileNotFoundError, match="is not a file"):
         read_results(tmp_path)
-def _dead_pid() -> int:
-    import subprocess
-    import sys
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
 
 
 def test_atomic_dir_never_deletes_foreign_entries(tmp_path):
@@ -146,13 +140,13 @@ def test_atomic_dir_puts_kept_entries_back_when_it_fails(tmp_path):
     assert (target / "notes.txt").read_text() == "mine" and sorted(q.name for q in tmp_path.iterdir()) == ["out"]
 
 
-def test_staging_name_and_stale_leftovers(tmp_path):
+def test_staging_name_and_stale_leftovers(tmp_path, dead_pid):
     from minilib.io import remove_stale
     target = tmp_path / "m"
     with atomic_dir(target) as stage:
         assert stage.parent == tmp_path and stage.name.startswith(f".m.staging-{os.getpid()}-")
         (stage / "MARK").write_text("v1")
-    dead = _dead_pid()
+    dead = dead_pid()
     # a writer killed between its two renames: the old folder is aside and nothing is at the target
     os.replace(target, tmp_path / f".m.old-{dead}-abc")
     (tmp_path / f".m.staging-{dead}-def").mkdir()

@@ -6,55 +6,7 @@ import pytest
 import torch
 
 from minilib.data import SchemaError, corpus_splits, load_mcq
-from minilib.eval import lm_nll
-from minilib.models import (adapter_for, load,
-                            load_model, save_model)
-from minilib.prune import mask_threshold, score_neurons_l1
-
-
-TEXT = ("Once upon a time there was a little cat. The cat liked to play in the sun. "
-        "One day the cat saw a big dog. The dog was kind and they played together all day. ") * 16
-
-
-def mask_ffn_neurons(model, st, eps, criterion="any"):
-    return mask_threshold(score_neurons_l1(model, st, criterion), eps)
-
-
-def lm_loss(model, x):
-    return lm_nll(model, x)
-
-
-def save_pruned(model, tok, path, extra=None):
-    return save_model(model, tok, path, extra=extra)
-
-
-def load_remapped_tokenizer(path, model):
-    tok = load_model(path).tokenizer
-    tok.check_model(model)
-    return tok
-
-
-def windows(tok, n=8, seqlen=32):
-    ids = torch.tensor(tok(TEXT, add_special_tokens=False)["input_ids"])
-    return ids[: n * seqlen].view(n, seqlen)
-
-
-def logits(model, x):
-    with torch.no_grad():
-        return model(input_ids=x).logits
-
-
-def zero_neurons(model, layer, idx):
-    """Make FFN neurons ``idx`` of block ``layer`` output exactly zero (zero their up/gate rows)."""
-    ffn = adapter_for(model).ffn(adapter_for(model).blocks(model)[layer])
-    from minilib.models.linear import weight_oi
-    with torch.no_grad():
-        for part in ("up", "gate"):
-            lin = getattr(ffn, part)
-            if lin is not None:
-                weight_oi(lin)[idx] = 0
-                if lin.bias is not None:
-                    lin.bias.data[idx] = 0
+from minilib.models import load
 
 
 def test_splits_disjoint_on_domain_corpus():

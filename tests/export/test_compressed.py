@@ -20,11 +20,6 @@ def _calib():
     return torch.randint(0, 1000, (4, 32), generator=torch.Generator().manual_seed(0))
 
 
-def _logits(model, x=X):
-    with torch.no_grad():
-        return model(input_ids=x).logits
-
-
 @pytest.mark.parametrize("wbits", [2, 3, 4, 8])
 def test_grid_recovers_minilib_quantized_weights_exactly(wbits):
     g = torch.Generator().manual_seed(wbits)
@@ -74,7 +69,7 @@ CASES = {  # name: (prune_model kwargs, export kwargs)
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_round_trip_gives_identical_logits(case, tmp_path):
+def test_round_trip_gives_identical_logits(case, tmp_path, logits):
     pkw, ekw = CASES[case]
     m = load("tiny-llama")
     pkw = dict(pkw)
@@ -89,7 +84,7 @@ def test_round_trip_gives_identical_logits(case, tmp_path):
     assert info["structure"] == ("2:4" if "2:4" in case else "unstructured")
     assert abs(info["sparsity"] - 0.5) < 0.01
     back, tok = load_compressed(tmp_path / "out")
-    assert torch.equal(_logits(back), _logits(m.model))
+    assert torch.equal(logits(back, X), logits(m.model, X))
     assert tok("a cat")["input_ids"] == m.tokenizer("a cat")["input_ids"]
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     if rep.wbits < 16:
@@ -103,7 +98,7 @@ def test_round_trip_gives_identical_logits(case, tmp_path):
         assert "quantization_config" not in cfg
 
 
-def test_stock_transformers_loads_the_quantized_checkpoints(tmp_path):
+def test_stock_transformers_loads_the_quantized_checkpoints(tmp_path, logits):
     """No minilib in the loading process: compressed-tensors dequantizes to minilib's weights."""
     refs = {}
     for fmt in ("pack-quantized", "naive-quantized"):
@@ -112,7 +107,7 @@ def test_stock_transformers_loads_the_quantized_checkpoints(tmp_path):
         rep = prune_model(m.model, "magnitude", nm=(2, 4), wbits=4)
         info = export_compressed(m.model, m.tokenizer, tmp_path / fmt, rep, quant_format=fmt)
         assert info["padding_neurons"] == 16 and ffn_widths(m.model) == [96, 112] and info["ffn_width"] == 112
-        refs[fmt] = _logits(m.model)
+        refs[fmt] = logits(m.model, X)
     code = r"""
 import sys, torch
 from transformers import AutoModelForCausalLM, CompressedTensorsConfig
@@ -134,7 +129,7 @@ assert "minilib" not in sys.modules
     assert sizes["naive-quantized"] - sizes["pack-quantized"] > 0.45 * info["layer_params"]
 
 
-def test_vocab_and_ffn_pruned_model_exports_quantized(tmp_path):
+def test_vocab_and_ffn_pruned_model_exports_quantized(tmp_path, logits):
     from minilib.models import token_counts
     from minilib.prune import mask_vocab, remove_vocab
     m = load("tiny-gemma3")
@@ -148,12 +143,12 @@ def test_vocab_and_ffn_pruned_model_exports_quantized(tmp_path):
     back, tok = load_compressed(tmp_path / "o")
     x = torch.tensor([rtok.encode("Once upon a time there was a cat.")])
     assert tok("Once upon a time there was a cat.")["input_ids"] == x[0].tolist()
-    assert torch.equal(_logits(back, x), _logits(m.model, x))
+    assert torch.equal(logits(back, x), logits(m.model, x))
     assert info["vocab_size"] == rtok.vmap.new_size and info["tokenizer"]["lossless"]
 
 
 @pytest.mark.parametrize("fmt, prune_kw", [("sparse-bitmask", dict(sparsity=0.5)), ("sparse-24-bitmask", dict(nm=(2, 4)))])
-def test_stock_transformers_refuses_a_bitmask_folder_instead_of_loading_it_wrong(fmt, prune_kw, tmp_path):
+def test_stock_transformers_refuses_a_bitmask_folder_instead_of_loading_it_wrong(fmt, prune_kw, tmp_path, logits):
     """transformers 5.x ignores sparsity_config: under model.safetensors the compressed layers came back
     freshly initialised with no error.  The folder holds model.<fmt>.safetensors, so from_pretrained
     raises; load_compressed reads it, and still reads a folder written under the old name."""
@@ -167,10 +162,10 @@ def test_stock_transformers_refuses_a_bitmask_folder_instead_of_loading_it_wrong
     assert names == [f"model.{fmt}.safetensors"]
     with pytest.raises(OSError, match="model.safetensors"):
         AutoModelForCausalLM.from_pretrained(tmp_path / "b")
-    ref = _logits(m.model)
-    assert torch.equal(_logits(load_compressed(tmp_path / "b")[0]), ref)
+    ref = logits(m.model, X)
+    assert torch.equal(logits(load_compressed(tmp_path / "b")[0], X), ref)
     (tmp_path / "b" / f"model.{fmt}.safetensors").rename(tmp_path / "b" / "model.safetensors")  # the old name
-    assert torch.equal(_logits(load_compressed(tmp_path / "b", verify=False)[0]), ref)
+    assert torch.equal(logits(load_compressed(tmp_path / "b", verify=False)[0], X), ref)
 
 
 def test_refusals_write_nothing(tmp_path):

@@ -20,17 +20,16 @@ from minilib.models.loading import hub_reachable
 from minilib.models.saving import MANIFEST, SAVED, check_hashes, write_hashes
 from minilib.prune import mask_vocab, remove_vocab
 
-TEXT = "Once upon a time there was a little cat. The cat liked to play in the sun. " * 80
 # every part save_model writes for a vocabulary-pruned model with a decision head
 PARTS = ["model.safetensors", "config.json", "minilib_plan.json", "vocab_map.json", "decision_head.safetensors",
          "tokenizer.json", "tokenizer_config.json"]
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(tmp_path_factory, cat_text):
     """One vocabulary-pruned tiny model with a head, saved once; tests corrupt copies of it."""
     m = load("tiny-llama")
-    ids = torch.tensor(m.tokenizer(TEXT, add_special_tokens=False)["input_ids"])
+    ids = torch.tensor(m.tokenizer(cat_text, add_special_tokens=False)["input_ids"])
     tok, _ = remove_vocab(m.model, m.tokenizer, mask_vocab(token_counts(ids, 50257), m.tokenizer))
     torch.manual_seed(0)
     path = save_model(m.model, tok, tmp_path_factory.mktemp("saved") / "m", head=torch.nn.Linear(64, 2))
@@ -42,11 +41,6 @@ def copy(saved, tmp_path):
     return Path(shutil.copytree(saved[0], tmp_path / "m"))
 
 
-def _logits(model, x):
-    with torch.no_grad():
-        return model(input_ids=x).logits
-
-
 def _flip(f: Path, at: float = 0.5) -> None:
     """One byte changed in place: same size, and the mtime put back as it was."""
     st = f.stat()
@@ -55,12 +49,6 @@ def _flip(f: Path, at: float = 0.5) -> None:
     data[i] ^= 0x01
     f.write_bytes(bytes(data))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
 
 
 # --- 1. hashes recorded at save, checked at load ---------------------------------------------------
@@ -77,12 +65,12 @@ def test_manifest_lists_every_file_with_its_sha256(saved):
         assert info == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, rel
 
 
-def test_intact_copy_loads_with_the_same_logits(saved, copy):
+def test_intact_copy_loads_with_the_same_logits(saved, copy, logits):
     _, model, tok, ids = saved
     back = load(copy)
     assert isinstance(back.tokenizer, RemappedTokenizer) and back.head is not None
     x = torch.tensor(tok.map_ids(ids[:40].tolist()))[None]
-    torch.testing.assert_close(_logits(back.model, x), _logits(model, x), rtol=0, atol=0)
+    torch.testing.assert_close(logits(back.model, x), logits(model, x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("part", PARTS)
@@ -241,8 +229,8 @@ def test_saving_over_its_own_folder_replaces_it_whole(copy, saved):
 
 # --- 4. killed writes leave no litter --------------------------------------------------------------
 
-def test_stale_staging_folders_of_dead_writers_are_removed(tmp_path, saved):
-    dead, alive = _dead_pid(), os.getppid()
+def test_stale_staging_folders_of_dead_writers_are_removed(tmp_path, saved, dead_pid):
+    dead, alive = dead_pid(), os.getppid()
     target = save_model(saved[1], saved[2], tmp_path / "m")
     litter = [tmp_path / f".m.staging-{dead}-abc123", tmp_path / f".m.old-{dead}-x9"]
     keep = [tmp_path / f".m.staging-{alive}-abc",         # its writer is still running

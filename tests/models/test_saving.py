@@ -13,17 +13,10 @@ from minilib.models import (PlanMismatchError, RemappedTokenizer, ffn_widths, is
 from minilib.models.saving import SAVED, CorruptModelError, write_hashes
 from minilib.prune import mask_vocab, remove_vocab
 
-TEXT = "Once upon a time there was a little cat. The cat liked to play in the sun. " * 80
 
-
-def _logits(model, x):
-    with torch.no_grad():
-        return model(input_ids=x).logits
-
-
-def _vocab_pruned():
+def _vocab_pruned(text):
     m = load("tiny-llama")
-    ids = torch.tensor(m.tokenizer(TEXT, add_special_tokens=False)["input_ids"])
+    ids = torch.tensor(m.tokenizer(text, add_special_tokens=False)["input_ids"])
     tok, _ = remove_vocab(m.model, m.tokenizer, mask_vocab(token_counts(ids, 50257), m.tokenizer))
     return m.model, tok, ids
 
@@ -52,8 +45,8 @@ def test_replaces_a_saved_model_atomically(tmp_path):
     assert sorted(q.name for q in tmp_path.iterdir()) == ["m"]
 
 
-def test_vocab_pruned_model_comes_back_with_its_tokenizer(tmp_path):
-    model, tok, ids = _vocab_pruned()
+def test_vocab_pruned_model_comes_back_with_its_tokenizer(tmp_path, logits, cat_text):
+    model, tok, ids = _vocab_pruned(cat_text)
     head = torch.nn.Linear(64, 2)
     p = save_model(model, tok, tmp_path / "m", head=head)
     files = {q.name for q in Path(p).iterdir()}
@@ -62,21 +55,21 @@ def test_vocab_pruned_model_comes_back_with_its_tokenizer(tmp_path):
     for back in (load(p), load_model(p)):  # both entry points
         assert isinstance(back.tokenizer, RemappedTokenizer) and back.tokenizer.vmap.kept == tok.vmap.kept
         x = torch.tensor(tok.map_ids(ids[:40].tolist()))[None]
-        torch.testing.assert_close(_logits(back.model, x), _logits(model, x))
+        torch.testing.assert_close(logits(back.model, x), logits(model, x))
         torch.testing.assert_close(back.head.weight, head.weight)
         assert back.tokenizer.decode(back.tokenizer.encode("the little cat")) == "the little cat"
 
 
-def test_missing_vocab_map_is_an_error(tmp_path):
-    model, tok, _ = _vocab_pruned()
+def test_missing_vocab_map_is_an_error(tmp_path, cat_text):
+    model, tok, _ = _vocab_pruned(cat_text)
     p = save_model(model, tok, tmp_path / "m")
     (p / "vocab_map.json").unlink()
     with pytest.raises(PlanMismatchError, match="vocab_map.json is missing"):
         load(p)
 
 
-def test_pruned_vocabulary_needs_its_tokenizer_to_save(tmp_path):
-    model, tok, _ = _vocab_pruned()
+def test_pruned_vocabulary_needs_its_tokenizer_to_save(tmp_path, cat_text):
+    model, tok, _ = _vocab_pruned(cat_text)
     with pytest.raises(PlanMismatchError, match="RemappedTokenizer"):
         save_model(model, tok.base, tmp_path / "m")
     assert not (tmp_path / "m").exists()

@@ -11,9 +11,6 @@ from minilib.prune import (mask_neuron_weights, mask_neurons, prune_model, recon
 from minilib.studies.anatomy import collect_anatomy
 from minilib.studies.contextual import collect_l1_stats
 
-TEXTS = ["the movie was great fun", "a dull, lifeless film", "what a waste of time and money",
-         "surprisingly moving", "I loved every minute of it, really", "no"]
-
 
 def _windows(n=8, t=32, seed=0):
     return torch.randint(0, 1000, (n, t), generator=torch.Generator().manual_seed(seed))
@@ -46,11 +43,11 @@ def test_contextual_l1_scores_as_masks_for_sparsegpt():
     assert rep.target["fixed_masks"] == len(fixed)
 
 
-def test_anatomy_scores_then_wanda():
+def test_anatomy_scores_then_wanda(reviews):
     """The anatomy study's neuron scores remove FFN neurons physically; Wanda then prunes the shrunk
     model one-shot.  The parameter and nonzero counts compose."""
     m, tok, ad = load("tiny-gpt2")
-    an = collect_anatomy(m, tok, TEXTS, batch_size=3)
+    an = collect_anatomy(m, tok, reviews, batch_size=3)
     rep1 = remove_neurons(m, mask_neurons(score_neurons_anatomy(m, an), 0.5), method="anatomy", target={"ratio": 0.5})
     assert ffn_widths(m) == [64, 64]
     rep2 = prune_model(m, "wanda", 0.5, calib=_windows())

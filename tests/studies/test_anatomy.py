@@ -14,9 +14,6 @@ from minilib.models.linear import weight_oi
 from minilib.models import load
 from minilib.models.surgery import remove_ffn_neurons
 
-TEXTS = ["the movie was great fun", "a dull, lifeless film", "what a waste of time and money",
-         "surprisingly moving", "I loved every minute of it, really", "no"]
-
 
 def _hand(loaded, texts):
     """Hand computation: capture the raw tensors with our own hooks, build every contribution vector
@@ -51,16 +48,16 @@ def _hand(loaded, texts):
     return torch.stack(cos), torch.stack(proj), blk, d
 
 
-def test_anatomy_matches_hand_computation(tiny, no_hook_leak):
-    an = collect_anatomy(tiny.model, tiny.tokenizer, TEXTS, batch_size=4, decision_state="residual")
-    cos, proj, blk, d = _hand(tiny, TEXTS)
+def test_anatomy_matches_hand_computation(tiny, no_hook_leak, reviews):
+    an = collect_anatomy(tiny.model, tiny.tokenizer, reviews, batch_size=4, decision_state="residual")
+    cos, proj, blk, d = _hand(tiny, reviews)
     np.testing.assert_allclose(an["neuron_cos"], cos.numpy(), atol=1e-4)
     np.testing.assert_allclose(an["neuron_abs_proj"], proj.numpy(), rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(an["layer_hidden_cos"][:, -1], 1.0, atol=1e-5)   # final layer vs itself
     # texts are processed in length order; arrays come back in input order
     first = F.cosine_similarity(blk[0], d, dim=-1).numpy()
     np.testing.assert_allclose(an["layer_hidden_cos"][:, 0], first, atol=1e-5)
-    assert an["neuron_cos"].shape == (2, 128) and an["layer_ffn_cos"].shape == (len(TEXTS), 2)
+    assert an["neuron_cos"].shape == (2, 128) and an["layer_ffn_cos"].shape == (len(reviews), 2)
     assert (an["act_std"] >= 0).all() and (an["neuron_abs_cos"] >= np.abs(an["neuron_cos"]) - 1e-6).all()
     no_hook_leak(tiny.model)
 
@@ -71,10 +68,10 @@ def test_hooks_removed_when_the_pass_raises(tiny_decoder):
     assert count_hooks(tiny_decoder.model) == 0
 
 
-def test_anatomy_save_load_and_mismatch(tmp_path):
+def test_anatomy_save_load_and_mismatch(tmp_path, reviews):
     from minilib.models import load
     a, b = load("tiny-gpt2"), load("tiny-llama")
-    an = collect_anatomy(a.model, a.tokenizer, TEXTS[:3], meta={"model": "tiny-gpt2"})
+    an = collect_anatomy(a.model, a.tokenizer, reviews[:3], meta={"model": "tiny-gpt2"})
     p = an.save(tmp_path / "an.npz")
     an2 = Anatomy.load(p)
     assert an2.meta == json.loads(json.dumps(an.meta))
@@ -93,7 +90,7 @@ def test_anatomy_save_load_and_mismatch(tmp_path):
         an2.check(c.model)
 
 
-def test_unsupported_family_is_a_clear_error():
+def test_unsupported_family_is_a_clear_error(reviews):
     from types import SimpleNamespace
 
     from minilib.models.adapters import UnsupportedModelError
@@ -103,7 +100,7 @@ def test_unsupported_family_is_a_clear_error():
     with pytest.raises(UnsupportedModelError, match="mamba"):
         score_neurons_norm(fake)
     with pytest.raises(UnsupportedModelError):
-        collect_anatomy(fake, None, TEXTS)
+        collect_anatomy(fake, None, reviews)
 
 
 
@@ -154,14 +151,14 @@ def _hand_head(loaded, texts):
     return torch.stack(hid, 1), torch.stack(proj), d, resid
 
 
-def test_head_state_matches_hand_computation(tiny_decoder, no_hook_leak):
+def test_head_state_matches_hand_computation(tiny_decoder, no_hook_leak, reviews):
     m = tiny_decoder
     with torch.no_grad():
         for p in m.adapter.final_norm(m.model).parameters():
             p.add_(torch.randn_like(p) * 0.3)
-    ans = collect_anatomies(m.model, m.tokenizer, TEXTS, batch_size=4)
+    ans = collect_anatomies(m.model, m.tokenizer, reviews, batch_size=4)
     an = ans["head"]
-    hid, proj, d, resid = _hand_head(m, TEXTS)
+    hid, proj, d, resid = _hand_head(m, reviews)
     np.testing.assert_allclose(an["layer_hidden_cos"], hid.numpy(), atol=1e-4)
     np.testing.assert_allclose(an["layer_hidden_cos"][:, -1], 1.0, atol=1e-5)  # norm(last residual) is d
     np.testing.assert_allclose(an["neuron_abs_proj"], proj.numpy(), rtol=1e-3, atol=1e-6)
@@ -176,14 +173,14 @@ def test_head_state_matches_hand_computation(tiny_decoder, no_hook_leak):
     no_hook_leak(m.model)
 
 
-def test_encoder_states_coincide():
+def test_encoder_states_coincide(reviews):
     m = load("tiny-bert")
-    ans = collect_anatomies(m.model, m.tokenizer, TEXTS, batch_size=4)
+    ans = collect_anatomies(m.model, m.tokenizer, reviews, batch_size=4)
     for k in ("layer_hidden_cos", "layer_ffn_cos", "neuron_abs_proj", "neuron_cos"):
         np.testing.assert_allclose(ans["head"][k], ans["residual"][k], atol=1e-6)
 
 
-def test_decision_state_in_key_cache_and_check(tmp_path):
+def test_decision_state_in_key_cache_and_check(tmp_path, reviews):
     from minilib.eval.decision import decision_task
     m = load("tiny-llama")
     k = {s: anatomy_key("tiny-llama", "sst2", 16, 0, "{text}", 64, s) for s in ("head", "residual")}
@@ -204,7 +201,7 @@ def test_decision_state_in_key_cache_and_check(tmp_path):
     with pytest.raises(AnatomyMismatchError):
         old.check(m.model, decision_state="head")
     with pytest.raises(ValueError, match="decision_state"):
-        collect_anatomy(m.model, m.tokenizer, TEXTS, decision_state="final")
+        collect_anatomy(m.model, m.tokenizer, reviews, decision_state="final")
 
 
 def test_decision_model_under_both_protocols(tmp_path, monkeypatch):

@@ -9,60 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
+from minilib.calib import collect_l1_stats
 from minilib.data import CorpusError
-from minilib.eval import lm_nll, parameters_by_type
+from minilib.eval import parameters_by_type
 from minilib.hooks import count_hooks
-from minilib.models import (adapter_for, ffn_widths, load,
-                            load_model, save_model)
-from minilib.prune import SparsityError, check_threshold, mask_threshold, score_neurons_l1
+from minilib.models import ffn_widths, load
+from minilib.prune import SparsityError, check_threshold
 from minilib.studies import contextual as study
-from minilib.calib import collect_l1_stats as collect_neuron_stats
 from minilib.studies.contextual import layer_removal, normalize, prune_neurons
-
-
-TEXT = ("Once upon a time there was a little cat. The cat liked to play in the sun. "
-        "One day the cat saw a big dog. The dog was kind and they played together all day. ") * 16
-
-
-def mask_ffn_neurons(model, st, eps, criterion="any"):
-    return mask_threshold(score_neurons_l1(model, st, criterion), eps)
-
-
-def lm_loss(model, x):
-    return lm_nll(model, x)
-
-
-def save_pruned(model, tok, path, extra=None):
-    return save_model(model, tok, path, extra=extra)
-
-
-def load_remapped_tokenizer(path, model):
-    tok = load_model(path).tokenizer
-    tok.check_model(model)
-    return tok
-
-
-def windows(tok, n=8, seqlen=32):
-    ids = torch.tensor(tok(TEXT, add_special_tokens=False)["input_ids"])
-    return ids[: n * seqlen].view(n, seqlen)
-
-
-def logits(model, x):
-    with torch.no_grad():
-        return model(input_ids=x).logits
-
-
-def zero_neurons(model, layer, idx):
-    """Make FFN neurons ``idx`` of block ``layer`` output exactly zero (zero their up/gate rows)."""
-    ffn = adapter_for(model).ffn(adapter_for(model).blocks(model)[layer])
-    from minilib.models.linear import weight_oi
-    with torch.no_grad():
-        for part in ("up", "gate"):
-            lin = getattr(ffn, part)
-            if lin is not None:
-                weight_oi(lin)[idx] = 0
-                if lin.bias is not None:
-                    lin.bias.data[idx] = 0
 
 
 def test_l1_statistics_live_in_the_toolkit():
@@ -72,9 +26,9 @@ def test_l1_statistics_live_in_the_toolkit():
     assert study.L1Stats is minilib.calib.L1Stats and study.normalize is l1.normalize and study.SCALES == l1.SCALES
 
 
-def test_stats_shapes_and_no_hook_leak(tiny_decoder):
+def test_stats_shapes_and_no_hook_leak(tiny_decoder, windows):
     model, tok, ad = tiny_decoder
-    st = collect_neuron_stats(model, windows(tok))
+    st = collect_l1_stats(model, windows(tok))
     assert count_hooks(model) == 0
     assert st.scale == "absolute" and [s.numel() for s in st.ffn] == ffn_widths(model)
     for s, raw in zip(st.ffn, st.mean_abs_ffn):  # the authors' rule: the raw mean |a| per token
@@ -87,12 +41,12 @@ def test_stats_shapes_and_no_hook_leak(tiny_decoder):
 
 
 @pytest.mark.parametrize("name", ["tiny-opt", "tiny-llama"])
-def test_stats_are_what_the_authors_compute(name):
+def test_stats_are_what_the_authors_compute(name, windows):
     """Post-activation means over every position (and without the first one), and min(mean|y|, mean|y-b|)
     for a linear output with a bias -- checked against a direct computation with plain hooks."""
     model, tok, ad = load(name)
     x = windows(tok)
-    st = collect_neuron_stats(model, x)
+    st = collect_l1_stats(model, x)
     ffn = ad.ffn(ad.blocks(model)[1])
     seen = {}
     h1 = ffn.down.register_forward_hook(lambda m, i, o: seen.__setitem__("post", i[0].detach()))
@@ -112,7 +66,7 @@ def test_stats_are_what_the_authors_compute(name):
     torch.testing.assert_close(st.mean_abs_linear[f"1.{ad.ffn_paths['up']}"], want)
 
 
-def test_median_scale_ignores_one_massive_neuron():
+def test_median_scale_ignores_one_massive_neuron(windows):
     """The former max-normalization let one huge neuron set a layer's scale; the median does not."""
     a = torch.tensor([0.2, 0.4, 0.5, 0.6, 0.8], dtype=torch.float64)
     b = a.clone()
@@ -122,12 +76,12 @@ def test_median_scale_ignores_one_massive_neuron():
     with pytest.raises(ValueError, match="scale must be one of"):
         normalize(a, "max")
     with pytest.raises(ValueError, match="scale must be one of"):
-        collect_neuron_stats(load("tiny-llama").model, windows(load("tiny-llama").tokenizer), scale="max")
+        collect_l1_stats(load("tiny-llama").model, windows(load("tiny-llama").tokenizer), scale="max")
 
 
-def test_layer_removal_counts_and_matched_budget():
+def test_layer_removal_counts_and_matched_budget(windows, mask_ffn_neurons):
     model, tok, _ = load("tiny-llama")
-    st = collect_neuron_stats(model, windows(tok))
+    st = collect_l1_stats(model, windows(tok))
     eps = float(torch.cat(st.ffn).median())
     lay = layer_removal(model, st, [eps])
     a = lay[lay.rule == "absolute"]
@@ -142,24 +96,24 @@ def test_stats_hooks_removed_when_forward_raises(tiny_decoder):
     model, tok, _ = tiny_decoder
     bad = torch.full((1, 8), 10 ** 7)  # out-of-vocabulary id: the embedding raises
     with pytest.raises(Exception):
-        collect_neuron_stats(model, bad.repeat(64, 1))
+        collect_l1_stats(model, bad.repeat(64, 1))
     assert count_hooks(model) == 0
 
 
-def test_corpus_too_small_for_stats():
+def test_corpus_too_small_for_stats(windows):
     model, tok, _ = load("tiny-llama")
     with pytest.raises(CorpusError, match="calibration has 8 tokens"):
-        collect_neuron_stats(model, windows(tok)[:1, :8])
+        collect_l1_stats(model, windows(tok)[:1, :8])
 
 
-def test_removing_zero_neurons_keeps_logits(tiny_decoder):
+def test_removing_zero_neurons_keeps_logits(tiny_decoder, windows, logits, silence_neurons):
     model, tok, ad = tiny_decoder
     idx = torch.tensor([0, 3, 7, 20, 64])
-    zero_neurons(model, 0, idx)
-    zero_neurons(model, 1, idx[:2])
+    silence_neurons(model, 0, idx)
+    silence_neurons(model, 1, idx[:2])
     x = windows(tok)
     before = logits(model, x)
-    st = collect_neuron_stats(model, x)
+    st = collect_l1_stats(model, x)
     # the zeroed neurons have norm 0 (GELU/SiLU/ReLU of 0 is 0); keep every other neuron with ε tiny
     assert torch.all(st.ffn[0][idx] == 0)
     rep = prune_neurons(model, st, 1e-12, verbose=False)
@@ -170,9 +124,9 @@ def test_removing_zero_neurons_keeps_logits(tiny_decoder):
     torch.testing.assert_close(logits(model, x), before, atol=1e-5, rtol=1e-5)
 
 
-def test_threshold_selects_exactly_under_eps():
+def test_threshold_selects_exactly_under_eps(windows, mask_ffn_neurons):
     model, tok, ad = load("tiny-llama")
-    st = collect_neuron_stats(model, windows(tok), scale="median")
+    st = collect_l1_stats(model, windows(tok), scale="median")
     for eps in (0.0, 0.5, 0.9, 1.2):
         masks = mask_ffn_neurons(model, st, eps, criterion="post_act")
         for m, s in zip(masks, st.ffn):
@@ -187,9 +141,9 @@ def test_threshold_selects_exactly_under_eps():
     assert rep.table().set_index("type").loc["ffn", "after"] == parameters_by_type(model)["ffn"]
 
 
-def test_bad_thresholds():
+def test_bad_thresholds(windows, mask_ffn_neurons):
     model, tok, _ = load("tiny-gpt2")
-    st = collect_neuron_stats(model, windows(tok))
+    st = collect_l1_stats(model, windows(tok))
     for bad in (-1e-3, float("nan"), float("inf"), "0.1", None):
         with pytest.raises(SparsityError, match="number >= 0"):
             check_threshold(bad)
@@ -202,9 +156,9 @@ def test_bad_thresholds():
         prune_neurons(other, st, 0.1, verbose=False)
 
 
-def test_attention_mask_mode_zeroes_rows_only():
+def test_attention_mask_mode_zeroes_rows_only(windows):
     model, tok, ad = load("tiny-opt")
-    st = collect_neuron_stats(model, windows(tok), scale="median")
+    st = collect_l1_stats(model, windows(tok), scale="median")
     shapes = {n: p.shape for n, p in model.named_parameters()}
     rep = prune_neurons(model, st, 0.9, attention="mask", verbose=False)
     assert rep.notes["rows_masked"] > 0 and rep.after["sizes"]["nonzeros"] < rep.before["sizes"]["nonzeros"]

@@ -10,17 +10,6 @@ from minilib.eval.decision import decision_accuracy, decision_task
 from minilib.models import load
 from minilib.train.classify import finetune_classifier, finetuned_classifier, lora_targets
 
-WORDS = {0: ["awful", "boring", "dull", "bad"], 1: ["great", "lovely", "superb", "good"]}
-
-
-def _toy(n=48, seed=0):
-    """A separable two-class set: the class is the sentiment of the words."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    texts = [" ".join(rng.choice(WORDS[int(y)], 3)) + " film" for y in labels]
-    return texts, labels
-
-
 def _changed(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb), "the architecture changed"
@@ -28,10 +17,10 @@ def _changed(a, b):
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])   # tiny-gpt2: LoRA on Conv1D layers
-def test_lora_changes_only_the_targets_and_leaves_the_input_model(name):
+def test_lora_changes_only_the_targets_and_leaves_the_input_model(name, toy_sentiment):
     m = load(name)
     before = {k: v.clone() for k, v in m.model.state_dict().items()}
-    texts, labels = _toy(16)
+    texts, labels = toy_sentiment(16)
     model, head, info = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, verbose=False)
     assert all(torch.equal(before[k], v) for k, v in m.model.state_dict().items()), "the caller's model changed"
     changed = _changed(m.model, model)
@@ -43,9 +32,9 @@ def test_lora_changes_only_the_targets_and_leaves_the_input_model(name):
     assert not any("lora" in n for n, _ in model.named_modules()), "the adapter was not merged"
 
 
-def test_full_finetuning_learns_a_separable_task():
+def test_full_finetuning_learns_a_separable_task(toy_sentiment):
     m = load("tiny-bert")
-    texts, labels = _toy(64)
+    texts, labels = toy_sentiment(64)
     task = decision_task(ClassificationSet(texts, labels, ("neg", "pos")), n_train=48, n_test=16, seed=0,
                          test_fraction=0.25)
     probe = decision_accuracy(m.model, m.tokenizer, torch.nn.Linear(64, 2), task, "train")
@@ -75,9 +64,9 @@ def test_cache_round_trip_and_key(tmp_path):
     assert not info3["cached"] and info3["key"] != info["key"]
 
 
-def test_seeded_and_deterministic():
+def test_seeded_and_deterministic(toy_sentiment):
     m = load("tiny-opt")
-    texts, labels = _toy(16)
+    texts, labels = toy_sentiment(16)
     a = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, seed=3, verbose=False)
     b = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, seed=3, verbose=False)
     c = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, seed=4, verbose=False)
@@ -85,9 +74,9 @@ def test_seeded_and_deterministic():
     assert _changed(a[0], c[0])
 
 
-def test_init_head_is_the_starting_point():
+def test_init_head_is_the_starting_point(toy_sentiment):
     m = load("tiny-gpt2")
-    texts, labels = _toy(8)
+    texts, labels = toy_sentiment(8)
     init = torch.nn.Linear(64, 2)
     _, head, info = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, lr=1e-12,
                                         head_lr=1e-12, init_head=init, warmup=0.0, verbose=False)

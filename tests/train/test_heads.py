@@ -6,9 +6,6 @@ import torch
 from minilib.eval.decision import decision_task
 from minilib.train.heads import fit_head, trained_head
 
-TEXTS = ["the movie was great fun", "a dull, lifeless film", "what a waste of time and money",
-         "surprisingly moving", "I loved every minute of it, really", "no"]
-
 
 def test_fit_head_learns_a_separable_problem():
     g = torch.Generator().manual_seed(0)

@@ -19,17 +19,10 @@ from minilib.train.masking import AUTO_MIN_SPARSITY
 
 TEXT = ("Once upon a time there was a little cat. The cat liked to play in the sun. "
         "One day the cat saw a big dog. The dog was kind and they played together all day. ") * 8
-WORDS = {0: ["awful", "boring", "dull", "bad"], 1: ["great", "lovely", "superb", "good"]}
 PRUNES = {"sparsegpt-50%": dict(method="sparsegpt", sparsity=0.5), "wanda-2:4": dict(method="wanda", nm=(2, 4))}
 LM = dict(seqlen=16, batch_size=2, max_steps=2, eval_every=2, dev_windows=1, verbose=False)
 DECODERS = ["tiny-gpt2", "tiny-opt", "tiny-llama", "tiny-phi", "tiny-gemma3"]   # as tests/conftest.py
 FAMILIES = DECODERS + ["tiny-bert"]
-
-
-def _toy(n=8, seed=0):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    return [" ".join(rng.choice(WORDS[int(y)], 3)) + " film" for y in labels], labels
 
 
 def _ids(tok):
@@ -104,9 +97,9 @@ def test_lm_finetuning_keeps_pruned_weights_zero(name, prune, method):
 @pytest.mark.parametrize("method", ["full", "lora"])
 @pytest.mark.parametrize("prune", list(PRUNES))
 @pytest.mark.parametrize("name", FAMILIES)
-def test_classifier_finetuning_keeps_pruned_weights_zero(name, prune, method):
+def test_classifier_finetuning_keeps_pruned_weights_zero(name, prune, method, toy_sentiment):
     m, tok, ad, before = pruned(name, prune)
-    texts, labels = _toy(8)
+    texts, labels = toy_sentiment(8)
     model, _, info = finetune_classifier(m, tok, texts, labels, method, batch_size=4, lr=1e-3 if method == "full"
                                          else 1e-2, warmup=0.0, verbose=False)
     assert info["steps"] == 2
@@ -115,7 +108,7 @@ def test_classifier_finetuning_keeps_pruned_weights_zero(name, prune, method):
 
 
 @pytest.mark.parametrize("how", ["lm-full", "lm-lora", "classifier-full", "classifier-lora"])
-def test_without_masks_the_zeros_are_lost_and_reported(how):
+def test_without_masks_the_zeros_are_lost_and_reported(how, toy_sentiment):
     """The mask-less path (``keep_sparsity=False``, the behaviour before the masks) loses the zeros:
     what the masks prevent, and the report shows it."""
     m, tok, ad, before = pruned("tiny-llama", "sparsegpt-50%")
@@ -125,7 +118,7 @@ def test_without_masks_the_zeros_are_lost_and_reported(how):
         rep = vars(finetune(m, ids[:256], ids[:64], lr=1e-3, method=method, keep_sparsity=False, **LM))
         model = m
     else:
-        texts, labels = _toy(8)
+        texts, labels = toy_sentiment(8)
         model, _, rep = finetune_classifier(m, tok, texts, labels, method, batch_size=4, lr=1e-3, warmup=0.0,
                                             keep_sparsity=False, verbose=False)
     after = _weights(model, ad)
@@ -265,10 +258,10 @@ def test_bad_finetune_arguments_fail_before_any_work(kw, match, capsys):
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
-def test_classifier_keep_sparsity_is_validated():
+def test_classifier_keep_sparsity_is_validated(toy_sentiment):
     m, tok, _ = load("tiny-llama")
     with pytest.raises(ValueError, match="keep_sparsity"):
-        finetune_classifier(m, tok, *_toy(8), keep_sparsity="always", verbose=False)
+        finetune_classifier(m, tok, *toy_sentiment(8), keep_sparsity="always", verbose=False)
 
 
 def test_classifier_cache_key_says_the_zeros_are_kept(tmp_path):
