@@ -439,6 +439,21 @@ def test_reproduce_wall_clock_only_when_it_measures_one_call():
     assert wall_clock({"runs": [{"status": "done", "seconds": 5}]}) is None  # older records: no start time
 
 
+def test_timings_table_shows_cpu_time_and_share_only_when_recorded(tmp_path):
+    from minilib.runner.reproduce import TIMINGS, table_timings
+    run = {"notebook": "a", "status": "done", "seconds": 600.0, "threads": 1, "started": 0, "finished": 600,
+           "load_start": 1.0, "load_end": 2.0}
+    (tmp_path / TIMINGS).write_text(json.dumps({"profile": "default", "cpu_count": 2, "runs": [run]}))
+    old = table_timings(tmp_path)
+    assert "CPU time" not in old and "| `a` | done | 10.0 | 1 | 1.0 / 2.0 |" in old
+    (tmp_path / TIMINGS).write_text(json.dumps({"profile": "default", "cpu_count": 2,
+                                                "runs": [{**run, "cpu_seconds": 300.0}, {**run, "notebook": "b"}]}))
+    new = table_timings(tmp_path)
+    assert "| `a` | done | 10.0 | 1 | 1.0 / 2.0 | 5.0 | 50% |" in new   # half a core: it waited for one
+    assert "| `b` | done | 10.0 | 1 | 1.0 / 2.0 | | |" in new            # no record: blank, not 0
+    assert "waited for a core" in new
+
+
 def test_reproduce_profile_outputs_html_and_progress(tmp_path, nb, client, capsys):
     nb2 = write_notebook(tmp_path / "tiny2.ipynb")
     spec = write_spec(tmp_path / "reproduce-t.yaml", {"name": "reproduce-t", "runs": [
@@ -462,9 +477,11 @@ def test_reproduce_profile_outputs_html_and_progress(tmp_path, nb, client, capsy
     assert [(r["notebook"], r["status"]) for r in timings["runs"]] == [("tiny", "done"), ("tiny2", "done")]
     assert all(r["seconds"] > 0 for r in timings["runs"])
     assert all(r["load_start"] >= 0 and r["load_end"] >= 0 for r in timings["runs"])  # how shared the machine was
+    # the notebook process and its kernel did work: their CPU seconds are recorded (imports alone take > 0.5 s)
+    assert all(0.5 < r["cpu_seconds"] < r["seconds"] * 3 for r in timings["runs"]), timings["runs"]
     from minilib.runner.reproduce import table_timings
     table = table_timings(tmp_path / "results" / "test")
-    assert "| `tiny2` | done |" in table and "**sum of the notebooks' times**" in table
+    assert "| `tiny2` | done |" in table and "**sum of the notebooks' times**" in table and "CPU time (min)" in table
     assert timings["invocation"]["ran"] == 2 and all(r["started"] < r["finished"] for r in timings["runs"])
     assert "first start to last finish** (scheduler" in table  # one call ran both: its span is the wall clock
     with pytest.raises(ValueError, match="run `make reproduce`"):

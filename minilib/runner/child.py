@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", default="minilib")
     ap.add_argument("--cwd", default=None)
     ap.add_argument("--parent", type=int, default=None, help="pid whose death stops this process")
+    ap.add_argument("--usage", default=None, help="JSON file to write the CPU seconds of this process and its "
+                                                    "kernel to, when the run ends")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, _terminated)
@@ -86,7 +88,21 @@ def main(argv=None) -> int:
         return 1
     finally:
         stop_descendants()
+        if a.usage:
+            write_usage(a.usage)
     return 0
+
+
+def write_usage(path: str) -> None:
+    """CPU seconds (user + system) of this process and of its reaped children, the kernel that ran the
+    notebook among them: with the wall time, how much of a core the run had (a shared machine shows as
+    CPU time well below the wall time at one thread)."""
+    import json
+    import resource
+    cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+    with open(path, "w") as f:
+        json.dump({"cpu_seconds": round(cpu, 3)}, f)
 
 
 if __name__ == "__main__":

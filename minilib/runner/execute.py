@@ -7,6 +7,7 @@ notebook in a child process, check what it wrote, and only then write ``DONE``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -99,6 +100,17 @@ def _tail(path: Path, n: int = 25) -> str:
     return "\n".join(lines[-n:])
 
 
+USAGE = "usage.json"  # written by the notebook process when it ends: its and its kernel's CPU seconds
+
+
+def _cpu_seconds(path: Path) -> float | None:
+    try:
+        v = json.loads(path.read_text()).get("cpu_seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(v) if isinstance(v, (int, float)) else None
+
+
 def _child_env(task: RunTask) -> dict:
     env = dict(os.environ)
     env.update(task.env)
@@ -160,7 +172,8 @@ def execute_run(task: RunTask) -> RunOutcome:
         _emit(task, "start", host=host, pid=os.getpid())
         cmd = [sys.executable, "-m", "minilib.runner.child", str(nb), str(out_nb),
                "--parameters", str(run_dir / "params.yaml"), "--kernel", task.kernel,
-               "--cwd", str(nb.parent), "--parent", str(os.getpid())]
+               "--cwd", str(nb.parent), "--parent", str(os.getpid()), "--usage", str(run_dir / USAGE)]
+        (run_dir / USAGE).unlink(missing_ok=True)
         with open(run_dir / LOG, "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=_child_env(task), start_new_session=True)
@@ -182,7 +195,8 @@ def execute_run(task: RunTask) -> RunOutcome:
                      else f"the notebook failed (exit {rc})")
         else:
             error = _results_ok(results, before)
-        info.update(seconds=round(seconds, 3), finished=time.time(), returncode=rc, load_end=_load())
+        info.update(seconds=round(seconds, 3), finished=time.time(), returncode=rc, load_end=_load(),
+                    cpu_seconds=_cpu_seconds(run_dir / USAGE))
         if error:
             info.update(status="failed", error=error)
             write_json(run_dir / RUN_JSON, info)

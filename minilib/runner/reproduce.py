@@ -219,7 +219,8 @@ def collect_timings(plan: Plan, profile: str, invocation: dict | None = None) ->
         rows.append({"notebook": r.spec.notebook.stem, "status": info.get("status", "new"),
                      "seconds": info.get("seconds"), "host": info.get("host"), "threads": info.get("threads"),
                      "started": info.get("started"), "finished": info.get("finished"),
-                     "load_start": info.get("load_start"), "load_end": info.get("load_end")})
+                     "load_start": info.get("load_start"), "load_end": info.get("load_end"),
+                     "cpu_seconds": info.get("cpu_seconds")})
     out = {"profile": profile, "cpu_count": os.cpu_count(), "machine": platform.machine(),
            "cuda": torch.cuda.is_available(), "runs": rows}
     if invocation:
@@ -245,27 +246,45 @@ def table_timings(results_dir: Path) -> str:
     d = read_json(path, "re-run `make reproduce` to rewrite it")
     if not isinstance(d, dict) or "runs" not in d:
         raise ValueError(f"{path.name} is in an older format: re-run `make reproduce`")
-    lines = ["| notebook | status | wall time (min) | threads | 1-min load at start / end |", "|---|---|---|---|---|"]
-    total = 0.0
+    cpu_known = any(isinstance(r.get("cpu_seconds"), (int, float)) for r in d["runs"])
+    cpu_head = " CPU time (min) | share of its cores |" if cpu_known else ""
+    lines = ["| notebook | status | wall time (min) | threads | 1-min load at start / end |" + cpu_head,
+             "|---|---|---|---|---|" + ("---|---|" if cpu_known else "")]
+    total = cpu_total = 0.0
+    blank = " | |" if cpu_known else ""
 
     def load(r):
         a, b = r.get("load_start"), r.get("load_end")
         return "" if a is None and b is None else f"{'?' if a is None else f'{a:.1f}'} / {'?' if b is None else f'{b:.1f}'}"
 
+    def cpu(r):
+        c, sec, th = r.get("cpu_seconds"), r.get("seconds"), r.get("threads") or 1
+        if not cpu_known:
+            return ""
+        if not isinstance(c, (int, float)):
+            return " | |"
+        share = f"{c / (sec * th):.0%}" if sec else ""
+        return f" {c / 60:.1f} | {share} |"
+
     for r in d["runs"]:
         sec = r.get("seconds")
         total += sec or 0.0
+        cpu_total += r.get("cpu_seconds") or 0.0
         lines.append(f"| `{r['notebook']}` | {r['status']} | {'' if sec is None else f'{sec / 60:.1f}'} | "
-                     f"{r.get('threads') or ''} | {load(r)} |")
+                     f"{r.get('threads') or ''} | {load(r)} |{cpu(r)}")
     dev = "a CUDA GPU" if d.get("cuda") else f"{d.get('cpu_count')} CPU cores"
-    lines.append(f"| **sum of the notebooks' times** | | **{total / 60:.0f}** | | |")
+    lines.append(f"| **sum of the notebooks' times** | | **{total / 60:.0f}** | | |"
+                 + (f" **{cpu_total / 60:.0f}** | |" if cpu_known else ""))
     span, inv = wall_clock(d), d.get("invocation") or {}
     where = f" ({inv['where']})" if inv.get("where") else ""
     if span is not None:
-        lines.append(f"| **`make reproduce`, first start to last finish**{where} | | **{span / 60:.0f}** | | |")
+        lines.append(f"| **`make reproduce`, first start to last finish**{where} | | **{span / 60:.0f}** | | |" + blank)
+    cpu_note = (" CPU time is the notebook process's and its kernel's (user + system); its share of the run's "
+                "threads x wall time below about 90% means the run waited for a core (a shared machine)."
+                if cpu_known else "")
     return (f"Wall times of the last `make reproduce` runs (profile `{d['profile']}`, {dev}; fine-tuned models and "
             f"anatomy statistics come from the cache when present, so a first run on a fresh machine takes "
-            f"longer):\n\n" + "\n".join(lines))
+            f"longer).{cpu_note}\n\n" + "\n".join(lines))
 
 
 def wall_clock(timings: dict) -> float | None:
