@@ -881,3 +881,21 @@ def test_the_notebook_process_runs_its_kernel_encrypted_and_quietly(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "without encryption" not in r.stdout + r.stderr
     assert nbformat.read(tmp_path / "out.ipynb", 4).cells[-1].outputs[0]["text"] == "42\n"
+
+
+def test_the_notebook_process_counts_its_kernels_cpu_time(tmp_path):
+    """usage.json holds the kernel's CPU seconds too (a notebook that burns 4 s of CPU), not only the
+    notebook process's own (papermill's imports, under 4 s)."""
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time\nt = time.process_time()\n"
+                                          "while time.process_time() - t < 4: pass")]
+    nbformat.write(nb, tmp_path / "busy.ipynb")
+    (tmp_path / "p.yaml").write_text("{}\n")
+    r = subprocess.run([sys.executable, "-m", "minilib.runner.child", str(tmp_path / "busy.ipynb"),
+                        str(tmp_path / "out.ipynb"), "--parameters", str(tmp_path / "p.yaml"),
+                        "--kernel", "minilib", "--usage", str(tmp_path / "usage.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    own = json.loads((tmp_path / "usage.json").read_text())["cpu_seconds"]
+    assert own >= 4.0, own
