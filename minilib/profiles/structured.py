@@ -66,7 +66,7 @@ _SWEEP = {
     "GPT2": {"test": dict(ratios=[0.0, 0.3, 0.6], ppl_windows=1, ppl_seqlen=64, random_seeds=[0, 1, 2],
                           baselines=list(EXTRA_BASELINES)),
              "default": dict(ratios=[0.0, 0.1, 0.3], ppl_windows=2, ppl_seqlen=256, random_seeds=[0, 1, 2],
-                             baselines=["neuron-norm", "neuron-maxprod"], protocols=["head-only"], batch_size=16),
+                             baselines=["neuron-norm", "neuron-maxprod"], batch_size=16),
              "paper": dict(ratios=[0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], ppl_windows=16, ppl_seqlen=512,
                            random_seeds=[0, 1, 2, 3, 4], baselines=list(EXTRA_BASELINES))},
 }
