@@ -254,7 +254,21 @@ def test_lock_held_by_a_live_process_skips_or_waits(tmp_path):
         assert time.monotonic() - t >= 0.3
         assert json.loads((d / ".lock").read_text())["pid"] == os.getpid()
         assert second.previous == {}  # released properly: nothing stale
-    assert not (d / ".lock").exists()
+    assert (d / ".lock").read_text() == ""  # released: the file (filelock's, kept) names no holder
+
+
+def test_run_lock_is_a_filelock_lock(tmp_path):
+    """Any filelock user on the same file is kept out while a run holds it, and gets it after."""
+    from filelock import FileLock, Timeout
+    d = tmp_path / "run"
+    with RunLock(d):
+        with pytest.raises(Timeout):
+            FileLock(d / ".lock").acquire(timeout=0)
+    other = FileLock(d / ".lock")
+    other.acquire(timeout=0)
+    with pytest.raises(RunLocked, match="skipped"):
+        RunLock(d, wait=False).acquire()
+    other.release()
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over_and_its_notebook_stopped(tmp_path):

@@ -79,7 +79,7 @@ _BASE = {
     },
     "GPT2": {
         "test": dict(model="tiny-gpt2", dataset="sst2", n_train=64, n_test=64, batch_size=32),
-        # 1,000 test items like BERT (issue 21); the pruning notebooks' sizing: minilib.profiles.structured
+        # 1,000 test items like BERT (a +-0.03 accuracy interval); the pruning notebooks' sizing: minilib.profiles.structured
         "default": dict(model="smollm2-135m", dataset="sarcasm", n_train=600, n_test=1000, batch_size=32),
         "paper": dict(model=HubOr("gpt2", "smollm2-135m"), dataset="sarcasm", n_train=20000, n_test=2000,
                       batch_size=32),
@@ -88,7 +88,7 @@ _BASE = {
 # The decoder's default runs ``head-only`` alone, in the anatomy and the pruning notebooks: its short LoRA
 # run (300 examples, 1 epoch, 19 steps) did not change the model (0.739 against 0.732 head-only on 1,000
 # test items, commit 6a86cb8's results/GPT2_anatomy.json; 0.745 against 0.750 on 200 before), so it was
-# no fine-tuned protocol, and it took ~290 of GPT2_anatomy's 460 s (issue 21: the default's time buys
+# no fine-tuned protocol, and it took ~290 of GPT2_anatomy's 460 s (the default's 45-minute budget buys
 # resolution elsewhere).  One long enough to change the model is the paper profile's (full, 20,000
 # examples x 2 epochs); the test profile still exercises the LoRA path.
 _PROTOCOLS = {"BERT": {"test": list(PROTOCOLS), "default": list(PROTOCOLS), "paper": list(PROTOCOLS)},

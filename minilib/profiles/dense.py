@@ -20,8 +20,8 @@ PROFILES = {
                  mcq_n=8, mcq_method="auto", seed=0),
     # default (2 CPU cores, 2 threads: batched MCQ path).  Every test window of every corpus would be
     # 263 x 512 = 135k tokens, the whole MCQ sets 705k question+choice tokens (sciq 426k, piqa 133k,
-    # arc_easy 72k, arc_challenge 44k, openbookqa 30k): ~25 min at the ~480 tokens/s of issue 12's CPU
-    # measurement.
+    # arc_easy 72k, arc_challenge 44k, openbookqa 30k): ~25 min at ~480 tokens/s (SmolLM2-135M on the 2-core
+    # CPU, benchmarks/bench_eval.py).
     # CPU budget: 32 windows of 128 tokens per corpus (32 windows: the t-interval's unit; every corpus's
     # test split holds at least 48 such windows, where at 512 tokens tiny and technical hold only 12 and
     # 14), ~20k tokens in all; the same windows as SparseGPT_one_shot's evaluation on wiki, so the two

@@ -37,7 +37,7 @@ STRATEGY_SPEC = {
                                                     "or 'residual' (before the final norm)"),
     "baseline_path": Str(help="'' = results/<family>_pruning_baseline.json of the repository"),
 }
-# How the defaults are sized (issue 21), for the four pruning notebooks together at most ~20 min alone
+# How the defaults are sized, for the four pruning notebooks together at most ~20 min alone
 # on 2 threads.  Pilot on SmolLM2-135M, 1 thread (CPU seconds, the 2 cores shared with other jobs, load
 # 6-9; 2 threads could not be timed there, benchmarks/bench_eval.py gives 1.5x over 1 thread):
 # decision_accuracy on 1,000 sarcasm headlines (20 tokens on average with the template) took 71-75 s

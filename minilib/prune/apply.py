@@ -97,7 +97,7 @@ def remove_neurons(model: nn.Module, masks: list[torch.Tensor], method: str = "r
     ``multiple_of`` > 1 rounds every kept width to the nearest multiple (``widths_multiple``: adding
     back the best-scoring pruned neurons or pruning the worst-scoring kept ones, by ``scores``, one
     score vector per block, high = keep).  On GPUs fp16/bf16 GEMMs are fastest on widths that are
-    multiples of 8 (issue 12: with 30% of the FFN neurons removed at random, an fp16 model ran at
+    multiples of 8 (measured by benchmarks/bench_structured.py: with 30% of the FFN neurons removed at random, an fp16 model ran at
     1.35x the dense latency on a GPU, and at 0.93x with the kept widths rounded).  So for a model in
     fp16 or bf16 whose kept widths are not multiples of 8, ``multiple_of=1`` warns (``WidthWarning``);
     ``benchmarks/bench_structured.py`` measures it on CUDA.  With rounding the achieved ratio differs
@@ -123,7 +123,7 @@ def remove_neurons(model: nn.Module, masks: list[torch.Tensor], method: str = "r
         if dtype in GPU_DTYPES and odd:
             warnings.warn(f"removing these neurons leaves FFN widths that are not multiples of {FAST_MULTIPLE} in "
                           f"{len(odd)} of {len(kept)} blocks (e.g. block {odd[0][0]}: {odd[0][1]}) of a {dtype} model; "
-                          f"fp16/bf16 GEMMs on GPUs are slow on such widths (issue 12: 1.35x the dense latency at "
+                          f"fp16/bf16 GEMMs on GPUs are slow on such widths (measured: 1.35x the dense latency at "
                           f"30% random removal, 0.93x with rounded widths); pass multiple_of={FAST_MULTIPLE} and "
                           "scores= to round them", WidthWarning, stacklevel=2)
     before = snapshot(model)

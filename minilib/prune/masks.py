@@ -297,12 +297,20 @@ def mask_threshold(scores: list[torch.Tensor], eps: float, what: str = "FFN neur
 def widths_multiple(masks: list[torch.Tensor], multiple: int, scores: list[torch.Tensor]) -> list[torch.Tensor]:
     """Adjust prune masks so that every layer keeps a multiple of ``multiple`` neurons (GPU kernels
     are fastest on such widths): the kept count is rounded to the nearest multiple, adding back the
-    best-scoring pruned neurons or pruning the worst-scoring kept ones."""
-    if multiple <= 1:
+    best-scoring pruned neurons or pruning the worst-scoring kept ones (``scores``: one vector per
+    layer, high = keep).  ``multiple`` = 1 returns ``masks`` unchanged."""
+    if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
+        raise SparsityError(f"multiple must be an integer >= 1 (1 = no rounding), got {multiple!r}")
+    if multiple == 1:
         return masks
+    if len(scores) != len(masks):
+        raise ValueError(f"widths_multiple: {len(scores)} score vectors for {len(masks)} masks (one per layer)")
     out = []
-    for m, s in zip(masks, scores):
-        s = torch.as_tensor(s).float().cpu()
+    for l, (m, s) in enumerate(zip(masks, scores)):
+        s, m = torch.as_tensor(s).float().cpu(), torch.as_tensor(m).bool().cpu()
+        if tuple(s.shape) != tuple(m.shape) or m.dim() != 1:
+            raise ValueError(f"widths_multiple: layer {l}: scores of shape {tuple(s.shape)} for a mask of shape "
+                             f"{tuple(m.shape)} (one vector per layer)")
         width, kept = len(m), int((~m).sum())
         target = min(width, max(multiple, int(round(kept / multiple)) * multiple))
         new = m.clone()

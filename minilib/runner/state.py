@@ -6,15 +6,14 @@ of all, ``DONE``: the run's fingerprint (sha256 of the notebook, the parameters,
 ``minilib/**/*.py`` source and the library version) plus the sha256 of the results file.  A run is
 done only when ``DONE`` matches all of them now; anything else is stale and runs again.
 
-``RunLock`` is an exclusive ``flock`` on ``<run folder>/.lock`` that also records who holds it (pid,
-host, start time, the notebook's process).  The kernel drops the lock when its holder dies, so a
-lock file left by a dead process never blocks; the next runner says so and stops that process's
-leftover notebook, if it still runs on this host.
+``RunLock`` is an exclusive ``filelock`` lock on ``<run folder>/.lock`` whose file also records who
+holds it (pid, host, start time, the notebook's process).  The kernel drops the lock when its holder
+dies, so a lock left by a dead process never blocks; the next runner finds its record, says so and
+stops that process's leftover notebook, if it still runs on this host.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -138,17 +137,21 @@ def describe_holder(info: dict) -> str:
 
 
 class RunLock:
-    """``with RunLock(run_dir, wait=True):`` -- an exclusive lock on one run folder.
+    """``with RunLock(run_dir, wait=True):`` -- an exclusive lock on one run folder: a ``filelock``
+    lock on ``<run folder>/.lock``, whose file also records the holder (pid, host, start time, the
+    notebook's process) while it is held and is emptied on release.
 
     ``wait``: block until the holder releases it (``timeout`` seconds at most, ``None`` = forever)
     or, with ``wait=False``, raise ``RunLocked`` at once.  ``notify(message)`` is called once when
-    waiting starts and when a stale lock of a dead process is taken over."""
+    waiting starts and when a stale lock of a dead process is taken over: the kernel drops a dead
+    holder's lock, so a lock file that still names a holder when the lock is won was left by one."""
 
     def __init__(self, run_dir: str | os.PathLike, wait: bool = True, timeout: float | None = None,
                  poll: float = 0.5, notify=print):
+        from filelock import FileLock
         self.path = Path(run_dir) / LOCK
         self.wait, self.timeout, self.poll, self.notify = wait, timeout, poll, notify
-        self.fd: int | None = None
+        self._lock = FileLock(self.path, thread_local=False, poll_interval=poll)
         self.info: dict = {}
         self.previous: dict = {}
 
@@ -160,42 +163,33 @@ class RunLock:
             return {}
 
     def acquire(self) -> Self:
+        from filelock import Timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        told = False
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                holder = self._read()
-                msg = f"{self.path.parent.name}: locked by {describe_holder(holder)}"
-                if not self.wait:
-                    raise RunLocked(f"{msg}; skipped (another runner is running it)") from None
-                if self.timeout is not None and time.monotonic() - t0 > self.timeout:
+        try:
+            self._lock.acquire(blocking=False)
+        except Timeout:
+            msg = f"{self.path.parent.name}: locked by {describe_holder(self._read())}"
+            if not self.wait:
+                raise RunLocked(f"{msg}; skipped (another runner is running it)") from None
+            self.notify(f"{msg}; waiting for it to finish")
+            if self.timeout is not None:
+                try:
+                    self._lock.acquire(timeout=self.timeout)
+                except Timeout:
                     raise RunLocked(f"{msg}; gave up after waiting {self.timeout:.0f} s") from None
-                if not told:
-                    self.notify(f"{msg}; waiting for it to finish")
-                    told = True
-                time.sleep(self.poll)
-                continue
-            # the file may have been unlinked by its previous holder between open and flock
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-            self.fd = fd
-            break
+            else:  # finite waits in turn: filelock refuses an unbounded one on a path held in this process
+                while True:
+                    try:
+                        self._lock.acquire(timeout=60.0)
+                        break
+                    except Timeout:
+                        continue
         self.previous = self._read()
         if self.previous:
             self._take_over(self.previous)
         self.info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                      "process_start": process_start(os.getpid())}
-        self._write()
+        self._write(self.info)
         return self
 
     def _take_over(self, prev: dict) -> None:
@@ -207,27 +201,26 @@ class RunLock:
             self.notify(f"{self.path.parent.name}: stopping the leftover notebook process {child}")
             terminate_tree(child)
 
-    def _write(self) -> None:
-        data = json.dumps(self.info).encode()
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, data)
+    def _write(self, info: dict) -> None:
+        """The holder record, in place (another descriptor of the file: closing it keeps the flock)."""
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, 0)
+            if info:
+                os.write(fd, json.dumps(info).encode())
+        finally:
+            os.close(fd)
 
     def record_child(self, pid: int) -> None:
         """Note the notebook's process in the lock, so that a runner taking over a stale lock can stop it."""
         self.info.update(child_pid=pid, child_start=process_start(pid))
-        self._write()
+        self._write(self.info)
 
     def release(self) -> None:
-        if self.fd is None:
+        if not self._lock.is_locked:
             return
-        try:
-            self.path.unlink()  # unlink before unlocking: a waiter then re-opens a fresh file
-        except FileNotFoundError:
-            pass
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-        self.fd = None
+        self._write({})  # emptied before unlocking: the next holder finds no record, so no stale lock
+        self._lock.release()
 
     def __enter__(self) -> Self:
         return self.acquire()

@@ -411,11 +411,11 @@ def reuse_baselines(path, params: dict, ratios: list[float], protocols: list[str
     covers ``ratios``, ``protocols`` and the baselines ``methods`` (names of ``BASELINES``; older
     files' "magnitude" counts as ``neuron-norm``; only their rows are returned); else None (the caller
     runs the baselines itself)."""
-    import json
+    from minilib.results import read_results
     path = Path(path)
     if not path.is_file():
         return None
-    b = json.loads(path.read_text())
+    b = read_results(path, path.stem)  # a truncated or corrupt file is an error naming it, not a re-run
     bp = b.get("parameters", {})
     if "correct" not in b or any(bp.get(k) != params.get(k) for k in MATCH_KEYS if k in params):
         return None

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
 from minilib.stats import format_ci, format_p
+from minilib.tables.common import ResultsMissing, load, or_missing
 from minilib.studies.contextual import AUTHORS_THRESHOLDS, NOTEBOOK, PROTOCOLS, SCALE_LABELS, SETTINGS
-
-
-class ResultsMissing(LookupError):
-    """No results JSON, or one written by an older notebook: the tables say so instead of failing."""
-
-
-def _missing() -> str:
-    return (f"_No results in the current format yet: run `make reproduce` (or the `{NOTEBOOK}` notebook on its "
-            f"default profile) to write `results/{NOTEBOOK}.json`._")
 
 
 def _load(results_dir: Path) -> dict:
     """The results JSON: ``<results_dir>/contextual_pruning.json``, or ``results_dir`` itself when it is a file."""
-    p = Path(results_dir)
-    p = p if p.is_file() else p / f"{NOTEBOOK}.json"
-    if not p.is_file():
-        raise ResultsMissing(f"{p} is missing")
-    return json.loads(p.read_text())
+    return load(results_dir, NOTEBOOK)
 
 
 def _records(res: dict, need=("bpb", "d_bpb_low", "d_bpb_high")) -> pd.DataFrame:
@@ -47,15 +34,7 @@ def _records(res: dict, need=("bpb", "d_bpb_low", "d_bpb_high")) -> pd.DataFrame
     return df
 
 
-def _table(fn):
-    """A table function that prints ``_missing()`` when there are no results in the current format."""
-    def table(results_dir: Path) -> str:
-        try:
-            return fn(results_dir)
-        except ResultsMissing:
-            return _missing()
-    table.__doc__, table.__name__ = fn.__doc__, fn.__name__
-    return table
+_table = or_missing(NOTEBOOK)  # a table prints the 'no results' sentence when they are absent or old
 
 
 def _eps(e) -> str:

@@ -3,18 +3,15 @@ and the verdict (which MCQ sets the model answers above chance)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from minilib.data.tasks import LMEVAL_SPLIT
 from minilib.stats import format_ci, wilson_interval
+from minilib.tables.common import load
 
 
 def _load(results_dir: Path) -> dict:
-    p = Path(results_dir) / "dense_baselines.json"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} (run notebooks/dense_baselines.ipynb, e.g. `make reproduce`)")
-    return json.loads(p.read_text())
+    return load(results_dir, "dense_baselines")
 
 
 def _records(res: dict, kind: str) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Weight masks: the per-row selection equals a stable sort's first k, ties included."""
+"""Masks (minilib.prune.masks): selections equal a stable sort's first k, ties included; N:M checks;
+protected neurons; kept widths rounded to a multiple by score."""
 import pytest
 import torch
 
@@ -32,3 +33,79 @@ def test_mask_unstructured_per_row_prunes_each_row_exactly():
     assert torch.equal(m, torch.arange(10).expand(4, 10) < 3)
     with pytest.raises(ValueError, match="per must be"):
         mask_unstructured(scores, 0.3, per="column")
+
+
+# --- whole-tensor selection, N:M checks, protection, rounded widths ------------------------------
+
+from minilib.prune.masks import (SparsityError, check_nm, mask_nm, mask_smallest, protect_top,  # noqa: E402
+                                 widths_multiple)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_mask_smallest_is_a_stable_sorts_first_k_over_the_whole_tensor(ties):
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(6, 7, generator=g)
+    if ties:
+        scores = scores.round(decimals=0)
+    order = scores.flatten().argsort(stable=True)
+    for k in (-1, 0, 1, 5, 21, 41, 42, 50):
+        got = mask_smallest(scores, k)
+        want = torch.zeros(42, dtype=torch.bool)
+        want[order[:max(0, min(k, 42))]] = True
+        assert got.shape == scores.shape and torch.equal(got.flatten(), want), k
+
+
+def test_check_nm_names_what_is_wrong():
+    check_nm(2, 4, width=16)
+    for n, m, msg in [(0, 4, "1 <= N < M"), (2, 1, "1 <= N < M"), (4, 4, "N < M"), (5, 4, "N < M"),
+                      (2.5, 4, "integers"), (True, 4, "integers"), ("2", 4, "integers"), (None, 4, "integers")]:
+        with pytest.raises(SparsityError, match=msg):
+            check_nm(n, m)
+    with pytest.raises(SparsityError, match=r"q_proj: input width 10 is not divisible by M=4"):
+        check_nm(2, 4, width=10, name="q_proj")
+    with pytest.raises(SparsityError, match="not divisible"):
+        mask_nm(torch.zeros(3, 10), 2, 4)
+
+
+def test_protect_top_keeps_the_highest_fraction_of_every_layer():
+    g = torch.Generator().manual_seed(2)
+    rows = [torch.randn(w, generator=g) for w in (10, 37, 100)]
+    for frac in (0.0, 0.01, 0.1, 0.5, 0.99):
+        masks = protect_top([r.numpy() for r in rows], frac)
+        for r, m in zip(rows, masks):
+            k = int(round(frac * len(r)))
+            assert m.dtype == torch.bool and int(m.sum()) == k
+            if k:  # every protected neuron scores at least as high as every other one
+                assert float(r[m].min()) >= max(r[~m].tolist(), default=-float("inf"))
+    with pytest.raises(SparsityError, match="protected fraction"):
+        protect_top(rows, 1.0)
+
+
+def test_widths_multiple_rounds_every_kept_width_by_score():
+    g = torch.Generator().manual_seed(3)
+    widths = (64, 40, 9)
+    scores = [torch.rand(w, generator=g) for w in widths]
+    masks = [torch.rand(w, generator=g) < p for w, p in zip(widths, (0.3, 0.55, 0.2))]
+    out = widths_multiple(masks, 8, scores)
+    for m0, m, s in zip(masks, out, scores):
+        kept0, kept = int((~m0).sum()), int((~m).sum())
+        assert kept == min(len(m), max(8, round(kept0 / 8) * 8)), (kept0, kept)
+        if kept > kept0:    # only pruned neurons came back, the best-scoring of them
+            assert not (m & ~m0).any() and float(s[m0 & ~m].min()) >= max(s[m].tolist(), default=-1.0)
+        elif kept < kept0:  # only kept neurons were dropped, the worst-scoring of them
+            assert not (m0 & ~m).any() and float(s[m & ~m0].max()) <= float(s[~m].min())
+    assert widths_multiple(masks, 1, scores) is masks
+
+
+@pytest.mark.parametrize("multiple", [0, -8, 2.5, True, "8"])
+def test_widths_multiple_refuses_a_multiple_that_is_not_a_positive_integer(multiple):
+    with pytest.raises(SparsityError, match="multiple must be an integer >= 1"):
+        widths_multiple([torch.zeros(8, dtype=torch.bool)], multiple, [torch.zeros(8)])
+
+
+def test_widths_multiple_refuses_scores_that_do_not_match_the_masks():
+    masks = [torch.zeros(8, dtype=torch.bool), torch.zeros(8, dtype=torch.bool)]
+    with pytest.raises(ValueError, match="1 score vectors for 2 masks"):
+        widths_multiple(masks, 4, [torch.zeros(8)])               # zip would have dropped layer 1
+    with pytest.raises(ValueError, match=r"layer 1: scores of shape \(6,\) for a mask of shape \(8,\)"):
+        widths_multiple(masks, 4, [torch.zeros(8), torch.zeros(6)])

@@ -386,6 +386,12 @@ def test_reuse_baselines_only_when_everything_matches(tmp_path):
     assert st.reuse_baselines(f, {**params, "random_seeds": [0, 1]}, [0.3], ["head-only"]) is None
     assert st.reuse_baselines(f, params, [0.5], ["head-only"]) is None
     assert st.reuse_baselines(tmp_path / "missing.json", params, [0.3], ["head-only"]) is None
+    cut = tmp_path / "cut" / "BERT_pruning_baseline.json"   # a write cut off: an error naming it, not "rerun"
+    cut.parent.mkdir()
+    cut.write_text(f.read_text()[:200])
+    from minilib.results import ResultsError
+    with pytest.raises(ResultsError, match=r"BERT_pruning_baseline.json is truncated.*rerun the BERT_pruning_baseline"):
+        st.reuse_baselines(cut, params, [0.3], ["head-only"])
 
 
 def test_tables_from_results(tmp_path):
