@@ -51,6 +51,14 @@ def test_missing_function_or_json_is_an_error_naming_it(tmp_path):
     assert errors[1].startswith("doc.md:5: table 't1': its results JSON is missing")
 
 
+def test_a_table_reading_through_common_load_names_the_missing_json(tmp_path):
+    from minilib.tables.common import load
+    tables = {"d": lambda results: str(load(results, "dense_baselines"))}
+    _, _, errors = fill("<!-- table:d -->\nold\n<!-- /table -->\n", tables, tmp_path, "doc.md")
+    assert errors[0].startswith("doc.md:1: table 'd': its results JSON is missing")
+    assert "dense_baselines.json is missing" in errors[0]
+
+
 @pytest.mark.parametrize("text,msg", [
     ("<!-- table:t1 -->\nno end\n", "doc.md:1: block 'table:t1' is not closed"),
     ("x\n<!-- /table -->\n", "doc.md:2: '<!-- /table -->' without an opening"),

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from minilib.tables.common import ResultsMissing
+
 ROOT = Path(__file__).resolve().parent.parent
 OPEN = re.compile(r"<!--\s*table:([A-Za-z0-9_.:-]+)\s*-->")
 CLOSE = re.compile(r"<!--\s*/table\s*-->")
@@ -87,8 +89,8 @@ def find_blocks(text: str, source: str = "<text>") -> list[Block]:
 def render(fn: Callable[[Path], str], name: str, results_dir: Path) -> str:
     try:
         out = fn(Path(results_dir))
-    except FileNotFoundError as e:
-        raise TableError(f"table {name!r}: its results JSON is missing ({e})") from None
+    except (FileNotFoundError, ResultsMissing) as e:
+        raise TableError(f"table {name!r}: its results JSON is missing or unreadable ({e})") from None
     except Exception as e:  # a table function that fails is named, not hidden
         raise TableError(f"table {name!r} failed: {type(e).__name__}: {e}") from None
     if not isinstance(out, str):
