@@ -20,6 +20,7 @@ $(STAMP): requirements.lock pyproject.toml | $(PY)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name minilib --display-name "Python (minilib)" >/dev/null
+	$(PY) -m minilib.lab install >/dev/null  # Lab opens the notebooks unmodified (minilib/lab.py)
 	touch $@
 
 setup: $(STAMP)

@@ -70,6 +70,11 @@ def lab(tmp_path_factory):
     pair.mkdir()
     for ext in (".ipynb", ".py"):
         shutil.copyfile(ROOT / "notebooks" / f"{NOTEBOOK}{ext}", pair / f"{NOTEBOOK}{ext}")
+    opened = root / "opened"  # every committed pair, opened untouched by test_opening_leaves_the_notebook_unmodified
+    opened.mkdir()
+    for f in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for src in (f, f.with_suffix(".py")):
+            shutil.copyfile(src, opened / src.name)
     settings = tmp / "settings"
     for plugin, values in {
         # every cell stays in the DOM (no virtual scrolling), no news/update toasts over the page, and no
@@ -192,6 +197,25 @@ return {
   })),
 };
 """
+
+
+COMMITTED = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+DIRTY_TAB = ".lm-TabBar-tab.jp-mod-dirty"  # JupyterLab marks the tab of a modified document so
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_opening_leaves_the_notebook_unmodified(lab, browser, name):
+    """A committed notebook opened in Lab is not "modified" once its kernel is up: the file already has
+    what Lab and the kernel would write into it (metadata, cell ids), so closing it asks nothing."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    base, token, root, _ = lab
+    browser.get(f"{base}/lab/workspaces/open-{name}/tree/opened/{name}.ipynb?token={token}")
+    WebDriverWait(browser, 60).until(lambda d: (s := d.execute_script(CELLS_JS)) and s["cells"]
+                                     and s["kernel"] == "idle" and KERNEL_READY in s["statusbar"])
+    time.sleep(2)  # what Lab writes on kernel start-up comes just after it reports idle
+    dirty = [t.text for t in browser.find_elements(By.CSS_SELECTOR, DIRTY_TAB)]
+    assert not dirty, f"{name}.ipynb shows as modified right after opening: tabs {dirty}"
 
 
 def test_notebook_runs_in_jupyterlab_with_inline_figures(lab, browser):
