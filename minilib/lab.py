@@ -28,6 +28,8 @@ from pathlib import Path
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from jupytext.async_contentsmanager import build_async_jupytext_contents_manager_class
 
+from minilib.io import write_text
+
 KERNEL = "minilib"  # the kernelspec `make setup` installs (ipykernel install --sys-prefix --name minilib)
 CONFIG = Path("etc") / "jupyter" / "jupyter_server_config.json"  # (the server reads *.d/ only for extensions)
 SETTING = {"ServerApp": {"contents_manager_class": "minilib.lab.ContentsManager"}}
@@ -83,11 +85,7 @@ def install(prefix: str | os.PathLike = sys.prefix) -> Path:
         if not isinstance(config, dict):
             raise ValueError(f"{path} holds a {type(config).__name__}, not a JSON object of settings")
     config.setdefault("ServerApp", {}).update(SETTING["ServerApp"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(config, indent=2) + "\n")  # atomic: a server never reads half of it
 
 
 def main(argv: list[str] | None = None) -> int:
