@@ -45,9 +45,10 @@ def kernel_language_info() -> dict | None:
         argv = KernelSpecManager().get_kernel_spec(KERNEL).argv
     except NoSuchKernel:
         return None
-    if not argv or not os.path.isabs(argv[0]) or not os.path.samefile(argv[0], sys.executable):
+    if not argv or not os.path.isabs(argv[0]) or not os.path.exists(argv[0]) \
+            or not os.path.samefile(argv[0], sys.executable):  # a stale kernelspec: leave notebooks alone
         return None
-    return json.loads(json.dumps(IPythonKernel.language_info))  # a plain copy
+    return json.loads(json.dumps(IPythonKernel.language_info))
 
 
 def with_kernel_language_info(model: dict) -> dict:
@@ -56,11 +57,10 @@ def with_kernel_language_info(model: dict) -> dict:
     nb = model.get("content") if model.get("type") == "notebook" else None
     if not isinstance(nb, dict):
         return model
-    meta = nb.get("metadata", {})
+    meta = nb.setdefault("metadata", {})
     info = kernel_language_info()
     if info is not None and meta.get("kernelspec", {}).get("name") == KERNEL:
-        meta["language_info"] = info
-        nb["metadata"] = meta
+        meta["language_info"] = json.loads(json.dumps(info))  # each model its own copy of the cached dict
     return model
 
 

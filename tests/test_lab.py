@@ -51,6 +51,19 @@ def test_contents_manager_serves_the_committed_notebook_with_it_and_leaves_the_f
     assert asyncio.run(cm.get(f"{name}.ipynb", content=False))["content"] is None
 
 
+def test_a_kernelspec_whose_interpreter_is_gone_leaves_notebooks_alone(monkeypatch, tmp_path):
+    from jupyter_client import kernelspec
+    spec = kernelspec.KernelSpec(argv=[str(tmp_path / "gone" / "python"), "-m", "ipykernel_launcher"])
+    monkeypatch.setattr(kernelspec.KernelSpecManager, "get_kernel_spec", lambda self, name: spec)
+    lab.kernel_language_info.cache_clear()
+    try:
+        assert lab.kernel_language_info() is None
+        model = _model("minilib")
+        assert lab.with_kernel_language_info(model)["content"]["metadata"]["language_info"] == {"name": "python"}
+    finally:
+        lab.kernel_language_info.cache_clear()
+
+
 def test_install_sets_the_contents_manager_and_keeps_other_settings(tmp_path):
     path = tmp_path / lab.CONFIG
     path.parent.mkdir(parents=True)
