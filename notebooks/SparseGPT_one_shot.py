@@ -35,7 +35,8 @@ nsamples = None                  # calibration windows (at least as many tokens 
 seqlen = None                    # tokens per calibration window
 seed = 0                         # calibration seed of the detailed runs (MCQ, layer errors, composition); one of calib_seeds
 calib_seeds = None               # calibration seeds over which SparseGPT and Wanda are compared; 3 or more for a verdict
-method = "sparsegpt"             # method of the detailed runs (per-layer error, quantization, composition)
+methods = ["magnitude", "wanda", "sparsegpt"]  # one-shot methods compared (minilib.prune.methods.METHODS, e.g. "ria")
+method = "sparsegpt"             # method of the detailed runs (per-layer error, quantization, composition); one of methods
 sparsity = 0.5                   # sparsity of the detailed runs and of the budget sweep
 nm = "2:4"                       # N:M pattern compared across methods ("" to skip)
 wbits = 4                        # joint quantization bits of the detailed run, 16 for none
@@ -64,6 +65,8 @@ from minilib.params import ParameterError
 if seed not in calib_seeds:
     raise ParameterError(f"parameter 'seed' = {seed} must be one of calib_seeds = {calib_seeds} (the detailed runs "
                          "reuse that draw)")
+if method not in methods:
+    raise ParameterError(f"parameter 'method' = {method!r} must be one of methods = {methods}")
 
 # %%
 import resource
@@ -71,7 +74,7 @@ import time
 import pandas as pd
 from minilib.models import load
 from minilib.data import eval_windows as cut_windows, load_mcq
-from minilib.prune import METHODS
+from minilib.prune import get_method
 from minilib.studies import sparsegpt as study
 from minilib.studies.sparsegpt import run_setting
 from minilib.plotting import save_figure, plot_ppl_vs_sparsity, plot_layer_error, plot_calibration_budget
@@ -109,8 +112,8 @@ r, _ = run_setting(model, None, mcq_items=mcq_items, **common)
 rows.append(r)
 settings = [(s, "") for s in sorted(set(sweep_sparsities) | {sparsity})] + ([(0.5, nm)] if nm else [])
 for s, pattern in settings:
-    for meth in METHODS:
-        for s_calib in (calib_seeds if meth != "magnitude" else [None]):
+    for meth in methods:
+        for s_calib in (calib_seeds if get_method(meth).calibrated else [None]):
             detailed = s == sparsity and not pattern and s_calib in (seed, None)  # MCQ and per-layer errors only here
             # the other runs skip the layer errors (the X X^T products: ~15% of a SparseGPT prune)
             extra_kw = dict(measure_error=True, heldout=heldout) if detailed else dict(measure_error=False)
@@ -149,7 +152,7 @@ save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=F
 # method's error relative to SparseGPT's (geometric mean of per-layer ratios, paired over layers).
 
 # %%
-layers = pd.concat([reports[(m_, sparsity, "")].layers.assign(method=m_) for m_ in METHODS if (m_, sparsity, "") in reports])
+layers = pd.concat([reports[(m_, sparsity, "")].layers.assign(method=m_) for m_ in methods if (m_, sparsity, "") in reports])
 layers["type"] = layers["layer"].str.split(".").str[-1]
 fig = plot_layer_error(layers, method)
 save_figure(fig, f"sparsegpt_layer_error_{model.replace('/', '_')}", close=False, directory=figures_dir)
@@ -157,7 +160,7 @@ if heldout is not None:
     fig = plot_layer_error(layers.assign(rel_error=layers["heldout_rel_error"]), method)
     fig.suptitle("held-out inputs")
     save_figure(fig, f"sparsegpt_layer_error_heldout_{model.replace('/', '_')}", close=False, directory=figures_dir)
-errors = study.error_summary(layers)
+errors = study.error_summary(layers, methods)
 errors.round(4)
 
 # %% [markdown]
@@ -231,13 +234,13 @@ def ppl(meth, s=sparsity, pattern=""):
     sel = summary[(summary.method == meth) & (summary.sparsity == s) & (summary.nm == pattern)]
     return float(sel.ppl.iloc[0]) if len(sel) else float("nan")
 
-metrics = {"dense_ppl": dense_ppl, **{f"ppl_{m_}_{sparsity:g}": ppl(m_) for m_ in METHODS},
+metrics = {"dense_ppl": dense_ppl, **{f"ppl_{m_}_{sparsity:g}": ppl(m_) for m_ in methods},
            **{f"{e_['a']}_vs_{e_['b']}_" + (f"budget_{e_['key']['budget']}" if e_["block"] == "budget" else
               (e_["key"]["nm"] or f"{e_['key']['sparsity']:g}")): e_["outcome"] for e_ in block},
            "notebook_s": time.perf_counter() - t_notebook,  # wall time (a shared machine inflates it)
            "notebook_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}  # CPU time of this kernel, all threads
 if nm:
-    metrics.update({f"ppl_{m_}_{nm}": ppl(m_, 0.5, nm) for m_ in METHODS})
+    metrics.update({f"ppl_{m_}_{nm}": ppl(m_, 0.5, nm) for m_ in methods})
 if "acc" in runs:
     metrics.update({f"mcq_acc_{r_.method}": r_.acc for r_ in runs.itertuples() if r_.acc == r_.acc})
 metrics.update({f"ppl_{s_}": p_ for s_, p_ in zip(extra.setting, extra.perplexity)})
@@ -247,7 +250,7 @@ metrics
 write_results(results_path, {
     "notebook": "SparseGPT_one_shot",
     "parameters": {"profile": profile, "model": model, "calib_corpus": calib_corpus, "eval_corpus": eval_corpus, "nsamples": nsamples,
-                   "seqlen": seqlen, "seed": seed, "calib_seeds": calib_seeds, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
+                   "seqlen": seqlen, "seed": seed, "calib_seeds": calib_seeds, "methods": methods, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
                    "sweep_sparsities": sweep_sparsities, "ffn_keep": ffn_keep, "eval_seqlen": eval_seqlen,
                    "eval_windows": eval_windows, "mcq_set": mcq_set, "mcq_n": mcq_n, "heldout_windows": heldout_windows,
                    "budget_corpus": budget_corpus, "budget_seqlen": budget_seqlen, "budget_nsamples": budget_nsamples,

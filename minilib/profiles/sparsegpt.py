@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from minilib.params import Float, Fraction, HubOr, Int, List, ParameterError, Str
 from minilib.prune.masks import parse_nm
+from minilib.prune.methods import get_method
 from minilib.studies.sparsegpt import NOTEBOOK
 
 
@@ -13,6 +14,13 @@ def _check_nm(v):
         parse_nm(v)
     except ValueError as e:
         raise ParameterError(f"parameter 'nm': {e}") from None
+
+
+def _check_method(v):
+    try:
+        get_method(v)  # the registry as it is when the notebook runs (a method registered since counts)
+    except ValueError as e:
+        raise ParameterError(f"parameter 'method(s)': {e}") from None
 
 
 def _check_positive(name):
@@ -41,7 +49,9 @@ SPEC = {
     "seed": Int(0, help="calibration seed of the detailed runs (MCQ, layer errors, composition); one of calib_seeds"),
     "calib_seeds": List(Int(0), min_len=1, help="calibration seeds over which SparseGPT and Wanda are compared "
                         "(>= 3 for a verdict)"),
-    "method": Str(("magnitude", "wanda", "sparsegpt")),
+    "methods": List(Str(check=_check_method), min_len=1, help="one-shot methods compared across sparsities "
+                    "(names in minilib.prune.methods.METHODS)"),
+    "method": Str(check=_check_method, help="method of the detailed runs; one of methods"),
     "sparsity": Fraction(),
     "nm": Str(check=_check_nm, help="N:M pattern such as '2:4', '' to skip"),
     "wbits": Int(2, 16),

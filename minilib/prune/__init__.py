@@ -1,10 +1,11 @@
 """Pruning: ``score_*`` (tensors) -> ``mask_*`` (bool, True = prune) -> ``zero_*``/``remove_*`` (the model).
 
-* ``scores``  -- weights (magnitude, Wanda, OBS) and FFN neurons (random, norm, max-product, anatomy, L1);
+* ``scores``  -- weights (magnitude, Wanda, RIA, OBS) and FFN neurons (random, norm, max-product, anatomy, L1);
 * ``masks``   -- unstructured, N:M, per-layer neuron budgets, thresholds, vocabulary; ``check_fraction``;
 * ``apply``   -- zero weights, zero/remove neurons, zero rows, remove vocabulary rows;
 * ``sparsegpt`` -- the OBS solver (a ``calib.Hessian`` accumulator with ``prune``), ``quant``;
-* ``oneshot`` -- ``prune_model``: magnitude / Wanda / SparseGPT over the block-by-block pass;
+* ``methods`` -- the one-shot methods, one entry each (score, calibration statistic, options): ``METHODS``;
+* ``oneshot`` -- ``prune_model``: any registered method over the block-by-block pass;
 * ``semistructured`` -- 2:4 weights to PyTorch's semi-structured format (CUDA);
 * ``report``  -- ``PruneReport``, what every call achieved.
 
@@ -17,12 +18,13 @@ from minilib.prune.masks import (DEFAULT_SPARSITY, SparsityError, check_fraction
                                  check_sparsity, check_sparsity_nm, check_threshold, is_nm, layer_budgets,
                                  layer_profile, mask_neuron_weights, mask_neurons, mask_nm, mask_smallest,
                                  mask_threshold, mask_unstructured, mask_vocab, parse_nm, protect_top, widths_multiple)
-from minilib.prune.oneshot import METHODS, prune_model
+from minilib.prune.methods import METHODS, Method, Option, get_method, register
+from minilib.prune.oneshot import prune_model
 from minilib.prune.quant import ChannelQuantizer, check_wbits, fit_quantizer, quantize_rtn
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
 from minilib.prune.scores import (score_magnitude, score_neurons_anatomy, score_neurons_l1, score_neurons_maxprod,
                                   score_neurons_norm, score_neurons_random, score_neurons_shared_random,
-                                  score_obs, score_wanda)
+                                  score_obs, score_ria, score_wanda)
 from minilib.prune.semistructured import to_semi_structured
 from minilib.prune.sparsegpt import HessianError, SparseGPT, check_percdamp
 
@@ -30,8 +32,9 @@ __all__ = ["PartialPruneError", "remove_neurons", "remove_vocab", "zero_neurons"
            "DEFAULT_SPARSITY", "SparsityError", "check_fraction", "check_nm", "check_ratio", "check_sparsity",
            "check_sparsity_nm", "check_threshold", "is_nm",
            "layer_budgets", "layer_profile", "mask_neuron_weights", "mask_neurons", "mask_nm", "mask_smallest", "mask_threshold",
-           "mask_unstructured", "mask_vocab", "parse_nm", "protect_top", "widths_multiple", "METHODS", "prune_model",
+           "mask_unstructured", "mask_vocab", "parse_nm", "protect_top", "widths_multiple", "METHODS", "Method", "Option",
+           "get_method", "register", "prune_model",
            "ChannelQuantizer", "check_wbits", "fit_quantizer", "quantize_rtn", "PruneReport", "reconstruction_stats",
            "snapshot", "score_magnitude", "score_neurons_anatomy", "score_neurons_l1", "score_neurons_maxprod",
-           "score_neurons_norm", "score_neurons_random", "score_neurons_shared_random", "score_obs", "score_wanda", "to_semi_structured",
+           "score_neurons_norm", "score_neurons_random", "score_neurons_shared_random", "score_obs", "score_ria", "score_wanda", "to_semi_structured",
            "HessianError", "SparseGPT", "check_percdamp"]

@@ -1,10 +1,12 @@
-"""One-shot pruning of every linear layer of every block: magnitude, Wanda, SparseGPT.
+"""One-shot pruning of every linear layer of every block by any method of ``minilib.prune.methods``
+(magnitude, Wanda, RIA, SparseGPT).
 
     report = prune_model(model, "sparsegpt", sparsity=0.5, calib=windows)        # unstructured 50%
     report = prune_model(model, "wanda", nm=(2, 4), calib=windows)               # 2 zeros in every 4
     report = prune_model(model, "sparsegpt", sparsity=0.5, wbits=4, calib=windows, device="cuda")
     report = prune_model(model, "sparsegpt", calib=windows, masks={"3.mlp.up_proj": m, ...})
     report = prune_model(model, "wanda", 0.5, calib=windows, heldout=other_windows)  # + held-out error
+    report = prune_model(model, "ria", 0.5, calib=windows, options={"a": 0.5})   # a method's own options
     report = prune_model(model, "sparsegpt", 0.5, calib=windows, forward_dtype="bfloat16")  # GPU-style
     report.layers          # DataFrame: block, group, layer, out, in, params, zeros, sparsity, error, rel_error
                            # (+ heldout_error, heldout_rel_error with heldout=...)
@@ -15,9 +17,12 @@ calibration batches run through it with hooks feeding one accumulator per distin
 (layers that read the very same tensor, e.g. q/k/v or gate/up, share one), every layer is pruned,
 and the block is rerun for the next block's inputs.  Only one block is on ``device`` at a time.
 
-Methods: ``magnitude`` (|W| per layer), ``wanda`` (|W|·||X|| per output row), ``sparsegpt`` (OBS
-reconstruction); each unstructured at ``sparsity`` in [0, 1) or N:M (``nm=(n, m)``: ``n`` zeros in each
-``m`` consecutive inputs; ``sparsity`` must then be left at its default or equal ``n / m``).
+Methods are the entries of ``minilib.prune.methods.METHODS``: ``magnitude`` (|W| per layer),
+``wanda`` (|W|·||X|| per output row), ``ria`` (relative importance times activations), ``sparsegpt``
+(OBS reconstruction); the entry says which calibration statistic the pass accumulates and which
+options the method takes (``options=``; SparseGPT's ``blocksize``/``percdamp`` may also be given as
+keywords).  Each prunes unstructured at ``sparsity`` in [0, 1) or N:M (``nm=(n, m)``: ``n`` zeros in
+each ``m`` consecutive inputs; ``sparsity`` must then be left at its default or equal ``n / m``).
 ``wbits < 16`` quantizes per channel: jointly inside the SparseGPT solver, round-to-nearest after
 masking for the others.  ``masks`` fixes the mask of some layers (keys as in
 ``minilib.calib``, True = prune), from any other criterion: with ``sparsegpt`` OBS reconstructs the
@@ -53,20 +58,22 @@ from minilib.prune.apply import PartialPruneError, zero_weights
 from minilib.prune.masks import (SparsityError, check_nm, check_sparsity_nm, mask_nm,
                                  mask_unstructured, parse_nm)
 from minilib.prune.quant import check_wbits
+from minilib.prune.methods import Method, get_method
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
-from minilib.prune.scores import score_magnitude, score_wanda
-from minilib.prune.sparsegpt import SparseGPT, check_percdamp, heldout_stats
-
-METHODS = ("magnitude", "wanda", "sparsegpt")
+from minilib.prune.sparsegpt import SparseGPT, heldout_stats
 
 
-def score_mask(method: str, w: torch.Tensor, sq_norms: torch.Tensor | None, sparsity: float,
-               nm: tuple[int, int] | None, name: str) -> torch.Tensor:
-    """The prune mask of one layer by magnitude (per layer) or Wanda (per output row), or N:M."""
-    score = score_magnitude(w) if method == "magnitude" else score_wanda(w, sq_norms)
+def score_mask(method: Method | str, w: torch.Tensor, stat: torch.Tensor | None, sparsity: float,
+               nm: tuple[int, int] | None, name: str, options: dict | None = None) -> torch.Tensor:
+    """The prune mask of one layer by a score method (``method.score`` with its ``options``), compared
+    per layer or per output row as the method (or its ``compare`` option) says, or within N:M groups."""
+    method = get_method(method)
+    opts = method.resolve_options(options)
+    per = opts.pop("compare", method.compare)
+    score = method.score(w, stat, **opts)
     if nm:
         return mask_nm(score, nm[0], nm[1], name)
-    return mask_unstructured(score, sparsity, per="layer" if method == "magnitude" else "row")
+    return mask_unstructured(score, sparsity, per=per)
 
 
 def resolve_forward_dtype(forward_dtype, device: torch.device) -> torch.dtype | None:
@@ -77,20 +84,17 @@ def resolve_forward_dtype(forward_dtype, device: torch.device) -> torch.dtype | 
     return check_dtype(forward_dtype)
 
 
-def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout=None, blocksize=128,
-              percdamp=0.01, batch_size=8, hessian_precision="fp32") -> float:
-    """Every argument checked before anything runs; returns the sparsity that will be pruned."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+def _validate(model, adapter, method: Method, sparsity, nm, wbits, calib, needs_calib, masks, heldout=None,
+              batch_size=8, hessian_precision="fp32") -> float:
+    """Every argument checked before anything runs (the method's options by ``resolve_options``);
+    returns the sparsity that will be pruned."""
     eff_sparsity = check_sparsity_nm(sparsity, nm)
     if nm is not None:
         for bi, block in enumerate(adapter.blocks(model)):
             for name, layer in adapter.linear_layers(block).items():
                 check_nm(nm[0], nm[1], in_features(layer), f"block {bi} {name}")
     check_wbits(wbits)
-    check_count(blocksize, "blocksize")
     check_count(batch_size, "batch_size")
-    check_percdamp(percdamp)
     if hessian_precision not in HESSIAN_PRECISIONS:
         raise ValueError(f"hessian_precision must be one of {HESSIAN_PRECISIONS}, got {hessian_precision!r}")
     if masks:
@@ -104,18 +108,18 @@ def _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, m
     if not needs_calib:
         return eff_sparsity
     if calib is None:
-        why = f"method {method!r} needs" if method != "magnitude" else \
+        why = f"method {method.name!r} needs" if method.calibrated else \
             "measuring the reconstruction error (measure_error=True or heldout=...) needs"
         raise CalibrationError(f"{why} calibration windows: a non-empty [n, seqlen] LongTensor "
                                "(see minilib.data.calibration_set)")
     check_windows(calib, model)
     if heldout is not None:
         check_windows(heldout, model, "held-out windows")
-    if method == "sparsegpt":
+    if method.solver:
         widest = max(in_features(l) for b in adapter.blocks(model) for l in adapter.linear_layers(b).values())
         if calib.numel() < widest:
             raise CalibrationError(
-                f"SparseGPT needs at least as many calibration tokens as the widest layer input ({widest}) for a "
+                f"{method.label} needs at least as many calibration tokens as the widest layer input ({widest}) for a "
                 f"full-rank Hessian; got {calib.shape[0]} x {calib.shape[1]} = {calib.numel()} tokens")
     return eff_sparsity
 
@@ -140,15 +144,19 @@ def input_groups(step: BlockStep) -> tuple[list[list[str]], dict[str, torch.Tens
 @torch.no_grad()
 def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | None = None,
                 nm: tuple[int, int] | str | None = None, wbits: int = 16, calib: torch.Tensor | None = None,
-                device: torch.device | str | None = "auto", blocksize: int = 128, percdamp: float = 0.01,
-                batch_size: int = 8, measure_error: bool | None = None, progress: bool = False,
-                masks: dict[str, torch.Tensor] | None = None, heldout: torch.Tensor | None = None,
-                forward_dtype: torch.dtype | str | None = None, hessian_precision: str = "fp32",
-                offload: bool = False) -> PruneReport:
+                device: torch.device | str | None = "auto", blocksize: int | None = None,
+                percdamp: float | None = None, batch_size: int = 8, measure_error: bool | None = None,
+                progress: bool = False, masks: dict[str, torch.Tensor] | None = None,
+                heldout: torch.Tensor | None = None, forward_dtype: torch.dtype | str | None = None,
+                hessian_precision: str = "fp32", offload: bool = False, options: dict | None = None) -> PruneReport:
     """Prune every linear layer of every block in place; see the module docstring.
 
-    ``calib``: calibration windows ``[n, seqlen]`` (needed by wanda and sparsegpt; with magnitude it
-    only serves the error report).  ``measure_error`` (default: only for ``sparsegpt``, whose solver
+    ``method``: a name in ``minilib.prune.methods.METHODS`` (or a ``Method``); ``options``: its own
+    options (``METHODS[name].options``: e.g. RIA's ``a``), each checked, the rest at their defaults;
+    ``blocksize``/``percdamp`` are SparseGPT's options given as keywords (``None``: the default; a
+    method that does not take them refuses them).
+    ``calib``: calibration windows ``[n, seqlen]`` (needed by every method whose statistic is not
+    ``none``; with magnitude it only serves the error report).  ``measure_error`` (default: only for ``sparsegpt``, whose solver
     holds each layer's ``X X^T`` anyway) records each layer's reconstruction error on the calibration
     inputs (``error``, ``rel_error``); for wanda and magnitude it is opt-in, because it needs the full
     ``X X^T`` of every layer input (about 70% of a Wanda run's time).  That error is *in-sample*:
@@ -173,13 +181,21 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
     naming those blocks, or the ``KeyboardInterrupt`` re-raised with that report as a note
     (``e.__notes__``) and ``e.pruned_blocks``."""
     adapter = adapter_for(model)
+    method = get_method(method)
     nm = parse_nm(nm)
+    given = dict(options or {})
+    for k, v in (("blocksize", blocksize), ("percdamp", percdamp)):
+        if v is not None:
+            if k in given:
+                raise ValueError(f"{k} is given both as a keyword and in options; give it once")
+            given[k] = v
+    options = method.resolve_options(given)
     if measure_error is None:
-        measure_error = method == "sparsegpt" and calib is not None
-    needs_calib = method in ("wanda", "sparsegpt") or bool(measure_error) or heldout is not None
+        measure_error = method.solver and calib is not None
+    needs_calib = method.calibrated or bool(measure_error) or heldout is not None
     masks = dict(masks or {})
     eff_sparsity = _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout,
-                             blocksize, percdamp, batch_size, hessian_precision)
+                             batch_size, hessian_precision)
     dev = resolve_device(device)
     forward_dtype = resolve_forward_dtype(forward_dtype, dev)
     timer = Timer(dev)
@@ -193,14 +209,14 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
     try:
         with timer("total_s"):
             if not needs_calib:  # magnitude without calibration: no forward pass at all
-                _prune_by_weights(model, adapter, method, eff_sparsity, nm, wbits, masks, dev, timer, rows, progress,
-                                  touched)
+                _prune_by_weights(model, adapter, method, options, eff_sparsity, nm, wbits, masks, dev, timer, rows,
+                                  progress, touched)
             else:
-                opts = dict(method=method, sparsity=eff_sparsity, nm=nm, wbits=wbits, blocksize=blocksize,
-                            percdamp=percdamp, measure_error=bool(measure_error), masks=masks,
-                            precision=hessian_precision, rows=rows, touched=touched)
+                opts = dict(method=method, options=options, sparsity=eff_sparsity, nm=nm, wbits=wbits,
+                            measure_error=bool(measure_error), masks=masks, precision=hessian_precision, rows=rows,
+                            touched=touched)
                 sequential_pass(model, calib, lambda step: _prune_block(step, **opts), dev, batch_size, timer=timer,
-                                progress=progress, desc=method, heldout=heldout, forward_dtype=forward_dtype,
+                                progress=progress, desc=method.name, heldout=heldout, forward_dtype=forward_dtype,
                                 store="cpu" if offload else None)
     except (Exception, KeyboardInterrupt) as e:
         done = sorted(touched | {int(r["block"]) for r in rows})
@@ -208,7 +224,7 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
             raise
         # the weights of these blocks were already changed in place
         what = "was interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        msg = (f"{method} pruning {what} after blocks {done} were already pruned in place; the model is "
+        msg = (f"{method.name} pruning {what} after blocks {done} were already pruned in place; the model is "
                f"half-pruned: reload it before retrying")
         if isinstance(e, KeyboardInterrupt):  # Ctrl-C stays a KeyboardInterrupt (the same one), with the report
             e.add_note(msg)
@@ -227,22 +243,24 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
         target["wbits"] = wbits
     if masks:
         target["fixed_masks"] = len(masks)
-    notes = {}
+    notes = {"options": dict(options)} if options else {}  # the method's options as used (defaults included)
     if heldout is not None:
         notes["heldout_tokens"] = int(heldout.numel())
     if forward_dtype is not None:
         notes["forward_dtype"] = str(forward_dtype).removeprefix("torch.")
     if hessian_precision != "fp32":
         notes["hessian_precision"] = hessian_precision
-    rep = PruneReport(method, target, before, snapshot(model), pd.DataFrame(rows), timings, notes)
+    rep = PruneReport(method.name, target, before, snapshot(model), pd.DataFrame(rows), timings, notes)
     rep.nm, rep.sparsity, rep.wbits = nm, eff_sparsity, wbits
     return rep
 
 
-def _prune_by_weights(model, adapter, method, sparsity, nm, wbits, masks, dev, timer, rows, progress, touched):
-    """Magnitude pruning without calibration data: one block at a time on ``dev``, no forward pass."""
+def _prune_by_weights(model, adapter, method, options, sparsity, nm, wbits, masks, dev, timer, rows, progress,
+                      touched):
+    """A method that needs no statistic, without calibration data: one block at a time on ``dev``, no
+    forward pass."""
     from tqdm.auto import tqdm
-    for bi, block in enumerate(tqdm(adapter.blocks(model), desc=method, disable=not progress)):
+    for bi, block in enumerate(tqdm(adapter.blocks(model), desc=method.name, disable=not progress)):
         home = model_device(block)
         block.to(dev)
         try:
@@ -251,7 +269,7 @@ def _prune_by_weights(model, adapter, method, sparsity, nm, wbits, masks, dev, t
                 with timer("solve_s"):
                     mask = masks.get(k)
                     if mask is None:
-                        mask = score_mask(method, weight_oi(layer).float(), None, sparsity, nm, k)
+                        mask = score_mask(method, weight_oi(layer).float(), None, sparsity, nm, k, options)
                     touched.add(bi)
                     w_old, w_new = zero_weights(layer, mask.to(dev), wbits)
                 rows.append({"block": bi, "group": name, **reconstruction_stats(name, w_old, w_new)})
@@ -259,16 +277,16 @@ def _prune_by_weights(model, adapter, method, sparsity, nm, wbits, masks, dev, t
             block.to(home)
 
 
-def _prune_block(step: BlockStep, method, sparsity, nm, wbits, blocksize, percdamp, measure_error, masks,
-                 precision, rows, touched):
+def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, measure_error, masks, precision, rows,
+                 touched):
     bi, layers = step.index, step.linear_keys()
-    full = method == "sparsegpt" or measure_error  # the full X X^T per input
+    full = method.statistic == "hessian" or measure_error  # the full X X^T per input
     groups, first = input_groups(step)
     dev = step.device or step.inputs[0].device
     accs = {}
     for g in groups:
         cols = in_features(layers[g[0]])
-        if method == "sparsegpt":
+        if method.solver:
             accs[g[0]] = SparseGPT({k: layers[k] for k in g}, dev, precision)
         else:
             accs[g[0]] = Hessian(cols, dev, precision) if full else InputSqNorms(cols, dev)
@@ -284,7 +302,7 @@ def _prune_block(step: BlockStep, method, sparsity, nm, wbits, blocksize, percda
     name = lambda k: k.split(".", 1)[1]  # noqa: E731  (the path inside the block)
     for g in groups:  # checked for the whole block before any of its weights change
         fixed = [k for k in g if k in masks]
-        if fixed and len(fixed) != len(g) and method == "sparsegpt":
+        if fixed and len(fixed) != len(g) and method.solver:
             raise SparsityError(f"layers {g} share one input (one OBS problem): give fixed masks for all of them "
                                 f"or none (got {fixed})")
     touched.add(bi)  # from here on the block's weights change
@@ -292,18 +310,18 @@ def _prune_block(step: BlockStep, method, sparsity, nm, wbits, blocksize, percda
         acc = accs[g[0]]
         ho = held[g[0]] if held is not None else None
         fixed = [k for k in g if k in masks]
-        if method == "sparsegpt":
+        if method.solver:
             with step.timer("solve_s"):
-                st = acc.prune(sparsity, *(nm or (0, 0)), wbits=wbits, blocksize=blocksize, percdamp=percdamp,
+                st = acc.prune(sparsity, *(nm or (0, 0)), wbits=wbits, **options,
                                mask={k: masks[k] for k in g} if fixed else None, measure_error=measure_error,
                                heldout=ho)
             rows.extend({"block": bi, "group": "+".join(map(name, g)), **s, "layer": name(s["layer"])} for s in st)
         else:
-            sq = acc.input_sq_norms() if method == "wanda" else None
+            stat = acc.input_sq_norms() if method.statistic == "input_sq_norms" else None
             for k in g:
                 with step.timer("solve_s"):
                     w = weight_oi(layers[k]).float()
-                    mask = masks[k] if k in masks else score_mask(method, w, sq, sparsity, nm, k)
+                    mask = masks[k] if k in masks else score_mask(method, w, stat, sparsity, nm, k, options)
                     w_old, w_new = zero_weights(layers[k], mask.to(w.device), wbits)
                 row = {"block": bi, "group": "+".join(map(name, g)),
                        **reconstruction_stats(name(k), w_old, w_new, acc.H if measure_error else None, acc.tokens)}

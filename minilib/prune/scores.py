@@ -1,9 +1,12 @@
-"""Importance scores (higher = more important, pruned last).  A new criterion is one new ``score_*``.
+"""Importance scores (higher = more important, pruned last).  A new one-shot criterion is one new
+``score_*`` here and one entry in ``minilib.prune.methods``.
 
 Weights ``[out, in]`` of one layer:
 
 * ``score_magnitude`` -- ``|W|``;
 * ``score_wanda``     -- ``|W_ij| * ||X_j||`` (Sun et al., 2023);
+* ``score_ria``       -- relative importance and activations (Zhang et al., 2024):
+  ``(|W_ij| / sum_k |W_kj| + |W_ij| / sum_k |W_ik|) * ||X_j||**a``;
 * ``score_obs``       -- the SparseGPT / OBS saliency ``w**2 / [H^-1]_jj**2``.
 
 FFN neurons (one vector per block; the structured unit is the neuron's up/gate row and down column):
@@ -35,11 +38,30 @@ def score_magnitude(weight: torch.Tensor) -> torch.Tensor:
     return weight.abs().float()
 
 
+def _input_norms(weight: torch.Tensor, input_sq_norms: torch.Tensor) -> torch.Tensor:
+    """``||X_j||`` per input column from ``sum over tokens of x_j**2``, shape-checked against ``weight``."""
+    if input_sq_norms is None or input_sq_norms.shape != weight.shape[-1:]:
+        got = None if input_sq_norms is None else tuple(input_sq_norms.shape)
+        raise ValueError(f"input norms have shape {got}, expected ({weight.shape[-1]},): one per input column")
+    return input_sq_norms.to(weight.device).float().clamp_min(0).sqrt()
+
+
 def score_wanda(weight: torch.Tensor, input_sq_norms: torch.Tensor) -> torch.Tensor:
     """Wanda: ``|W_ij| * ||X_j||``, with ``input_sq_norms[j] = sum over tokens of x_j**2``."""
-    if input_sq_norms.shape != weight.shape[-1:]:
-        raise ValueError(f"input norms have shape {tuple(input_sq_norms.shape)}, expected ({weight.shape[-1]},)")
-    return weight.abs().float() * input_sq_norms.to(weight.device).float().clamp_min(0).sqrt()[None, :]
+    return weight.abs().float() * _input_norms(weight, input_sq_norms)[None, :]
+
+
+def score_ria(weight: torch.Tensor, input_sq_norms: torch.Tensor, a: float = 0.5) -> torch.Tensor:
+    """RIA (Zhang et al., 2024, "Plug-and-Play"): a weight's share of its input column's and of its
+    output row's total ``|W|``, times the input norm to the power ``a`` (0.5 in the paper):
+    ``(|W_ij| / sum_k |W_kj| + |W_ij| / sum_k |W_ik|) * ||X_j||**a``.  An all-zero row or column
+    contributes 0 (not NaN)."""
+    w = weight.abs().float()
+    col = w.sum(0, keepdim=True)
+    row = w.sum(1, keepdim=True)
+    rel = torch.where(col > 0, w / col.clamp_min(torch.finfo(w.dtype).tiny), 0.0) + \
+        torch.where(row > 0, w / row.clamp_min(torch.finfo(w.dtype).tiny), 0.0)
+    return rel * _input_norms(weight, input_sq_norms)[None, :].pow(a)
 
 
 def score_obs(weight: torch.Tensor, hinv_diag: torch.Tensor) -> torch.Tensor:

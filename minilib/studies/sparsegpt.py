@@ -309,14 +309,19 @@ def budget_summary(budget: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# the comparisons of the verdict block, ``(a, b)`` = "a against b", each made where both methods ran: the
+# solver against the best score method, the score methods against the one without calibration, RIA
+# against the method it refines
+COMPARISONS = (("sparsegpt", "wanda"), ("wanda", "magnitude"), ("ria", "wanda"))
+
+
 def verdict_block(runs: pd.DataFrame, budget: pd.DataFrame | None = None) -> list[dict]:
     """Every method comparison the SparseGPT verdicts print, decided as one family (Holm over all of
-    their tests): SparseGPT / Wanda and Wanda / magnitude per setting, SparseGPT / Wanda per
+    their tests): the ``COMPARISONS`` per setting (where both methods ran), SparseGPT / Wanda per
     calibration budget.  Each entry: the ``comparison_tests`` dict with decided tests and ``outcome``."""
     from minilib.stats import decide
     runs = runs[runs.method != "dense"]
-    entries = [dict(e, block="setting") for e in comparison_tests(runs, "sparsegpt", "wanda")]
-    entries += [dict(e, block="setting") for e in comparison_tests(runs, "wanda", "magnitude")]
+    entries = [dict(e, block="setting") for a, b in COMPARISONS for e in comparison_tests(runs, a, b)]
     if budget is not None and len(budget):
         entries += [dict(e, block="budget") for e in budget_tests(budget)]
     tests = decide([t for e in entries for t in (e["seeds"], e["windows"])])

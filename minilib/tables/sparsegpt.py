@@ -8,12 +8,29 @@ from pathlib import Path
 
 import pandas as pd
 
+from minilib.prune.methods import METHODS
 from minilib.stats import describe, wilson_interval
 from minilib.studies.sparsegpt import (NOTEBOOK, budget_summary, error_summary, setting_label, setting_summary,
                                        verdict_block)
 from minilib.tables.common import ResultsMissing, ci, load, num, or_missing
 
-NAMES = {"sparsegpt": "SparseGPT", "wanda": "Wanda", "magnitude": "magnitude"}
+def label(name: str) -> str:
+    """A method's name for tables (the registry's label; a name no longer registered as it is)."""
+    return METHODS[name].label if name in METHODS else name
+
+
+def _calibrated(name: str) -> bool:
+    return METHODS[name].calibrated if name in METHODS else name != "magnitude"
+
+
+def run_methods(res: dict, runs: pd.DataFrame) -> list[str]:
+    """The methods of a results file, dense excluded: solvers first, then the other calibrated methods,
+    then those without calibration, each group in the notebook's order (its ``methods`` parameter;
+    files written before it: registry order)."""
+    present = [m for m in dict.fromkeys(runs.method) if m != "dense"]
+    order = list(res["parameters"].get("methods") or METHODS)
+    found = [m for m in order if m in present] + [m for m in present if m not in order]
+    return sorted(found, key=lambda m: (not (m in METHODS and METHODS[m].solver), not _calibrated(m)))
 
 
 def _records(res: dict, kind: str, need: tuple = ()) -> pd.DataFrame:
@@ -28,7 +45,8 @@ def _records(res: dict, kind: str, need: tuple = ()) -> pd.DataFrame:
 def _runs(res: dict) -> pd.DataFrame:
     runs = _records(res, "run", ("perplexity", "ppl_low", "ppl_high", "nll"))
     if "seed" not in runs:   # written before the comparison ran over seeds: one calibration draw
-        runs["seed"] = [None if m in ("dense", "magnitude") else res["parameters"].get("seed", 0) for m in runs.method]
+        runs["seed"] = [None if m == "dense" or not _calibrated(m) else res["parameters"].get("seed", 0)
+                        for m in runs.method]
     return runs
 
 
@@ -40,7 +58,7 @@ def _budget(res: dict) -> pd.DataFrame | None:
 
 
 def _seeds_of(runs: pd.DataFrame) -> list[int]:
-    return sorted({int(s) for s, m in zip(runs.seed, runs.method) if m in ("sparsegpt", "wanda") and s == s
+    return sorted({int(s) for s, m in zip(runs.seed, runs.method) if m != "dense" and _calibrated(m) and s == s
                    and s is not None})
 
 
@@ -62,14 +80,16 @@ def table_runs(results_dir: Path) -> str:
     runs = _runs(res)
     p = res["parameters"]
     summ = setting_summary(runs)
+    meths = run_methods(res, runs)
+    uncal = [label(m) for m in meths if not _calibrated(m)] + ["dense"]
     lines = [sizes(res, runs) + ". Perplexity: geometric mean over calibration seeds with its 95% t-interval "
-             "over seeds (magnitude and dense need no calibration: one run, 95% t-interval over windows).", "",
-             "| setting | SparseGPT | Wanda | magnitude |", "|---|---|---|---|"]
+             f"over seeds ({' and '.join(uncal)} need no calibration: one run, 95% t-interval over windows).", "",
+             "| setting | " + " | ".join(label(m) for m in meths) + " |", "|---|" + "---|" * len(meths)]
     d = summ[summ.method == "dense"].iloc[0]
-    lines.append(f"| dense | {ci(d.ppl, d.low, d.high)} | | |")
+    lines.append(f"| dense | {ci(d.ppl, d.low, d.high)} |" + " |" * (len(meths) - 1))
     for (s, nm), g in summ[summ.method != "dense"].groupby(["sparsity", "nm"], sort=True):
         cells = []
-        for meth in ("sparsegpt", "wanda", "magnitude"):
+        for meth in meths:
             r = g[g.method == meth]
             cells.append(ci(r.ppl.iloc[0], r.low.iloc[0], r.high.iloc[0]) if len(r) else "")
         lines.append(f"| {setting_label(s, nm)} | " + " | ".join(cells) + " |")
@@ -85,7 +105,7 @@ def table_runs(results_dir: Path) -> str:
 
 
 def _outcome_words(e: dict) -> str:
-    a, b = NAMES[e["a"]], NAMES[e["b"]]
+    a, b = label(e["a"]), label(e["b"])
     return {"a lower": f"{a} lower", "a higher": f"{b} lower", "not resolved": "not resolved",
             "too few to test": "too few to test"}[e["outcome"]]
 
@@ -102,7 +122,7 @@ def table_order(results_dir: Path) -> str:
              "Holm p (seeds / windows) | outcome |", "|---|---|---|---|---|"]
     for e in _entries(res):
         s, w = e["seeds"], e["windows"]
-        lines.append(f"| {e['setting']}: {NAMES[e['a']]} / {NAMES[e['b']]} | {ci(s.estimate, s.low, s.high, 3)} "
+        lines.append(f"| {e['setting']}: {label(e['a'])} / {label(e['b'])} | {ci(s.estimate, s.low, s.high, 3)} "
                      f"(n = {s.n}) | {ci(w.estimate, w.low, w.high, 3)} (n = {w.n}) | {num(s.p_adj, 3)} / "
                      f"{num(w.p_adj, 3)} | {_outcome_words(e)} |")
     return "\n".join(lines)
@@ -155,7 +175,7 @@ def table_budget(results_dir: Path) -> str:
 
 
 def _sentence(e: dict) -> str:
-    a, b = NAMES[e["a"]], NAMES[e["b"]]
+    a, b = label(e["a"]), label(e["b"])
     where = f"{e['setting']}" if e["block"] == "setting" else f"{e['setting']} (budget sweep, 50% unstructured)"
     claim = {"a lower": f"**{a} has a lower perplexity than {b}**", "a higher": f"**{b} has a lower perplexity than {a}**",
              "not resolved": f"{a} and {b} are **not resolved** apart",
@@ -205,6 +225,18 @@ def table_composition(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-TABLES = {"sparsegpt_runs": table_runs, "sparsegpt_order": table_order, "sparsegpt_errors": table_errors,
+def table_methods(results_dir: Path | None = None) -> str:
+    """The one-shot methods of the registry (``minilib.prune.methods``): not a result, the same for
+    every results folder."""
+    lines = ["| method | statistic | pruned by | options (default) | scores | reference |", "|---|---|---|---|---|---|"]
+    for m in METHODS.values():
+        how = "OBS solver (reconstructs)" if m.solver else f"lowest per {m.compare}"
+        opts = ", ".join(f"`{k}` ({o.default!r}): {o.help}" for k, o in m.options.items()) or "none"
+        lines.append(f"| `{m.name}` ({m.label}) | `{m.statistic}` | {how} | {opts} | {m.summary.replace('|', chr(92) + '|')} "
+                     f"| {m.reference} |")
+    return "\n".join(lines)
+
+
+TABLES = {"prune_methods": table_methods, "sparsegpt_runs": table_runs, "sparsegpt_order": table_order, "sparsegpt_errors": table_errors,
           "sparsegpt_budget": table_budget, "sparsegpt_verdict": table_verdict,
           "sparsegpt_composition": table_composition}

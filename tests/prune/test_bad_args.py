@@ -118,16 +118,38 @@ def test_solver_refuses_sparsity_that_nm_would_ignore():
 
 # --- the other numbers ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("percdamp", [-0.01, 1.0, 1.5, float("nan"), float("inf"), "0.01", True, None])
+@pytest.mark.parametrize("percdamp", [-0.01, 1.0, 1.5, float("nan"), float("inf"), "0.01", True])
 def test_bad_percdamp(llama, percdamp):
-    _refused(llama.model, ValueError, r"percdamp must be in \[0, 1\)", method="sparsegpt", percdamp=percdamp)
+    _refused(llama.model, ValueError, r"method 'sparsegpt': percdamp must be in \[0, 1\)", method="sparsegpt",
+             percdamp=percdamp)
+    _refused(llama.model, ValueError, r"percdamp must be in \[0, 1\)", method="sparsegpt",
+             options={"percdamp": percdamp})
 
 
 @pytest.mark.parametrize("arg", ["batch_size", "blocksize"])
 @pytest.mark.parametrize("value,err", [(0, ValueError), (-3, ValueError), (1.5, TypeError), (True, TypeError),
-                                       ("8", TypeError), (None, TypeError)])
+                                       ("8", TypeError)])
 def test_bad_counts(llama, arg, value, err):
     _refused(llama.model, err, f"{arg} must be an integer >= 1", method="sparsegpt", **{arg: value})
+
+
+def test_none_is_the_default_of_a_sparsegpt_option_and_a_batch_size_of_none_is_refused(llama):
+    _refused(llama.model, TypeError, "batch_size must be an integer >= 1", method="sparsegpt", batch_size=None)
+    rep = prune_model(load("tiny-llama").model, "sparsegpt", 0.5, calib=_calib(), blocksize=None, percdamp=None)
+    assert rep.notes["options"] == {"blocksize": 128, "percdamp": 0.01}
+
+
+@pytest.mark.parametrize("method,kw,match", [
+    ("wanda", dict(percdamp=0.1), r"method 'wanda' does not take option\(s\) percdamp; it takes no options; "
+                                  r"percdamp belong\(s\) to sparsegpt"),
+    ("magnitude", dict(options={"a": 1.0}), r"does not take option\(s\) a; .*a belong\(s\) to ria"),
+    ("sparsegpt", dict(options={"blocksize": 64}, blocksize=32), "blocksize is given both as a keyword and in options"),
+    ("ria", dict(options={"a": -1.0}), r"method 'ria': a must be a finite number >= 0"),
+    ("ria", dict(options={"compare": "column"}), r"method 'ria': compare must be one of \('layer', 'row'\)"),
+    ("obs", {}, r"unknown method 'obs'; choose one of \('magnitude', 'wanda', 'ria', 'sparsegpt'"),
+])
+def test_method_options_are_checked_before_anything_runs(llama, method, kw, match):
+    _refused(llama.model, ValueError, match, method=method, **kw)
 
 
 def test_bad_counts_are_refused_even_without_a_forward_pass(llama):
