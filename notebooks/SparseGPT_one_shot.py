@@ -41,6 +41,10 @@ sparsity = 0.5                   # sparsity of the detailed runs and of the budg
 nm = "2:4"                       # N:M pattern compared across methods ("" to skip)
 wbits = 4                        # joint quantization bits of the detailed run, 16 for none
 sweep_sparsities = None          # unstructured sparsities compared across methods
+owl_sparsities = None            # target sparsities also pruned with OWL's per-block allocation ([]: none)
+owl_methods = ["wanda", "sparsegpt"]  # methods run at OWL's allocation, each compared with its uniform run
+owl_m = 5.0                      # OWL's outlier threshold M (a score above M x the block's mean is an outlier)
+owl_lambda = 0.08                # OWL's lambda: block sparsities lie in target +- lambda
 ffn_keep = 0.9                   # composition: fraction of FFN neurons kept before one-shot pruning
 eval_seqlen = None
 eval_windows = None              # perplexity windows of the test split (0: all)
@@ -96,11 +100,15 @@ print(f"calibration {tuple(calib.shape)} from {calib_corpus} per draw, seeds {ca
       f"of {calib_corpus}")
 
 # %% [markdown]
-# ## The three methods across sparsities, over calibration seeds
+# ## The methods across sparsities, over calibration seeds; uniform and OWL allocations
 #
 # Every run starts from a fresh copy of the model and is scored on the same evaluation windows.
-# SparseGPT and Wanda run once per calibration seed (`calib_seeds`: a calibration-based method's result
-# depends on the draw); magnitude needs no calibration and runs once.  `achieved_sparsity` is what the
+# Each calibrated method (`methods`; `minilib.prune.methods` says which need calibration) runs once per
+# calibration seed (`calib_seeds`: a calibration-based method's result depends on the draw); magnitude
+# needs no calibration and runs once.  At `owl_sparsities` the `owl_methods` also run at OWL's
+# per-block sparsities (Yin et al., 2024: a block with more outliers -- Wanda scores above `owl_m`
+# times their mean on the dense model -- is pruned less, within `owl_lambda` of the target; the method
+# is then named `<method>+owl`), on the same calibration draws as their uniform runs.  `achieved_sparsity` is what the
 # pruning reported (zeros over the weights of every linear layer in the blocks); `ppl_low`/`ppl_high`
 # the 95% t-interval over the windows of that one run.  The detailed runs (seed `seed`, at
 # `sparsity`, unstructured) also measure every layer's reconstruction error, in-sample and held-out,
@@ -123,6 +131,15 @@ for s, pattern in settings:
             rows.append({**r, "seed": s_calib, "nsamples": nsamples})
             if detailed:
                 reports[(meth, s, pattern)] = rep
+for s in owl_sparsities:  # OWL's per-block allocation, on the same calibration draws as the uniform runs
+    if s not in [s_ for s_, p_ in settings if not p_]:
+        raise ParameterError(f"parameter 'owl_sparsities': {s} is not one of the unstructured sparsities compared "
+                             f"({sorted(set(sweep_sparsities) | {sparsity})}): OWL is compared with the uniform run")
+    for meth in owl_methods:
+        for s_calib in calib_seeds:
+            r, _ = run_setting(model, meth, sparsity=s, allocation="owl", owl_m=owl_m, owl_lambda=owl_lambda,
+                               **{**common, "calib": calib_of[s_calib]}, measure_error=False)
+            rows.append({**r, "seed": s_calib, "nsamples": nsamples})
 runs = pd.DataFrame(rows)
 runs[["method", "seed", "sparsity", "nm", "achieved_sparsity", "perplexity", "ppl_low", "ppl_high", "mean_rel_error", "prune_s"] +
      [c for c in ("mean_heldout_rel_error", "acc", "acc_norm") if c in runs]].round(4)
@@ -251,7 +268,8 @@ write_results(results_path, {
     "notebook": "SparseGPT_one_shot",
     "parameters": {"profile": profile, "model": model, "calib_corpus": calib_corpus, "eval_corpus": eval_corpus, "nsamples": nsamples,
                    "seqlen": seqlen, "seed": seed, "calib_seeds": calib_seeds, "methods": methods, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
-                   "sweep_sparsities": sweep_sparsities, "ffn_keep": ffn_keep, "eval_seqlen": eval_seqlen,
+                   "sweep_sparsities": sweep_sparsities, "owl_sparsities": owl_sparsities, "owl_methods": owl_methods,
+                   "owl_m": owl_m, "owl_lambda": owl_lambda, "ffn_keep": ffn_keep, "eval_seqlen": eval_seqlen,
                    "eval_windows": eval_windows, "mcq_set": mcq_set, "mcq_n": mcq_n, "heldout_windows": heldout_windows,
                    "budget_corpus": budget_corpus, "budget_seqlen": budget_seqlen, "budget_nsamples": budget_nsamples,
                    "budget_seeds": budget_seeds, "forward_dtype": forward_dtype, "device": device},

@@ -261,6 +261,14 @@ def check_dtype(dtype, name: str = "forward_dtype") -> torch.dtype | None:
                      f"got {dtype!r}")
 
 
+def resolve_forward_dtype(forward_dtype, device: torch.device) -> torch.dtype | None:
+    """``"auto"``: bfloat16 on a CUDA device that supports it, else ``None`` (the model's own dtype);
+    anything else as ``check_dtype`` reads it."""
+    if isinstance(forward_dtype, str) and forward_dtype.strip().lower() == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return check_dtype(forward_dtype)
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Mixed precision for the block forwards: ``torch.autocast`` to ``dtype`` on ``device`` (weights
     stay in their own dtype; matmuls run in ``dtype``), or nothing when ``dtype`` is None or fp32."""

@@ -23,6 +23,13 @@ def _check_method(v):
         raise ParameterError(f"parameter 'method(s)': {e}") from None
 
 
+def _check_positive_number(name):
+    def check(v):
+        if not v > 0:
+            raise ParameterError(f"parameter {name!r} = {v!r}: must be > 0")
+    return check
+
+
 def _check_positive(name):
     def check(v):
         if not v > 0:
@@ -52,6 +59,10 @@ SPEC = {
     "methods": List(Str(check=_check_method), min_len=1, help="one-shot methods compared across sparsities "
                     "(names in minilib.prune.methods.METHODS)"),
     "method": Str(check=_check_method, help="method of the detailed runs; one of methods"),
+    "owl_sparsities": List(Fraction(), help="target sparsities pruned with OWL's per-block allocation; [] = none"),
+    "owl_methods": List(Str(check=_check_method), help="methods run at OWL's allocation (each against its uniform run)"),
+    "owl_m": Float(0.0, check=_check_positive_number("owl_m"), help="OWL's outlier threshold M (x the mean score)"),
+    "owl_lambda": Float(0.0, 1.0, help="OWL's lambda: the largest deviation of a block's sparsity from the target"),
     "sparsity": Fraction(),
     "nm": Str(check=_check_nm, help="N:M pattern such as '2:4', '' to skip"),
     "wbits": Int(2, 16),
@@ -69,7 +80,8 @@ SPEC = {
     "forward_dtype": Str(check=_check_dtype, help="'' (model dtype), 'auto' (bf16 on CUDA), 'bfloat16', 'float16'"),
 }
 PROFILES = {
-    "test": dict(model="tiny-llama", nsamples=4, seqlen=64, calib_seeds=[0, 1], sweep_sparsities=[0.5], eval_seqlen=64, eval_windows=4,
+    "test": dict(model="tiny-llama", nsamples=4, seqlen=64, calib_seeds=[0, 1], sweep_sparsities=[0.5], owl_sparsities=[0.5],
+                 eval_seqlen=64, eval_windows=4,
                  mcq_set="sciq", mcq_n=4, heldout_windows=2, budget_corpus="c4", budget_seqlen=64, budget_nsamples=[4],
                  budget_seeds=[0, 1]),
     # default: sized so that the method comparisons can be resolved on 2 CPU cores.  Every SparseGPT /
@@ -85,8 +97,10 @@ PROFILES = {
     # pruning at 32 x 128 calibration tokens 34 s and SparseGPT's 50 s; with 37 evaluations and 24
     # calibrated prunings the 256/128-token sizes came to about an hour alone, these to about half.
     # ARC-Easy (60 items) for the detailed runs.
+    # OWL at 70% only: the sparsity of its headline claim (LLaMA-7B: Wanda 85.8 -> 24.6, SparseGPT 26.3
+    # -> 19.5); 6 prunings more.
     "default": dict(model="smollm2-135m", nsamples=32, seqlen=64, calib_seeds=[0, 1, 2],
-                    sweep_sparsities=[0.5, 0.7], eval_seqlen=128, eval_windows=32, mcq_set="arc_easy", mcq_n=60,
+                    sweep_sparsities=[0.5, 0.7], owl_sparsities=[0.7], eval_seqlen=128, eval_windows=32, mcq_set="arc_easy", mcq_n=60,
                     heldout_windows=8, budget_corpus="c4", budget_seqlen=64, budget_nsamples=[24, 32, 128],
                     budget_seeds=[0, 1, 2]),
     # paper: SparseGPT calibrates on 128 random 2,048-token windows of C4; the embedded C4's calib split
@@ -94,7 +108,7 @@ PROFILES = {
     # (python -m minilib.profiles.plan).  32 windows (65k tokens) repeat 19% in expectation; the budget
     # sweep reaches the paper's 128 x 2,048 with distinct windows of c4+wiki (175 of them).
     "paper": dict(model=HubOr("facebook/opt-125m", "smollm2-135m"), nsamples=32, seqlen=2048, calib_seeds=[0, 1, 2],
-                  sweep_sparsities=[0.5, 0.6, 0.7, 0.8], eval_seqlen=2048, eval_windows=0, mcq_set="sciq", mcq_n=0,
+                  sweep_sparsities=[0.5, 0.6, 0.7, 0.8], owl_sparsities=[0.6, 0.7], eval_seqlen=2048, eval_windows=0, mcq_set="sciq", mcq_n=0,
                   heldout_windows=8, budget_corpus="c4+wiki", budget_seqlen=2048,
                   budget_nsamples=[8, 16, 32, 64, 128], budget_seeds=[0, 1, 2, 3, 4]),
 }

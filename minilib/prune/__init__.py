@@ -4,6 +4,7 @@
 * ``masks``   -- unstructured, N:M, per-layer neuron budgets, thresholds, vocabulary; ``check_fraction``;
 * ``apply``   -- zero weights, zero/remove neurons, zero rows, remove vocabulary rows;
 * ``sparsegpt`` -- the OBS solver (a ``calib.Hessian`` accumulator with ``prune``), ``quant``;
+* ``allocation`` -- per-block sparsity lists, OWL's outlier-weighted allocation (``owl_sparsities``);
 * ``methods`` -- the one-shot methods, one entry each (score, calibration statistic, options): ``METHODS``;
 * ``oneshot`` -- ``prune_model``: any registered method over the block-by-block pass;
 * ``semistructured`` -- 2:4 weights to PyTorch's semi-structured format (CUDA);
@@ -12,6 +13,8 @@
 Pruned models are saved and loaded with ``minilib.models.save_model`` / ``load_model``.
 """
 
+from minilib.prune.allocation import (Allocation, check_layer_sparsities, implied_sparsity, owl_from_ratios,
+                                      owl_sparsities)
 from minilib.prune.apply import (PartialPruneError, remove_neurons, remove_vocab, zero_neurons, zero_rows,
                                  zero_weights)
 from minilib.prune.masks import (DEFAULT_SPARSITY, SparsityError, check_fraction, check_nm, check_ratio,
@@ -28,7 +31,8 @@ from minilib.prune.scores import (score_magnitude, score_neurons_anatomy, score_
 from minilib.prune.semistructured import to_semi_structured
 from minilib.prune.sparsegpt import HessianError, SparseGPT, check_percdamp
 
-__all__ = ["PartialPruneError", "remove_neurons", "remove_vocab", "zero_neurons", "zero_rows", "zero_weights",
+__all__ = ["Allocation", "check_layer_sparsities", "implied_sparsity", "owl_from_ratios", "owl_sparsities",
+           "PartialPruneError", "remove_neurons", "remove_vocab", "zero_neurons", "zero_rows", "zero_weights",
            "DEFAULT_SPARSITY", "SparsityError", "check_fraction", "check_nm", "check_ratio", "check_sparsity",
            "check_sparsity_nm", "check_threshold", "is_nm",
            "layer_budgets", "layer_profile", "mask_neuron_weights", "mask_neurons", "mask_nm", "mask_smallest", "mask_threshold",

@@ -48,12 +48,13 @@ import torch
 from torch import nn
 
 from minilib.calib.accumulators import HESSIAN_PRECISIONS, Hessian, InputSqNorms, LastBatch
-from minilib.calib.passes import (BlockStep, CalibrationError, check_dtype, check_windows, key,
+from minilib.calib.passes import (BlockStep, CalibrationError, check_windows, key, resolve_forward_dtype,
                                   sequential_pass)
 from minilib.data.corpora import check_count
 from minilib.device import Timer, model_device, resolve_device
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import in_features, weight_oi
+from minilib.prune.allocation import check_layer_sparsities, implied_sparsity, is_layer_list
 from minilib.prune.apply import PartialPruneError, zero_weights
 from minilib.prune.masks import (SparsityError, check_nm, check_sparsity_nm, mask_nm,
                                  mask_unstructured, parse_nm)
@@ -76,19 +77,17 @@ def score_mask(method: Method | str, w: torch.Tensor, stat: torch.Tensor | None,
     return mask_unstructured(score, sparsity, per=per)
 
 
-def resolve_forward_dtype(forward_dtype, device: torch.device) -> torch.dtype | None:
-    """``"auto"``: bfloat16 on a CUDA device that supports it, else ``None`` (the model's own dtype);
-    anything else as ``minilib.calib.passes.check_dtype`` reads it."""
-    if isinstance(forward_dtype, str) and forward_dtype.strip().lower() == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return check_dtype(forward_dtype)
-
-
 def _validate(model, adapter, method: Method, sparsity, nm, wbits, calib, needs_calib, masks, heldout=None,
-              batch_size=8, hessian_precision="fp32") -> float:
+              batch_size=8, hessian_precision="fp32") -> list[float]:
     """Every argument checked before anything runs (the method's options by ``resolve_options``);
-    returns the sparsity that will be pruned."""
-    eff_sparsity = check_sparsity_nm(sparsity, nm)
+    returns the sparsity each block will be pruned to."""
+    if is_layer_list(sparsity):
+        if nm is not None:
+            raise SparsityError(f"a per-block sparsity list cannot be combined with nm={nm[0]}:{nm[1]}: an N:M "
+                                "pattern prunes exactly N/M of every layer")
+        eff_sparsity = check_layer_sparsities(sparsity, adapter.n_blocks(model))
+    else:
+        eff_sparsity = [check_sparsity_nm(sparsity, nm)] * adapter.n_blocks(model)
     if nm is not None:
         for bi, block in enumerate(adapter.blocks(model)):
             for name, layer in adapter.linear_layers(block).items():
@@ -172,7 +171,10 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
     elsewhere, for measuring).  ``offload``: keep the activations between blocks on the CPU
     (for calibration sets that do not fit on the GPU beside one block).
 
-    ``sparsity`` must lie in [0, 1) whether or not ``nm`` is given; with ``nm`` the pattern prunes
+    ``sparsity``: one number, or a per-block list (one number per block, e.g. from
+    ``minilib.prune.owl_sparsities``; unstructured only), the report's target then holding the list
+    (``layer_sparsity``) and the overall sparsity it implies (``sparsity``).  Each must lie in [0, 1)
+    whether or not ``nm`` is given; with ``nm`` the pattern prunes
     exactly N/M, so ``sparsity`` must be left out (``None``) or equal N/M (else ``SparsityError``);
     with neither, ``DEFAULT_SPARSITY`` (0.5).
     ``percdamp`` lies in [0, 1); ``blocksize`` and ``batch_size`` are integers >= 1.  Every argument
@@ -194,8 +196,10 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
         measure_error = method.solver and calib is not None
     needs_calib = method.calibrated or bool(measure_error) or heldout is not None
     masks = dict(masks or {})
-    eff_sparsity = _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout,
-                             batch_size, hessian_precision)
+    block_sparsity = _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout,
+                               batch_size, hessian_precision)
+    per_block = is_layer_list(sparsity)
+    eff_sparsity = implied_sparsity(model, block_sparsity) if per_block else block_sparsity[0]
     dev = resolve_device(device)
     forward_dtype = resolve_forward_dtype(forward_dtype, dev)
     timer = Timer(dev)
@@ -209,10 +213,10 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
     try:
         with timer("total_s"):
             if not needs_calib:  # magnitude without calibration: no forward pass at all
-                _prune_by_weights(model, adapter, method, options, eff_sparsity, nm, wbits, masks, dev, timer, rows,
+                _prune_by_weights(model, adapter, method, options, block_sparsity, nm, wbits, masks, dev, timer, rows,
                                   progress, touched)
             else:
-                opts = dict(method=method, options=options, sparsity=eff_sparsity, nm=nm, wbits=wbits,
+                opts = dict(method=method, options=options, sparsity=block_sparsity, nm=nm, wbits=wbits,
                             measure_error=bool(measure_error), masks=masks, precision=hessian_precision, rows=rows,
                             touched=touched)
                 sequential_pass(model, calib, lambda step: _prune_block(step, **opts), dev, batch_size, timer=timer,
@@ -239,6 +243,8 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
     if dev.type == "cuda":
         timings["peak_cuda_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
     target = {"nm": f"{nm[0]}:{nm[1]}"} if nm else {"sparsity": eff_sparsity}
+    if per_block:
+        target["layer_sparsity"] = list(block_sparsity)
     if wbits < 16:
         target["wbits"] = wbits
     if masks:
@@ -269,7 +275,7 @@ def _prune_by_weights(model, adapter, method, options, sparsity, nm, wbits, mask
                 with timer("solve_s"):
                     mask = masks.get(k)
                     if mask is None:
-                        mask = score_mask(method, weight_oi(layer).float(), None, sparsity, nm, k, options)
+                        mask = score_mask(method, weight_oi(layer).float(), None, sparsity[bi], nm, k, options)
                     touched.add(bi)
                     w_old, w_new = zero_weights(layer, mask.to(dev), wbits)
                 rows.append({"block": bi, "group": name, **reconstruction_stats(name, w_old, w_new)})
@@ -280,6 +286,7 @@ def _prune_by_weights(model, adapter, method, options, sparsity, nm, wbits, mask
 def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, measure_error, masks, precision, rows,
                  touched):
     bi, layers = step.index, step.linear_keys()
+    sparsity = sparsity[bi]  # this block's
     full = method.statistic == "hessian" or measure_error  # the full X X^T per input
     groups, first = input_groups(step)
     dev = step.device or step.inputs[0].device

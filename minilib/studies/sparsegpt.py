@@ -1,6 +1,10 @@
-"""The SparseGPT study: one-shot pruning (magnitude, Wanda, SparseGPT), N:M, joint quantization,
-composition with structured FFN-neuron removal, held-out reconstruction errors and a
-calibration-budget sweep.
+"""The SparseGPT study: one-shot pruning (the methods of ``minilib.prune.methods``: magnitude, Wanda,
+RIA, SparseGPT), uniform or OWL per-block sparsity, N:M, joint quantization, composition with
+structured FFN-neuron removal, held-out reconstruction errors and a calibration-budget sweep.
+
+A run's ``method`` is the registry name, with ``+owl`` appended when its per-block sparsities came from
+OWL's allocation (``run_setting(..., allocation="owl")``): ``wanda+owl`` is Wanda's score at OWL's
+sparsities.
 
 * ``run_setting`` is one experiment -- load, (shrink FFNs), prune, evaluate -> one tidy row with the
   perplexity, its 95% t-interval over the evaluation windows and the NLL of every window (so
@@ -37,12 +41,36 @@ from minilib.models import load
 from minilib.models.adapters import Adapter, adapter_for
 from minilib.prune.apply import remove_neurons
 from minilib.prune.masks import parse_nm
+from minilib.prune.allocation import owl_sparsities
+from minilib.prune.methods import METHODS
 from minilib.prune.oneshot import prune_model
 from minilib.prune.report import PruneReport
 from minilib.prune.scores import score_neurons_maxprod
 from minilib.stats import bootstrap_ci, t_interval
 
 NOTEBOOK = "SparseGPT_one_shot"
+ALLOCATIONS = ("uniform", "owl")
+
+
+def split_method(name: str) -> tuple[str, str]:
+    """``"wanda+owl"`` -> ``("wanda", "owl")``; ``"wanda"`` -> ``("wanda", "uniform")``."""
+    base, _, alloc = str(name).partition("+")
+    return base, alloc or "uniform"
+
+
+def method_label(name: str) -> str:
+    """A run's method for tables and figures: the registry's label, ``+ OWL`` for OWL allocations."""
+    base, alloc = split_method(name)
+    lab = METHODS[base].label if base in METHODS else base
+    return lab if alloc == "uniform" else f"{lab} + {alloc.upper()}"
+
+
+def is_calibrated(name: str) -> bool:
+    """Whether a run's method needs calibration (so that it is replicated over calibration seeds)."""
+    base, alloc = split_method(name)
+    if base == "dense":
+        return False
+    return alloc != "uniform" or (METHODS[base].calibrated if base in METHODS else base != "magnitude")
 
 
 @torch.no_grad()
@@ -114,16 +142,26 @@ def budget_windows(pool: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 def run_setting(model_name: str, method: str | None, test_ids: torch.Tensor, calib: torch.Tensor | None = None,
                 sparsity: float = 0.5, nm: str | tuple | None = None, wbits: int = 16, ffn_keep: float | None = None,
                 eval_seqlen: int = 512, eval_windows: int | None = 8, mcq_items=None, device: str = "auto",
+                allocation: str = "uniform", owl_m: float = 5.0, owl_lambda: float = 0.08,
                 **prune_kwargs) -> tuple[dict, PruneReport | None]:
     """Prune a fresh copy of ``model_name`` with ``method`` (``None``: dense) and evaluate it.
+
+    ``allocation="owl"``: the per-block sparsities of OWL (``minilib.prune.owl_sparsities`` with
+    ``owl_m``, ``owl_lambda``, on the same calibration windows, timed with the pruning) for the target
+    ``sparsity``; the row's method is then ``<method>+owl`` and it records ``layer_sparsity``.
 
     Returns a row ``{method, sparsity, nm, wbits, ffn_keep, perplexity, ppl_low, ppl_high, nll (per
     window), eval_windows, eval_seqlen, achieved_sparsity, mean_rel_error, [mean_heldout_rel_error],
     params, nonzeros, prune_s, [acc, acc_norm, mcq_n]}`` and the ``PruneReport``.  Extra keyword
     arguments go to ``prune_model`` (e.g. ``heldout=``, ``measure_error=``, ``forward_dtype=``)."""
-    model, tokenizer, _ = load(model_name, device=device)
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
     nm = parse_nm(nm)
-    row = {"method": method or "dense", "sparsity": (nm[0] / nm[1] if nm else sparsity) if method else 0.0,
+    if allocation != "uniform" and (not method or nm or calib is None):
+        raise ValueError(f"allocation={allocation!r} needs a method, calibration windows and unstructured sparsity "
+                         f"(got method={method!r}, nm={nm}, calib={'given' if calib is not None else None})")
+    model, tokenizer, _ = load(model_name, device=device)
+    row = {"method": (method if allocation == "uniform" else f"{method}+{allocation}") if method else "dense", "sparsity": (nm[0] / nm[1] if nm else sparsity) if method else 0.0,
            "nm": f"{nm[0]}:{nm[1]}" if nm and method else "", "wbits": wbits if method else 16,
            "ffn_keep": ffn_keep or 1.0}
     if ffn_keep:
@@ -132,7 +170,13 @@ def run_setting(model_name: str, method: str | None, test_ids: torch.Tensor, cal
     timer = Timer(resolve_device(device))
     with timer("prune_s"):
         if method:
-            report = prune_model(model, method, None if nm else sparsity, nm=nm, wbits=wbits, calib=calib, device=device,
+            target = None if nm else sparsity
+            if allocation == "owl":
+                alloc = owl_sparsities(model, calib, sparsity, m=owl_m, lam=owl_lambda, device=device,
+                                       forward_dtype=prune_kwargs.get("forward_dtype"))
+                target = alloc.sparsities
+                row.update(layer_sparsity=alloc.sparsities, outlier_ratios=alloc.outlier_ratios)
+            report = prune_model(model, method, target, nm=nm, wbits=wbits, calib=calib, device=device,
                                  **prune_kwargs)
     if report is not None:
         row.update(achieved_sparsity=report.overall["sparsity"], mean_rel_error=report.overall["mean_rel_error"])
@@ -311,8 +355,9 @@ def budget_summary(budget: pd.DataFrame) -> pd.DataFrame:
 
 # the comparisons of the verdict block, ``(a, b)`` = "a against b", each made where both methods ran: the
 # solver against the best score method, the score methods against the one without calibration, RIA
-# against the method it refines
-COMPARISONS = (("sparsegpt", "wanda"), ("wanda", "magnitude"), ("ria", "wanda"))
+# against the method it refines, OWL's allocation against the uniform one for the same method
+COMPARISONS = (("sparsegpt", "wanda"), ("wanda", "magnitude"), ("ria", "wanda"), ("wanda+owl", "wanda"),
+               ("sparsegpt+owl", "sparsegpt"))
 
 
 def verdict_block(runs: pd.DataFrame, budget: pd.DataFrame | None = None) -> list[dict]:

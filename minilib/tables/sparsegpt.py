@@ -10,17 +10,12 @@ import pandas as pd
 
 from minilib.prune.methods import METHODS
 from minilib.stats import describe, wilson_interval
-from minilib.studies.sparsegpt import (NOTEBOOK, budget_summary, error_summary, setting_label, setting_summary,
-                                       verdict_block)
+from minilib.studies.sparsegpt import (NOTEBOOK, budget_summary, error_summary, is_calibrated, method_label,
+                                       setting_label, setting_summary, split_method, verdict_block)
 from minilib.tables.common import ResultsMissing, ci, load, num, or_missing
 
-def label(name: str) -> str:
-    """A method's name for tables (the registry's label; a name no longer registered as it is)."""
-    return METHODS[name].label if name in METHODS else name
-
-
-def _calibrated(name: str) -> bool:
-    return METHODS[name].calibrated if name in METHODS else name != "magnitude"
+label = method_label
+_calibrated = is_calibrated
 
 
 def run_methods(res: dict, runs: pd.DataFrame) -> list[str]:
@@ -30,7 +25,10 @@ def run_methods(res: dict, runs: pd.DataFrame) -> list[str]:
     present = [m for m in dict.fromkeys(runs.method) if m != "dense"]
     order = list(res["parameters"].get("methods") or METHODS)
     found = [m for m in order if m in present] + [m for m in present if m not in order]
-    return sorted(found, key=lambda m: (not (m in METHODS and METHODS[m].solver), not _calibrated(m)))
+    def key(m):
+        base, alloc = split_method(m)
+        return not (base in METHODS and METHODS[base].solver), not _calibrated(base), alloc != "uniform"
+    return sorted(found, key=key)
 
 
 def _records(res: dict, kind: str, need: tuple = ()) -> pd.DataFrame:

@@ -162,3 +162,41 @@ def test_budget_sweep_reuses_runs(monkeypatch):
     assert ("wanda", 8) not in calls and len(calls) == 3
     hit = [r for r in out if r["budget"] == 8 and r["method"] == "wanda"][0]
     assert hit["reused"] and hit["perplexity"] == 2.0 and hit["tokens"] == 32
+
+
+def test_owl_runs_are_named_labelled_and_compared_with_their_uniform_run():
+    assert study.split_method("wanda+owl") == ("wanda", "owl") and study.split_method("ria") == ("ria", "uniform")
+    assert study.method_label("sparsegpt+owl") == "SparseGPT + OWL" and study.method_label("ria") == "RIA"
+    assert study.is_calibrated("wanda+owl") and not study.is_calibrated("magnitude")
+    assert not study.is_calibrated("dense") and study.is_calibrated("magnitude+owl")
+    rows = [_run("dense", np.full(16, 250.0))] + _seeded(-0.05, s=0.7)
+    rng = np.random.default_rng(3)
+    for r in [r for r in rows if r["method"] == "wanda"]:   # OWL 20% better than uniform Wanda, per seed
+        rows.append({**r, "method": "wanda+owl", "nll": list(np.asarray(r["nll"]) * (0.8 + rng.normal(0, 0.005))),
+                     "perplexity": r["perplexity"] ** 0.8})
+    block = study.verdict_block(pd.DataFrame(rows))
+    owl = [e for e in block if e["a"] == "wanda+owl"]
+    assert len(owl) == 1 and owl[0]["b"] == "wanda" and owl[0]["outcome"] == "a lower"
+    assert owl[0]["seeds"].family == 2 * len(block)   # in the same Holm family as the other comparisons
+
+
+def test_run_setting_refuses_an_allocation_it_cannot_honour():
+    ids = torch.arange(100)
+    with pytest.raises(ValueError, match=r"allocation must be one of \('uniform', 'owl'\)"):
+        study.run_setting("tiny-llama", "wanda", ids, calib=ids[:64].view(1, 64), allocation="owl2")
+    with pytest.raises(ValueError, match="allocation='owl' needs a method, calibration windows and unstructured"):
+        study.run_setting("tiny-llama", "wanda", ids, calib=ids[:64].view(1, 64), nm="2:4", allocation="owl")
+    with pytest.raises(ValueError, match="allocation='owl' needs"):
+        study.run_setting("tiny-llama", "wanda", ids, calib=None, allocation="owl")
+
+
+def test_run_setting_with_owl_records_the_allocation():
+    m, tok, _ = load("tiny-llama")
+    ids = torch.randint(0, 1000, (2000,), generator=torch.Generator().manual_seed(0))
+    calib = ids[:512].view(8, 64)
+    row, rep = study.run_setting("tiny-llama", "wanda", ids[512:], calib=calib, sparsity=0.6, allocation="owl",
+                                 owl_lambda=0.05, eval_seqlen=64, eval_windows=4, device="cpu")
+    assert row["method"] == "wanda+owl" and len(row["layer_sparsity"]) == 2
+    assert np.mean(row["layer_sparsity"]) == pytest.approx(0.6)
+    assert rep.target["layer_sparsity"] == row["layer_sparsity"]
+    assert row["achieved_sparsity"] == pytest.approx(0.6, abs=0.02)
