@@ -11,13 +11,17 @@ Statistics (what the block-by-block pass accumulates per distinct layer input):
 
 * ``none``           -- nothing: the weights alone decide (no calibration windows needed);
 * ``input_sq_norms`` -- ``sum over tokens of x_j**2`` per input column (``calib.InputSqNorms``);
+* ``input_moments``  -- ``input_sq_norms`` plus each column's mean and variance (``calib.InputMoments``;
+  DSnoT's expected reconstruction error);
 * ``hessian``        -- the full ``X X^T`` (``calib.Hessian``); a method with no ``score`` is a
   *solver* that chooses its mask and reconstructs the weights from it (SparseGPT's OBS).
 
 A score method returns one score per weight (higher = kept longer) from ``score(w, stat, **options)``,
 and the lowest are pruned either per layer (``compare="layer"``) or per output row (``"row"``; the
 method's option ``compare`` overrides it where it declares one).  N:M patterns compare within each
-group of ``m`` inputs whatever ``compare`` says.
+group of ``m`` inputs whatever ``compare`` says.  A method with a ``refine`` step then changes that
+mask (``refine(w, mask, scores, stat, **options)``; DSnoT's swaps), unstructured only.  Each option
+says which step reads it (``stage``: ``score``, ``mask`` or ``refine``).
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from typing import Any, Callable
 import torch
 
 from minilib.data.corpora import check_count
+from minilib.prune.dsnot import refine_dsnot, score_dsnot
 from minilib.prune.scores import score_magnitude, score_ria, score_wanda
 from minilib.prune.sparsegpt import check_percdamp
 
-STATISTICS = ("none", "input_sq_norms", "hessian")
+STATISTICS = ("none", "input_sq_norms", "input_moments", "hessian")
 COMPARES = ("layer", "row")
+STAGES = ("score", "mask", "refine")
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Option:
     default: Any
     check: Callable[[str, Any], Any]  # (name, value) -> the value to use
     help: str
+    stage: str = "score"              # which step reads it: the score, the mask (``compare``), the refinement
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class Method:
     score: Callable[..., torch.Tensor] | None = None  # (w [out, in], stat | None, **options) -> scores; None: solver
     compare: str = "layer"        # where the lowest scores are pruned: per "layer" or per output "row"
     options: dict[str, Option] = field(default_factory=dict)
+    refine: Callable[..., torch.Tensor] | None = None  # (w, mask, scores, stat, **options) -> mask
+    refine_skip: Callable[[str, dict], bool] | None = None  # (part of the block, options) -> leave this layer alone
 
     def __post_init__(self):
         if self.statistic not in STATISTICS:
@@ -64,11 +73,19 @@ class Method:
             raise ValueError(f"method {self.name!r}: compare must be one of {COMPARES}, got {self.compare!r}")
         if self.score is None and self.statistic != "hessian":
             raise ValueError(f"method {self.name!r} has no score: only a solver over the Hessian may go without one")
+        for k, o in self.options.items():
+            if o.stage not in STAGES:
+                raise ValueError(f"method {self.name!r}, option {k!r}: stage must be one of {STAGES}, got {o.stage!r}")
 
     @property
     def calibrated(self) -> bool:
         """Whether the method needs calibration windows."""
         return self.statistic != "none"
+
+    @property
+    def supports_nm(self) -> bool:
+        """Whether the method prunes N:M patterns (a refinement step works on unstructured masks only)."""
+        return self.refine is None
 
     @property
     def solver(self) -> bool:
@@ -93,10 +110,28 @@ class Method:
                 raise type(e)(f"method {self.name!r}: {e}") from None
         return out
 
+    def stage_options(self, options: dict, stage: str) -> dict:
+        """The resolved ``options`` that one step (``score``, ``mask``, ``refine``) reads."""
+        return {k: v for k, v in options.items() if self.options[k].stage == stage}
+
 
 # --- option checks ----------------------------------------------------------------------------------
 
 def _exponent(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+def _choice(*allowed):
+    def check(name, v):
+        if v not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {v!r}")
+        return v
+    return check
+
+
+def _nonneg(name, v):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     return float(v)
@@ -141,7 +176,21 @@ register(Method("ria", "RIA", "input_sq_norms", "Zhang et al., 2024",
                 "(|W_ij| / sum_k |W_kj| + |W_ij| / sum_k |W_ik|) * ||X_j||^a, lowest per layer",
                 score=score_ria, compare="layer",
                 options={"a": Option(0.5, _exponent, "exponent of the input norm"),
-                         "compare": Option("layer", _compare, "prune the lowest per 'layer' or per output 'row'")}))
+                         "compare": Option("layer", _compare, "prune the lowest per 'layer' or per output 'row'",
+                                           stage="mask")}))
+register(Method("dsnot", "DSnoT", "input_moments", "Zhang et al., 2024",
+                "Wanda's (or |W|'s) per-row mask, then swaps that shrink each row's expected error",
+                score=score_dsnot, compare="row",
+                refine=refine_dsnot, refine_skip=lambda part, o: o["skip"] == part,
+                options={"initial": Option("wanda", _choice("wanda", "magnitude"), "the mask refined"),
+                         "max_cycles": Option(50, lambda k, v: check_count(v, k, minimum=0), "swaps per row, at most",
+                                              stage="refine"),
+                         "threshold": Option(0.1, _nonneg, "a row stops once its |expected error| is below it",
+                                             stage="refine"),
+                         "var_power": Option(1.0, _nonneg, "regrow by contribution / variance ** var_power",
+                                             stage="refine"),
+                         "skip": Option("ffn", _choice("ffn", "attention", "none"),
+                                        "layers left at the initial mask (the authors skip the FFN)", stage="mask")}))
 register(Method("sparsegpt", "SparseGPT", "hessian", "Frantar & Alistarh, 2023",
                 "OBS: mask by w^2 / [H^-1]_jj^2 per lazy block, the rest reconstructed",
                 options={"blocksize": Option(128, lambda k, v: check_count(v, k), "columns per lazy block"),

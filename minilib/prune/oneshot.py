@@ -1,5 +1,5 @@
 """One-shot pruning of every linear layer of every block by any method of ``minilib.prune.methods``
-(magnitude, Wanda, RIA, SparseGPT).
+(magnitude, Wanda, RIA, DSnoT, SparseGPT).
 
     report = prune_model(model, "sparsegpt", sparsity=0.5, calib=windows)        # unstructured 50%
     report = prune_model(model, "wanda", nm=(2, 4), calib=windows)               # 2 zeros in every 4
@@ -18,8 +18,8 @@ calibration batches run through it with hooks feeding one accumulator per distin
 and the block is rerun for the next block's inputs.  Only one block is on ``device`` at a time.
 
 Methods are the entries of ``minilib.prune.methods.METHODS``: ``magnitude`` (|W| per layer),
-``wanda`` (|W|·||X|| per output row), ``ria`` (relative importance times activations), ``sparsegpt``
-(OBS reconstruction); the entry says which calibration statistic the pass accumulates and which
+``wanda`` (|W|·||X|| per output row), ``ria`` (relative importance times activations), ``dsnot``
+(Wanda's mask refined by swaps, unstructured only), ``sparsegpt`` (OBS reconstruction); the entry says which calibration statistic the pass accumulates and which
 options the method takes (``options=``; SparseGPT's ``blocksize``/``percdamp`` may also be given as
 keywords).  Each prunes unstructured at ``sparsity`` in [0, 1) or N:M (``nm=(n, m)``: ``n`` zeros in
 each ``m`` consecutive inputs; ``sparsity`` must then be left at its default or equal ``n / m``).
@@ -47,7 +47,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from minilib.calib.accumulators import HESSIAN_PRECISIONS, Hessian, InputSqNorms, LastBatch
+from minilib.calib.accumulators import (HESSIAN_PRECISIONS, Hessian, HessianMoments, InputMoments, InputSqNorms,
+                                        LastBatch)
 from minilib.calib.passes import (BlockStep, CalibrationError, check_windows, key, resolve_forward_dtype,
                                   sequential_pass)
 from minilib.data.corpora import check_count
@@ -59,28 +60,49 @@ from minilib.prune.apply import PartialPruneError, zero_weights
 from minilib.prune.masks import (SparsityError, check_nm, check_sparsity_nm, mask_nm,
                                  mask_unstructured, parse_nm)
 from minilib.prune.quant import check_wbits
+from minilib.prune.dsnot import Moments
 from minilib.prune.methods import Method, get_method
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
 from minilib.prune.sparsegpt import SparseGPT, heldout_stats
 
 
-def score_mask(method: Method | str, w: torch.Tensor, stat: torch.Tensor | None, sparsity: float,
-               nm: tuple[int, int] | None, name: str, options: dict | None = None) -> torch.Tensor:
-    """The prune mask of one layer by a score method (``method.score`` with its ``options``), compared
-    per layer or per output row as the method (or its ``compare`` option) says, or within N:M groups."""
+def score_mask(method: Method | str, w: torch.Tensor, stat, sparsity: float, nm: tuple[int, int] | None, name: str,
+               options: dict | None = None, part: str | None = None) -> torch.Tensor:
+    """The prune mask of one layer by a score method (``method.score`` with its score options), compared
+    per layer or per output row as the method (or its ``compare`` option) says, or within N:M groups;
+    then the method's ``refine`` step, unless it skips this ``part`` of the block (``"ffn"``,
+    ``"attention"`` or ``None``)."""
     method = get_method(method)
     opts = method.resolve_options(options)
-    per = opts.pop("compare", method.compare)
-    score = method.score(w, stat, **opts)
+    mask_opts = method.stage_options(opts, "mask")
+    score = method.score(w, stat, **method.stage_options(opts, "score"))
     if nm:
         return mask_nm(score, nm[0], nm[1], name)
-    return mask_unstructured(score, sparsity, per=per)
+    mask = mask_unstructured(score, sparsity, per=mask_opts.get("compare", method.compare))
+    if method.refine is not None and not (method.refine_skip and method.refine_skip(part, mask_opts)):
+        mask = method.refine(w, mask, score, stat, **method.stage_options(opts, "refine"))
+    return mask
+
+
+def block_part(adapter, path: str) -> str | None:
+    """``"ffn"``, ``"attention"`` or ``None``: which part of a block the linear layer at ``path`` is in."""
+    if path in {p for p in adapter.ffn_paths.values() if p}:
+        return "ffn"
+    if path in set(adapter.attn_paths.values()):
+        return "attention"
+    return None
+
+
+def _moments(acc, seqlen: int) -> Moments:
+    return Moments(acc.input_sq_norms(), acc.input_mean(), acc.input_var(), seqlen)
 
 
 def _validate(model, adapter, method: Method, sparsity, nm, wbits, calib, needs_calib, masks, heldout=None,
               batch_size=8, hessian_precision="fp32") -> list[float]:
     """Every argument checked before anything runs (the method's options by ``resolve_options``);
     returns the sparsity each block will be pruned to."""
+    if nm is not None and not method.supports_nm:
+        raise SparsityError(f"{method.label} refines unstructured masks only; its N:M variant is not implemented")
     if is_layer_list(sparsity):
         if nm is not None:
             raise SparsityError(f"a per-block sparsity list cannot be combined with nm={nm[0]}:{nm[1]}: an N:M "
@@ -295,6 +317,8 @@ def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, 
         cols = in_features(layers[g[0]])
         if method.solver:
             accs[g[0]] = SparseGPT({k: layers[k] for k in g}, dev, precision)
+        elif method.statistic == "input_moments":
+            accs[g[0]] = HessianMoments(cols, dev, precision) if full else InputMoments(cols, dev)
         else:
             accs[g[0]] = Hessian(cols, dev, precision) if full else InputSqNorms(cols, dev)
         with step.timer("stats_s"):
@@ -324,11 +348,13 @@ def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, 
                                heldout=ho)
             rows.extend({"block": bi, "group": "+".join(map(name, g)), **s, "layer": name(s["layer"])} for s in st)
         else:
-            stat = acc.input_sq_norms() if method.statistic == "input_sq_norms" else None
+            stat = acc.input_sq_norms() if method.statistic == "input_sq_norms" else \
+                _moments(acc, step.inputs[0].shape[1]) if method.statistic == "input_moments" else None
             for k in g:
                 with step.timer("solve_s"):
                     w = weight_oi(layers[k]).float()
-                    mask = masks[k] if k in masks else score_mask(method, w, stat, sparsity, nm, k, options)
+                    mask = masks[k] if k in masks else score_mask(method, w, stat, sparsity, nm, k, options,
+                                                                  block_part(step.adapter, name(k)))
                     w_old, w_new = zero_weights(layers[k], mask.to(w.device), wbits)
                 row = {"block": bi, "group": "+".join(map(name, g)),
                        **reconstruction_stats(name(k), w_old, w_new, acc.H if measure_error else None, acc.tokens)}

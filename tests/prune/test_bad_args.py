@@ -47,7 +47,10 @@ def _refused(m, err, match, **kwargs):
 
 # --- sparsity together with nm -----------------------------------------------------------------
 
-@pytest.mark.parametrize("method", METHODS)
+NM_METHODS = [m for m in METHODS if METHODS[m].supports_nm]   # DSnoT refines unstructured masks only
+
+
+@pytest.mark.parametrize("method", NM_METHODS)
 @pytest.mark.parametrize("sparsity,nm", [(0.7, "2:4"), (0.3, (2, 4)), (0.0, "2:4"), (0.75, (1, 4)),
                                          (0.4, "4:8"), (0.9, (3, 4))])
 def test_sparsity_that_nm_would_ignore_is_refused(llama, method, sparsity, nm):
@@ -65,7 +68,7 @@ def test_malformed_nm_is_refused(llama, nm):
     _refused(llama.model, SparsityError, "N:M", method="magnitude", nm=nm)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", NM_METHODS)
 @pytest.mark.parametrize("nm,sparsity", [((2, 4), 0.5), ((2, 4), None), ((1, 4), 0.25), ((1, 4), None),
                                          ((4, 8), 0.5)])
 def test_valid_nm_with_sparsity_gives_exact_nm(method, nm, sparsity):
@@ -146,7 +149,7 @@ def test_none_is_the_default_of_a_sparsegpt_option_and_a_batch_size_of_none_is_r
     ("sparsegpt", dict(options={"blocksize": 64}, blocksize=32), "blocksize is given both as a keyword and in options"),
     ("ria", dict(options={"a": -1.0}), r"method 'ria': a must be a finite number >= 0"),
     ("ria", dict(options={"compare": "column"}), r"method 'ria': compare must be one of \('layer', 'row'\)"),
-    ("obs", {}, r"unknown method 'obs'; choose one of \('magnitude', 'wanda', 'ria', 'sparsegpt'"),
+    ("obs", {}, r"unknown method 'obs'; choose one of \('magnitude', 'wanda', 'ria', 'dsnot', 'sparsegpt'"),
 ])
 def test_method_options_are_checked_before_anything_runs(llama, method, kw, match):
     _refused(llama.model, ValueError, match, method=method, **kw)

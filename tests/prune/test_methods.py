@@ -26,7 +26,10 @@ def test_every_entry_is_consistent_and_listed_in_the_docs_table():
         assert m.calibrated == (m.statistic != "none")
         assert f"| `{name}` ({m.label}) | `{m.statistic}` |" in table
         assert m.resolve_options({}) == {k: o.default for k, o in m.options.items()}
-    assert [m for m in METHODS] == ["magnitude", "wanda", "ria", "sparsegpt"]
+    assert [m for m in METHODS] == ["magnitude", "wanda", "ria", "dsnot", "sparsegpt"]
+    assert [m for m, e in METHODS.items() if not e.supports_nm] == ["dsnot"]
+    assert all(set(e.stage_options(e.resolve_options({}), st)) <= set(e.options) for e in METHODS.values()
+               for st in ("score", "mask", "refine"))
 
 
 def test_ria_score_is_the_papers_formula_element_by_element():
