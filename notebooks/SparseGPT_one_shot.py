@@ -55,6 +55,9 @@ budget_corpus = None             # calibration text of the budget sweep (corpora
 budget_seqlen = None             # tokens per calibration window in the budget sweep
 budget_nsamples = None           # calibration budgets (windows) of the sweep; []: no sweep
 budget_seeds = None              # calibration seeds of the sweep
+recovery_steps = None            # recovery fine-tuning steps after one-shot pruning (0: none; default profile: none on CPU)
+recovery_method = "full"         # "full" or "lora"; the pruned zeros are kept either way
+recovery_chunks = None           # held-out 1 kB chunks of eval_corpus's test split for bits per byte before/after
 forward_dtype = "auto"           # block forwards: "auto" (bfloat16 on CUDA, else the model's dtype), "" (model's dtype), "bfloat16", "float16"
 device = "auto"                  # "auto": CUDA when present, else CPU
 results_path = ""                # "": a fresh run folder runs/<notebook>/...; make reproduce passes results/<notebook>.json
@@ -230,6 +233,28 @@ extra[["setting", "params", "nonzeros", "achieved_sparsity", "perplexity", "ppl_
 
 
 # %% [markdown]
+# ## Recovery fine-tuning (when `recovery_steps` > 0)
+#
+# The detailed method at `sparsity` (calibration seed `seed`) is fine-tuned `recovery_steps` steps on
+# the `train` split of `calib_corpus` (`recovery_method`: full or LoRA, `minilib.train.finetune` with
+# every pruned zero kept: it raises if one is lost), and bits per byte are measured on the same
+# `recovery_chunks` held-out chunks of `eval_corpus`'s test split before and after (95% bootstrap
+# over chunks; the gain is paired).  One calibration draw and one fine-tuning seed.
+
+# %%
+if recovery_steps:
+    from minilib.data import corpus_splits
+    from minilib.eval.bytes import split_text, text_chunks
+    sp_ = corpus_splits(tokenizer, calib_corpus)
+    chunks_ = text_chunks(split_text(tokenizer, test_ids), 1024, recovery_chunks)
+    recovery = pd.DataFrame([study.recover(model, method, calib, sp_["train"], sp_["dev"], chunks_, sparsity=sparsity,
+                                           steps=recovery_steps, ft_method=recovery_method, seqlen=eval_seqlen,
+                                           device=device, forward_dtype=forward_dtype or None)])
+else:
+    recovery = pd.DataFrame()
+recovery.round(4)
+
+# %% [markdown]
 # ## Verdicts
 #
 # Every comparison above, decided as one multiple-comparison family (Holm over all of its tests): over
@@ -272,11 +297,13 @@ write_results(results_path, {
                    "owl_m": owl_m, "owl_lambda": owl_lambda, "ffn_keep": ffn_keep, "eval_seqlen": eval_seqlen,
                    "eval_windows": eval_windows, "mcq_set": mcq_set, "mcq_n": mcq_n, "heldout_windows": heldout_windows,
                    "budget_corpus": budget_corpus, "budget_seqlen": budget_seqlen, "budget_nsamples": budget_nsamples,
-                   "budget_seeds": budget_seeds, "forward_dtype": forward_dtype, "device": device},
+                   "budget_seeds": budget_seeds, "recovery_steps": recovery_steps, "recovery_method": recovery_method,
+                   "recovery_chunks": recovery_chunks, "forward_dtype": forward_dtype, "device": device},
     "metrics": metrics,
     "numerics": numerics_record(),  # the kernel pins and threads these numbers were computed with
     "records": [{"kind": "run", **r_} for r_ in runs.to_dict("records")]
                + [{"kind": "composition", **r_} for r_ in extra.to_dict("records")]
                + [{"kind": "layer", **r_} for r_ in layers.drop(columns=["group"], errors="ignore").to_dict("records")]
-               + [{"kind": "budget", **r_} for r_ in budget.to_dict("records")],
+               + [{"kind": "budget", **r_} for r_ in budget.to_dict("records")]
+               + [{"kind": "recovery", **r_} for r_ in recovery.to_dict("records")],
 })

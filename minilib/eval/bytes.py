@@ -81,6 +81,12 @@ def text_chunks(text: str, chunk_bytes: int = 1024, max_chunks: int | None = Non
     return chunks
 
 
+def split_text(tokenizer, ids) -> str:
+    """The text of a token split (decoded by the base tokenizer), without a partial character at
+    either end (a split boundary may fall inside a multi-byte character)."""
+    return tokenizer.decode(ids.tolist() if hasattr(ids, "tolist") else list(ids)).strip("\ufffd")
+
+
 def text_bytes(chunks: list[str]) -> np.ndarray:
     """UTF-8 bytes of each chunk."""
     return np.array([len(c.encode("utf-8", errors="surrogatepass")) for c in chunks], dtype=np.int64)

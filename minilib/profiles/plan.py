@@ -441,7 +441,7 @@ def _plan_sparsegpt(c: _Ctx):
 
 def _plan_contextual(c: _Ctx):
     from minilib.eval.bytes import text_chunks
-    from minilib.studies.contextual import split_text
+    from minilib.eval.bytes import split_text
     P = c.P
     for p in ("seqlen", "eval_seqlen", "ft_seqlen"):
         c.seqlen_fits(p, P[p])

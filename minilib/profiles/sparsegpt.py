@@ -77,11 +77,14 @@ SPEC = {
     "budget_seqlen": Int(2),
     "budget_nsamples": List(Int(1), help="calibration budgets in windows; [] = no budget sweep"),
     "budget_seeds": List(Int(0), help="calibration seeds of the budget sweep"),
+    "recovery_steps": Int(0, help="recovery fine-tuning steps of the detailed method at `sparsity`; 0 = none"),
+    "recovery_method": Str(("full", "lora"), help="recovery fine-tuning: 'full' or 'lora' (masks kept either way)"),
+    "recovery_chunks": Int(1, help="held-out text chunks (1 kB of the eval corpus's test split) for bits per byte"),
     "forward_dtype": Str(check=_check_dtype, help="'' (model dtype), 'auto' (bf16 on CUDA), 'bfloat16', 'float16'"),
 }
 PROFILES = {
     "test": dict(model="tiny-llama", nsamples=4, seqlen=64, calib_seeds=[0, 1], sweep_sparsities=[0.5], owl_sparsities=[0.5],
-                 eval_seqlen=64, eval_windows=4,
+                 recovery_steps=4, recovery_chunks=8, eval_seqlen=64, eval_windows=4,
                  mcq_set="sciq", mcq_n=4, heldout_windows=2, budget_corpus="c4", budget_seqlen=64, budget_nsamples=[4],
                  budget_seeds=[0, 1]),
     # default: sized so that the method comparisons can be resolved on 2 CPU cores.  Every SparseGPT /
@@ -100,7 +103,7 @@ PROFILES = {
     # OWL at 70% only: the sparsity of its headline claim (LLaMA-7B: Wanda 85.8 -> 24.6, SparseGPT 26.3
     # -> 19.5); 6 prunings more.
     "default": dict(model="smollm2-135m", nsamples=32, seqlen=64, calib_seeds=[0, 1, 2],
-                    sweep_sparsities=[0.5, 0.7], owl_sparsities=[0.7], eval_seqlen=128, eval_windows=32, mcq_set="arc_easy", mcq_n=60,
+                    sweep_sparsities=[0.5, 0.7], owl_sparsities=[0.7], recovery_steps=0, recovery_chunks=64, eval_seqlen=128, eval_windows=32, mcq_set="arc_easy", mcq_n=60,
                     heldout_windows=8, budget_corpus="c4", budget_seqlen=64, budget_nsamples=[24, 32, 128],
                     budget_seeds=[0, 1, 2]),
     # paper: SparseGPT calibrates on 128 random 2,048-token windows of C4; the embedded C4's calib split
@@ -108,7 +111,8 @@ PROFILES = {
     # (python -m minilib.profiles.plan).  32 windows (65k tokens) repeat 19% in expectation; the budget
     # sweep reaches the paper's 128 x 2,048 with distinct windows of c4+wiki (175 of them).
     "paper": dict(model=HubOr("facebook/opt-125m", "smollm2-135m"), nsamples=32, seqlen=2048, calib_seeds=[0, 1, 2],
-                  sweep_sparsities=[0.5, 0.6, 0.7, 0.8], owl_sparsities=[0.6, 0.7], eval_seqlen=2048, eval_windows=0, mcq_set="sciq", mcq_n=0,
+                  sweep_sparsities=[0.5, 0.6, 0.7, 0.8], owl_sparsities=[0.6, 0.7], recovery_steps=200, recovery_chunks=256,
+                  eval_seqlen=2048, eval_windows=0, mcq_set="sciq", mcq_n=0,
                   heldout_windows=8, budget_corpus="c4+wiki", budget_seqlen=2048,
                   budget_nsamples=[8, 16, 32, 64, 128], budget_seeds=[0, 1, 2, 3, 4]),
 }

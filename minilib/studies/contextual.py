@@ -47,7 +47,7 @@ from minilib.calib.l1 import SCALES, L1Stats, check_scale, collect_l1_stats, nor
 from minilib.data import CorpusError, calibration_windows, corpus_splits, load_mcq, validate_mcq
 from minilib.eval import mcq_accuracy
 from minilib.eval.bytes import (TextScore, agree_perplexity, bits_per_byte, bpb_difference, perplexity_per_base_token,
-                                score_text, text_chunks)
+                                score_text, split_text, text_chunks)
 from minilib.eval.report import parameters_by_type
 from minilib.models.adapters import adapter_for
 from minilib.models.vocab import RemappedTokenizer, token_counts
@@ -237,12 +237,6 @@ class ContextualConfig:
             if kind is not None and (kind, e) not in out:
                 out.append((kind, e))
         return out
-
-
-def split_text(tokenizer, ids: torch.Tensor) -> str:
-    """The text of a token split (decoded by the base tokenizer), without a partial character at
-    either end (a split boundary may fall inside a multi-byte character)."""
-    return tokenizer.decode(ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)).strip("\ufffd")
 
 
 def _mcq(model, tok, items) -> dict:

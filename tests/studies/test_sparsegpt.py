@@ -200,3 +200,18 @@ def test_run_setting_with_owl_records_the_allocation():
     assert np.mean(row["layer_sparsity"]) == pytest.approx(0.6)
     assert rep.target["layer_sparsity"] == row["layer_sparsity"]
     assert row["achieved_sparsity"] == pytest.approx(0.6, abs=0.02)
+
+
+def test_recovery_keeps_the_pruned_zeros_and_scores_the_same_chunks(tiny_text):
+    from minilib.eval.bytes import text_chunks
+    _, tok, _ = load("tiny-llama")
+    ids = torch.tensor(tok(tiny_text * 4)["input_ids"])
+    calib = ids[:512].view(8, 64)
+    chunks = text_chunks(tiny_text, 256, 6)
+    r = study.recover("tiny-llama", "wanda", calib, ids, ids[:1024], chunks, sparsity=0.5, steps=3, seqlen=64,
+                      batch_size=2, lr=1e-3, device="cpu")
+    assert r["steps"] == 3 and r["chunks"] == 6 and r["ft_method"] == "full"
+    assert r["sparsity_before"] == pytest.approx(0.5, abs=0.01) and r["sparsity_after"] == r["sparsity_before"]
+    assert r["gain"] == pytest.approx(r["bpb_before"] - r["bpb_after"], rel=1e-6)
+    assert r["gain_low"] <= r["gain"] <= r["gain_high"] and r["bpb_after"] > 0
+    assert r["bpb_after"] < r["bpb_before"]   # three steps on the very text it is scored on must help
