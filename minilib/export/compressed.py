@@ -371,9 +371,10 @@ def load_compressed(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     against the sha256 the export recorded (``check_export``: ``CorruptModelError`` naming the file);
     ``verify=False`` skips that, e.g. for a folder exported before exports carried a manifest."""
     import transformers
-    from transformers import AutoConfig, AutoTokenizer, CompressedTensorsConfig
+    from transformers import AutoConfig, CompressedTensorsConfig
 
     from minilib.export.hf import check_export
+    from minilib.models.tokenizers import read_tokenizer
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -389,7 +390,7 @@ def load_compressed(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     cls = getattr(transformers, archs[0], None) if archs else None
     if cls is None:
         raise ExportError(f"{path}: config.json names no model class of this transformers version ({archs})")
-    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
+    tok = read_tokenizer(path) if (path / "tokenizer_config.json").is_file() else None
     legacy = (qc.get("sparsity_config") or {}).get("format")
     if legacy in _LEGACY:
         _, decode, _ = _LEGACY[legacy]
