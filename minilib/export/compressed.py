@@ -369,7 +369,8 @@ def load_compressed(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     and quantized folders through stock transformers (quantized weights dequantized by
     compressed-tensors), the legacy bitmask layouts decoded here first.  Every file is first checked
     against the sha256 the export recorded (``check_export``: ``CorruptModelError`` naming the file);
-    ``verify=False`` skips that, e.g. for a folder exported before exports carried a manifest."""
+    ``verify=False`` skips that, e.g. for a folder exported before exports carried a manifest.  The
+    model comes back prepared for minilib (``Adapter.prepare``: Phi-3's fused FFN layer split)."""
     import transformers
     from transformers import AutoConfig, CompressedTensorsConfig
 
@@ -410,7 +411,7 @@ def load_compressed(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
                                         quantization_config=CompressedTensorsConfig(dequantize=True))
     else:
         model = cls.from_pretrained(path, dtype=dtype)
-    return model.eval(), tok
+    return adapter_for(model).prepare(model).eval(), tok  # fused FFN layers split, as every minilib loader does
 
 
 def _decode_files(src: Path, dst: Path, decode, fmt: str) -> None:

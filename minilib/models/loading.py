@@ -181,8 +181,9 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
     ``name`` is one of:
 
     * an embedded model (offline): ``smollm2-135m``, ``minilm-l6``, ``gemma3-270m`` (optional);
-    * a tiny random model for tests: ``tiny-gpt2``, ``tiny-bert``, ``tiny-opt``, ``tiny-llama``,
-      ``tiny-phi``, ``tiny-gemma3``;
+    * a tiny random model for tests, one per family (``minilib.models.tiny.TINY``): ``tiny-gpt2``,
+      ``tiny-bert``, ``tiny-opt``, ``tiny-llama``, ``tiny-phi``, ``tiny-gemma3``, ``tiny-qwen2``,
+      ``tiny-qwen3``, ``tiny-mistral``, ``tiny-phi3``, ``tiny-gemma2``;
     * a local folder saved by ``save_pretrained`` (or by ``minilib.models.save_model``);
     * a ``.gguf`` file;
     * a Hugging Face hub id such as ``gpt2``, ``bert-base-uncased``, ``facebook/opt-125m``.
@@ -192,7 +193,9 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
     floating ``torch.dtype`` or its name (``"float32"``/``"fp32"``, ``"float16"``/``"fp16"``/``"half"``,
     ``"bfloat16"``/``"bf16"``; ``minilib.calib.passes.check_dtype``).  ``device="auto"`` (the default)
     picks CUDA when present, else the CPU.  A hub id is looked up only when the hub answers (else
-    only the local Hugging Face cache is tried, and an unknown name fails at once).
+    only the local Hugging Face cache is tried, and an unknown name fails at once).  Every model
+    comes back prepared for its adapter (``Adapter.prepare``: Phi-3's fused ``gate_up_proj`` held as
+    separate gate and up layers, with the stock forward and state dict).
     """
     from minilib.models.tiny import TINY, tiny_model
 

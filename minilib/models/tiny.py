@@ -2,6 +2,7 @@
 
 Each is seeded (the same weights every time), has 2 blocks, hidden size 64 and an FFN of 128
 neurons, and uses a real tokenizer: GPT-2's BPE for the decoders, MiniLM's WordPiece for BERT.
+``TINY`` names one per family (tests take their family lists from it), ``TINY_DECODERS`` all but BERT.
 """
 
 from __future__ import annotations
