@@ -295,3 +295,25 @@ def test_phi3_removing_neurons_removes_their_gate_and_up_rows(tmp_path):
     back = load(save_model(model, tok, tmp_path / "phi3"))
     assert ffn_widths(back.model) == [128, 6]
     assert torch.equal(back.model.state_dict()[name], want)
+
+
+def test_split_linear_with_bias_keeps_the_fused_layer():
+    """SplitLinear (the generic part behind Phi-3's split): outputs, state dict (with a bias), load of a fused
+    tensor, fusing back; a part that is no plain Linear (e.g. a LoRA wrapper) saves under its own keys."""
+    from minilib.models import SplitLinear
+    torch.manual_seed(0)
+    fused = nn.Linear(8, 6)
+    split = SplitLinear.split(fused, ("a", "b", "c"))
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(split(x), fused(x), rtol=0, atol=1e-6)
+    assert torch.equal(split.b.weight, fused.weight[2:4]) and torch.equal(split.c.bias, fused.bias[4:])
+    sd = split.state_dict(prefix="m.")
+    assert list(sd) == ["m.weight", "m.bias"] and torch.equal(sd["m.weight"], fused.weight.detach())
+    other = SplitLinear.split(nn.Linear(8, 6), ("a", "b", "c"))
+    other.load_state_dict(fused.state_dict(), strict=True)
+    assert torch.equal(other.a.weight, fused.weight[:2]) and torch.equal(other.fused().bias, fused.bias)
+    with pytest.raises(RuntimeError, match="does not split into 3 equal parts"):
+        other.load_state_dict({"weight": torch.zeros(7, 8), "bias": torch.zeros(6)})
+    split.a = nn.Sequential(split.a)  # no plain Linear any more: the parts' own keys
+    assert sorted(split.state_dict()) == ["a.0.bias", "a.0.weight", "b.bias", "b.weight", "c.bias", "c.weight"]
