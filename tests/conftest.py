@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minilib.hooks import count_hooks
-from minilib.models import adapter_for, load, load_model
+from minilib.models import TINY, TINY_DECODERS, adapter_for, load, load_model
 from minilib.models.linear import weight_oi
 from minilib.prune import mask_threshold, score_neurons_l1
 
@@ -35,14 +35,15 @@ def minilm():
     return load("minilm-l6")
 
 
-@pytest.fixture(params=["tiny-gpt2", "tiny-bert", "tiny-opt", "tiny-llama", "tiny-phi", "tiny-gemma3"])
+@pytest.fixture(params=TINY)
 def tiny(request):
-    """Each tiny random family in turn (fresh copy per test)."""
+    """Each tiny random family in turn (fresh copy per test; the list is ``minilib.models.tiny.TINY``)."""
     return load(request.param)
 
 
-@pytest.fixture(params=["tiny-gpt2", "tiny-opt", "tiny-llama", "tiny-phi", "tiny-gemma3"])
+@pytest.fixture(params=TINY_DECODERS)
 def tiny_decoder(request):
+    """Each tiny random decoder family in turn (``minilib.models.tiny.TINY_DECODERS``)."""
     return load(request.param)
 
 

@@ -369,11 +369,13 @@ def load_compressed(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     and quantized folders through stock transformers (quantized weights dequantized by
     compressed-tensors), the legacy bitmask layouts decoded here first.  Every file is first checked
     against the sha256 the export recorded (``check_export``: ``CorruptModelError`` naming the file);
-    ``verify=False`` skips that, e.g. for a folder exported before exports carried a manifest."""
+    ``verify=False`` skips that, e.g. for a folder exported before exports carried a manifest.  The
+    model comes back prepared for minilib (``Adapter.prepare``: Phi-3's fused FFN layer split)."""
     import transformers
-    from transformers import AutoConfig, AutoTokenizer, CompressedTensorsConfig
+    from transformers import AutoConfig, CompressedTensorsConfig
 
     from minilib.export.hf import check_export
+    from minilib.models.tokenizers import read_tokenizer
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -389,7 +391,7 @@ def load_compressed(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     cls = getattr(transformers, archs[0], None) if archs else None
     if cls is None:
         raise ExportError(f"{path}: config.json names no model class of this transformers version ({archs})")
-    tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
+    tok = read_tokenizer(path) if (path / "tokenizer_config.json").is_file() else None
     legacy = (qc.get("sparsity_config") or {}).get("format")
     if legacy in _LEGACY:
         _, decode, _ = _LEGACY[legacy]
@@ -409,7 +411,7 @@ def load_compressed(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
                                         quantization_config=CompressedTensorsConfig(dequantize=True))
     else:
         model = cls.from_pretrained(path, dtype=dtype)
-    return model.eval(), tok
+    return adapter_for(model).prepare(model).eval(), tok  # fused FFN layers split, as every minilib loader does
 
 
 def _decode_files(src: Path, dst: Path, decode, fmt: str) -> None:

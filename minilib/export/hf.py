@@ -9,7 +9,9 @@ transformers 5.x (only other families do, e.g. Gemma-3n's list-valued ``intermed
 model whose FFNs were pruned to different widths is therefore exported with every FFN padded to the
 widest kept width: zero rows in ``up`` (and ``gate``) and their biases, zero columns in ``down``.
 A padded neuron contributes exactly 0 in every family, since its ``down`` column is zero.  The
-report says how many parameters the padding costs.
+report says how many parameters the padding costs.  Fused FFN layers that minilib holds split
+(Phi-3's ``gate_up_proj``, ``Adapter.prepare``) are fused back (``Adapter.to_stock``): gate rows,
+then up rows, each padded, so the exported module tree is the stock one.
 
 **Vocabulary.**  A vocabulary-pruned model (``RemappedTokenizer``) gets a real tokenizer for its new
 ids: ``remap_tokenizer`` rebuilds the ``tokenizers`` pipeline (normalizer, pre-tokenizer, decoder,
@@ -52,6 +54,7 @@ import copy
 import gc
 import json
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -101,9 +104,10 @@ def hf_model(model: nn.Module) -> tuple[nn.Module, dict]:
     """A copy of ``model`` that its config describes exactly, and what it took.
 
     Every FFN is padded with zero neurons to the widest kept width, the config's FFN width set to
-    it, and minilib's own config keys dropped (the exported tokenizer speaks the model's ids).
-    ``model`` is not changed.  Returns ``(copy, {"ffn_widths", "ffn_width", "padding_neurons",
-    "padding_params"})``."""
+    it, minilib's own config keys dropped (the exported tokenizer speaks the model's ids), and fused
+    FFN layers fused back (``Adapter.to_stock``: the copy has the stock module tree; its FFNs are
+    read again after ``prepare``).  ``model`` is not changed.  Returns ``(copy, {"ffn_widths",
+    "ffn_width", "padding_neurons", "padding_params"})``."""
     adapter = adapter_for(model)
     widths = ffn_widths(model, adapter)
     width = max(widths)
@@ -123,6 +127,7 @@ def hf_model(model: nn.Module) -> tuple[nn.Module, dict]:
         setattr(cfg, adapter.ffn_config_key, width)
     if hasattr(cfg, CONFIG_KEY):
         delattr(cfg, CONFIG_KEY)
+    adapter.to_stock(out)
     _check_config_builds(out)
     return out, {"ffn_widths": widths, "ffn_width": width,
                  "padding_neurons": sum(width - w for w in widths), "padding_params": pad_params}
@@ -313,15 +318,51 @@ def check_export(path: str | os.PathLike) -> None:
     check_hashes(path, EXPORT, "exported model")
 
 
+class TokenizerWarning(UserWarning):
+    """Stock ``AutoTokenizer`` reads an exported tokenizer as something else than what was written."""
+
+
+PROBE = ("Once upon a time, the 3 quick brown foxes jumped over 42 lazy dogs (1234567 of them). Naïve "
+         "façades, Ünïcödé, emoji \U0001F600 and tabs\t.\n")
+
+
+def auto_tokenizer_check(folder: str | os.PathLike, tokenizer, n_tokens: int = 400) -> dict:
+    """What stock ``AutoTokenizer.from_pretrained(folder)`` makes of the tokenizer saved there:
+    ``{"class", "same_ids"}``, ``same_ids`` whether it gives ``tokenizer``'s ids on a probe (a fixed
+    text with digits, accents and emoji, then ``n_tokens`` tokens spread over the vocabulary, decoded).
+
+    transformers 5.x rebuilds the tokenizer of the model types it pins to their own class (``qwen2``:
+    ``Qwen2Tokenizer``) from the vocabulary and merges alone, with its own pre-tokenizer and without
+    ``ignore_merges``: other ids than the saved ``tokenizer.json`` gives.  ``PreTrainedTokenizerFast
+    .from_pretrained(folder)`` reads that file as written (and ``minilib.models.load`` reads the class
+    that saved it)."""
+    from transformers import AutoTokenizer
+    auto = AutoTokenizer.from_pretrained(folder)
+    step = max(1, len(tokenizer) // n_tokens)
+    text = PROBE + "".join(tokenizer.decode([i], skip_special_tokens=True) for i in range(0, len(tokenizer), step))
+    same = auto(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+    return {"class": type(auto).__name__, "same_ids": bool(same)}
+
+
 def write_folder(path: str | os.PathLike, model: nn.Module, tokenizer, report: dict, overwrite: bool,
                  after_save=None) -> dict:
     """``save_pretrained`` of ``model`` and ``tokenizer`` into a staging folder, ``after_save(stage)``,
-    then the report (``minilib_export.json``); the folder replaces ``path`` in one rename."""
+    then the report (``minilib_export.json``); the folder replaces ``path`` in one rename.  Whether
+    stock ``AutoTokenizer`` reads the tokenizer back as written is checked (``auto_tokenizer_check``,
+    ``report["tokenizer"]["auto_tokenizer"]``); where it does not, ``TokenizerWarning`` says so."""
     with atomic_dir(path, owned=owned_by(EXPORT), overwrite=overwrite, what="a minilib export",
                     seal=lambda stage, kept: write_hashes(stage, EXPORT, kept)) as stage:
         model.save_pretrained(stage)
         if tokenizer is not None:
             tokenizer.save_pretrained(stage)
+            auto = auto_tokenizer_check(stage, tokenizer)
+            report.setdefault("tokenizer", {})["auto_tokenizer"] = auto
+            if not auto["same_ids"]:
+                warnings.warn(f"stock AutoTokenizer.from_pretrained({str(path)!r}) reads the exported tokenizer as "
+                              f"{auto['class']}, which gives other ids than the tokenizer.json written there "
+                              f"(transformers rebuilds the tokenizer of model type {model.config.model_type!r} from "
+                              "its vocabulary and merges); read it with PreTrainedTokenizerFast.from_pretrained(path) "
+                              "(minilib.models.load does)", TokenizerWarning, stacklevel=3)
         if after_save is not None:
             after_save(stage)
         report["bytes"] = folder_bytes(stage)

@@ -3,6 +3,12 @@ decision token are.  Nothing outside this module branches on the architecture.
 
 All paths are dotted attribute paths: ``blocks`` is relative to ``model.base_model`` (the bare
 transformer inside any task head), FFN and attention paths are relative to one block.
+
+Fused FFN layers.  Phi-3 computes gate and up with one ``gate_up_proj`` (``[2F, H]``: gate rows, then
+up rows).  Its adapter names that layer in ``fused_ffn``; ``Adapter.prepare`` (which every loader calls)
+replaces it by a ``SplitLinear`` holding ``gate`` and ``up`` as two ``nn.Linear`` children, so that the
+FFN paths name real modules (hooked, scored, pruned and resized like any gated FFN's) while the forward
+and the state dict stay the fused layer's.  ``Adapter.to_stock`` fuses them back (the exports do).
 """
 
 from __future__ import annotations
@@ -30,6 +36,93 @@ def set_path(root: nn.Module, path: str, value: nn.Module) -> None:
     *parents, last = path.split(".")
     owner = get_path(root, ".".join(parents)) if parents else root
     setattr(owner, last, value)
+
+
+class SplitLinear(nn.Module):
+    """A fused linear layer whose output is its parts' outputs concatenated in order (Phi-3's
+    ``gate_up_proj``: gate, then up), held as one ``nn.Linear`` child per part.
+
+    The forward is the fused layer's.  So is the state dict while every part is a plain
+    ``nn.Linear``: one ``weight`` (and ``bias``) under the fused layer's name, the parts stacked on
+    the output axis, so ``save_pretrained``, ``safetensors`` and ``load_state_dict`` see the stock
+    layout (a loaded fused tensor is split into equal parts).  A part replaced by something else
+    (e.g. a LoRA wrapper) saves under its own keys.  ``fused()`` is the plain ``nn.Linear``."""
+
+    def __init__(self, parts: dict[str, nn.Linear]):
+        super().__init__()
+        self.part_names = tuple(parts)
+        for name, m in parts.items():
+            self.add_module(name, m)
+
+    @classmethod
+    def split(cls, fused: nn.Linear, names: tuple[str, ...]) -> "SplitLinear":
+        """``fused``'s output rows cut into ``len(names)`` equal parts, in order (copies)."""
+        if fused.out_features % len(names):
+            raise UnsupportedModelError(f"a fused layer of {fused.out_features} outputs does not split into "
+                                        f"{len(names)} equal parts {names}")
+        w, b = fused.weight, fused.bias
+        parts = {}
+        for i, (name, wi) in enumerate(zip(names, w.detach().chunk(len(names), 0))):
+            lin = nn.Linear(fused.in_features, wi.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+            lin.weight = nn.Parameter(wi.clone(), requires_grad=w.requires_grad)
+            if b is not None:
+                lin.bias = nn.Parameter(b.detach().chunk(len(names), 0)[i].clone(), requires_grad=b.requires_grad)
+            parts[name] = lin
+        return cls(parts).train(fused.training)
+
+    def parts(self) -> list[nn.Module]:
+        return [getattr(self, n) for n in self.part_names]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p(x) for p in self.parts()], dim=-1)
+
+    def _plain(self) -> bool:
+        return all(type(p) is nn.Linear for p in self.parts())
+
+    def fused(self) -> nn.Linear:
+        """The plain ``nn.Linear`` this layer computes (new parameters)."""
+        ps = self.parts()
+        w = torch.cat([p.weight.detach() for p in ps], 0)
+        has_bias = ps[0].bias is not None
+        out = nn.Linear(w.shape[1], w.shape[0], bias=has_bias, device=w.device, dtype=w.dtype)
+        out.weight = nn.Parameter(w.clone(), requires_grad=ps[0].weight.requires_grad)
+        if has_bias:
+            out.bias = nn.Parameter(torch.cat([p.bias.detach() for p in ps], 0),
+                                    requires_grad=ps[0].bias.requires_grad)
+        return out.train(self.training)
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        if not self._plain():
+            return super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if destination is None:
+            from collections import OrderedDict
+            destination = OrderedDict()
+        ps = self.parts()
+        take = (lambda t: t) if keep_vars else (lambda t: t.detach())
+        destination[prefix + "weight"] = torch.cat([take(p.weight) for p in ps], 0)
+        if ps[0].bias is not None:
+            destination[prefix + "bias"] = torch.cat([take(p.bias) for p in ps], 0)
+        return destination
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        for kind in ("weight", "bias"):
+            t = state_dict.get(prefix + kind)
+            if t is None:
+                continue
+            if t.shape[0] % len(self.part_names):
+                error_msgs.append(f"{prefix}{kind}: {tuple(t.shape)} does not split into {len(self.part_names)} "
+                                  "equal parts")
+                continue
+            del state_dict[prefix + kind]
+            for name, ti in zip(self.part_names, t.chunk(len(self.part_names), 0)):
+                state_dict[f"{prefix}{name}.{kind}"] = ti
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+class UnpreparedModelError(ValueError):
+    """A stock model whose fused layers were not split (``Adapter.prepare``) before FFN access."""
 
 
 @dataclass
@@ -72,6 +165,13 @@ class Adapter:
     ffn_flat_tokens: bool = False  # the FFN sees tokens flattened to (B*T, features) (OPT)
     max_pos_keys: tuple[str, ...] = ("max_position_embeddings",)
     head_paths: tuple[str, ...] = field(default=("score", "classifier"))
+    # RMS norms computing ``x_hat * (offset + weight)``: 1 for Gemma (weights stored around 0), else 0
+    norm_weight_offset: float = 0.0
+    # where the config leaves the FFN width unset: ``(config key, factor)``, width = factor * config[key]
+    ffn_width_fallback: tuple[str, int] | None = None
+    # a fused FFN layer: ``(path in the block, part names in output order)``, e.g. Phi-3's
+    # ``("mlp.gate_up_proj", ("gate", "up"))``; ``prepare`` splits it, ``ffn_paths`` name its parts
+    fused_ffn: tuple[str, tuple[str, ...]] | None = None
 
     # --- structure -------------------------------------------------------------------------
     def base(self, model: nn.Module) -> nn.Module:
@@ -84,10 +184,38 @@ class Adapter:
         return len(self.blocks(model))
 
     def ffn(self, block: nn.Module) -> FFN:
+        if self.fused_ffn is not None and not isinstance(get_path(block, self.fused_ffn[0]), SplitLinear):
+            raise UnpreparedModelError(
+                f"this {self.family} block computes {'/'.join(self.fused_ffn[1])} with one fused layer "
+                f"({self.fused_ffn[0]}); split it first with adapter_for(model).prepare(model) "
+                "(minilib.models.load and load_model do)")
         return FFN(block, {k: v for k, v in self.ffn_paths.items() if v is not None})
 
     def ffns(self, model: nn.Module) -> list[FFN]:
         return [self.ffn(b) for b in self.blocks(model)]
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Put a stock model of this family in the form the paths describe, in place, and return it:
+        a fused FFN layer (``fused_ffn``) becomes a ``SplitLinear`` (same outputs, same state dict).
+        Idempotent; nothing to do for families without fused FFN layers.  Every loader calls it."""
+        if self.fused_ffn is not None:
+            path, names = self.fused_ffn
+            for b in self.blocks(model):
+                m = get_path(b, path)
+                if not isinstance(m, SplitLinear):
+                    set_path(b, path, SplitLinear.split(m, names))
+        return model
+
+    def to_stock(self, model: nn.Module) -> nn.Module:
+        """The inverse of ``prepare``, in place: every ``SplitLinear`` fused back into the plain
+        ``nn.Linear`` the stock architecture has (for exports that others read module by module)."""
+        if self.fused_ffn is not None:
+            path = self.fused_ffn[0]
+            for b in self.blocks(model):
+                m = get_path(b, path)
+                if isinstance(m, SplitLinear):
+                    set_path(b, path, m.fused())
+        return model
 
     def attention(self, block: nn.Module) -> dict[str, nn.Module]:
         return {k: get_path(block, p) for k, p in self.attn_paths.items()}
@@ -125,7 +253,7 @@ class Adapter:
         if eps is None:
             raise UnsupportedModelError(f"final norm {type(norm).__name__} of family {self.family!r} is neither a "
                                         "LayerNorm nor an RMS norm with an eps")
-        g = 1.0 + w if self.family == "gemma3" else w  # Gemma scales by (1 + weight)
+        g = w + self.norm_weight_offset  # Gemma scales by (1 + weight)
         scale = torch.rsqrt(x.pow(2).mean(-1) + eps)
         return (lambda c: c * g), scale, torch.zeros_like(w)
 
@@ -157,8 +285,9 @@ class Adapter:
     def ffn_width(self, config) -> int:
         """The FFN width the config declares (``ffn_config_key``)."""
         v = getattr(config, self.ffn_config_key, None)
-        if v is None and self.family == "gpt2":  # GPT-2 leaves n_inner unset: 4 * hidden
-            v = 4 * config.n_embd
+        if v is None and self.ffn_width_fallback is not None:  # GPT-2 leaves n_inner unset: 4 * hidden
+            k, factor = self.ffn_width_fallback
+            v = factor * getattr(config, k)
         return int(v)
 
     def tokens_3d(self, x: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
@@ -192,12 +321,22 @@ class Adapter:
 _LLAMA_LIKE_ATTN = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
                     "o": "self_attn.o_proj"}
 _GATED_FFN = {"up": "mlp.up_proj", "gate": "mlp.gate_proj", "act": "mlp.act_fn", "down": "mlp.down_proj"}
+_PRE_NORMS = ("input_layernorm", "post_attention_layernorm")
+_QK_NORMS = ("self_attn.q_norm", "self_attn.k_norm")
+_GEMMA_NORMS = _PRE_NORMS + ("pre_feedforward_layernorm", "post_feedforward_layernorm")
+
+
+def _llama_like(family: str, model_types: tuple[str, ...], norm_paths=_PRE_NORMS, **kw) -> Adapter:
+    """A decoder laid out as Llama: ``layers``, ``self_attn.{q,k,v,o}_proj``, a gated ``mlp``, ``norm``."""
+    return Adapter(family, model_types, True, "layers", _GATED_FFN, _LLAMA_LIKE_ATTN, "norm", "intermediate_size",
+                   norm_paths, **kw)
+
 
 ADAPTERS: dict[str, Adapter] = {a.family: a for a in [
     Adapter("gpt2", ("gpt2",), True, "h",
             {"up": "mlp.c_fc", "gate": None, "act": "mlp.act", "down": "mlp.c_proj"},
             {"qkv": "attn.c_attn", "o": "attn.c_proj"}, "ln_f", "n_inner", ("ln_1", "ln_2"),
-            max_pos_keys=("n_positions",)),
+            max_pos_keys=("n_positions",), ffn_width_fallback=("n_embd", 4)),
     Adapter("bert", ("bert",), False, "encoder.layer",
             {"up": "intermediate.dense", "gate": None, "act": "intermediate.intermediate_act_fn",
              "down": "output.dense"},
@@ -209,15 +348,22 @@ ADAPTERS: dict[str, Adapter] = {a.family: a for a in [
             {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
              "o": "self_attn.out_proj"}, "decoder.final_layer_norm", "ffn_dim",
             ("self_attn_layer_norm", "final_layer_norm"), ffn_flat_tokens=True),
-    Adapter("llama", ("llama",), True, "layers", _GATED_FFN, _LLAMA_LIKE_ATTN, "norm", "intermediate_size",
-            ("input_layernorm", "post_attention_layernorm")),
+    _llama_like("llama", ("llama",)),
     Adapter("phi", ("phi",), True, "layers",
             {"up": "mlp.fc1", "gate": None, "act": "mlp.activation_fn", "down": "mlp.fc2"},
             {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
              "o": "self_attn.dense"}, "final_layernorm", "intermediate_size", ("input_layernorm",)),
-    Adapter("gemma3", ("gemma3_text", "gemma3"), True, "layers", _GATED_FFN, _LLAMA_LIKE_ATTN, "norm",
-            "intermediate_size", ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
-                                  "post_feedforward_layernorm", "self_attn.q_norm", "self_attn.k_norm")),
+    _llama_like("gemma3", ("gemma3_text", "gemma3"), _GEMMA_NORMS + _QK_NORMS, norm_weight_offset=1.0),
+    _llama_like("qwen2", ("qwen2",)),      # Qwen2 and Qwen2.5: Llama with q/k/v biases
+    _llama_like("qwen3", ("qwen3",), _PRE_NORMS + _QK_NORMS),
+    _llama_like("mistral", ("mistral",)),
+    # Phi-3: fused q/k/v (as GPT-2's c_attn) and a fused gate_up_proj, split by ``prepare``
+    Adapter("phi3", ("phi3",), True, "layers",
+            {"up": "mlp.gate_up_proj.up", "gate": "mlp.gate_up_proj.gate", "act": "mlp.activation_fn",
+             "down": "mlp.down_proj"},
+            {"qkv": "self_attn.qkv_proj", "o": "self_attn.o_proj"}, "norm", "intermediate_size", _PRE_NORMS,
+            fused_ffn=("mlp.gate_up_proj", ("gate", "up"))),
+    _llama_like("gemma2", ("gemma2",), _GEMMA_NORMS, norm_weight_offset=1.0),
 ]}
 
 SUPPORTED_FAMILIES = tuple(ADAPTERS)

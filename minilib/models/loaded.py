@@ -1,5 +1,5 @@
 """What ``load`` returns (``LoadedModel``) and the last step every loader shares (``finish_loading``):
-device and dtype, eval mode, the tokenizer's padding.  Its own module so that the hub/folder loader
+the adapter's ``prepare`` (fused FFN layers split), device and dtype, eval mode, the tokenizer's padding.  Its own module so that the hub/folder loader
 (``loading``) and the saved-model reader (``saving``) both use it without importing each other."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class LoadedModel:
 
 
 def finish_loading(model: nn.Module, tok, adapter: Adapter, name: str, dtype, device) -> LoadedModel:
+    adapter.prepare(model)
     model.to(device=resolve_device(device), dtype=dtype)
     model.eval()
     if tok is not None and tok.pad_token is None and tok.eos_token is not None:

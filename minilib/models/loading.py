@@ -114,8 +114,11 @@ def _default_task(adapter: Adapter) -> str:
 
 
 def _from_folder(path: str, task: str | None, num_labels: int | None, dtype, device, name: str,
-                 gguf_file: str | None = None, **kw) -> LoadedModel:
+                 gguf_file: str | None = None, own: bool = False, **kw) -> LoadedModel:
+    """``own``: a folder this library wrote (an export): its tokenizer is read as the class that saved it."""
     from transformers import AutoConfig, AutoTokenizer
+
+    from minilib.models.tokenizers import read_tokenizer
     config = AutoConfig.from_pretrained(path, gguf_file=gguf_file, **kw)
     adapter = adapter_for(config)  # clear error for unsupported families, before loading weights
     task = task or _default_task(adapter)
@@ -125,7 +128,7 @@ def _from_folder(path: str, task: str | None, num_labels: int | None, dtype, dev
         clean = type(model)(model.config)
         clean.load_state_dict(model.state_dict(), strict=False)
         model = clean
-    tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file, **kw)
+    tok = read_tokenizer(path, **kw) if own else AutoTokenizer.from_pretrained(path, gguf_file=gguf_file, **kw)
     return finish_loading(model, tok, adapter, name, dtype, device)
 
 
@@ -178,8 +181,9 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
     ``name`` is one of:
 
     * an embedded model (offline): ``smollm2-135m``, ``minilm-l6``, ``gemma3-270m`` (optional);
-    * a tiny random model for tests: ``tiny-gpt2``, ``tiny-bert``, ``tiny-opt``, ``tiny-llama``,
-      ``tiny-phi``, ``tiny-gemma3``;
+    * a tiny random model for tests, one per family (``minilib.models.tiny.TINY``): ``tiny-gpt2``,
+      ``tiny-bert``, ``tiny-opt``, ``tiny-llama``, ``tiny-phi``, ``tiny-gemma3``, ``tiny-qwen2``,
+      ``tiny-qwen3``, ``tiny-mistral``, ``tiny-phi3``, ``tiny-gemma2``;
     * a local folder saved by ``save_pretrained`` (or by ``minilib.models.save_model``);
     * a ``.gguf`` file;
     * a Hugging Face hub id such as ``gpt2``, ``bert-base-uncased``, ``facebook/opt-125m``.
@@ -189,7 +193,9 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
     floating ``torch.dtype`` or its name (``"float32"``/``"fp32"``, ``"float16"``/``"fp16"``/``"half"``,
     ``"bfloat16"``/``"bf16"``; ``minilib.calib.passes.check_dtype``).  ``device="auto"`` (the default)
     picks CUDA when present, else the CPU.  A hub id is looked up only when the hub answers (else
-    only the local Hugging Face cache is tried, and an unknown name fails at once).
+    only the local Hugging Face cache is tried, and an unknown name fails at once).  Every model
+    comes back prepared for its adapter (``Adapter.prepare``: Phi-3's fused ``gate_up_proj`` held as
+    separate gate and up layers, with the stock forward and state dict).
     """
     from minilib.models.tiny import TINY, tiny_model
 
@@ -212,9 +218,10 @@ def load(name: str | os.PathLike, *, task: str | None = None, num_labels: int | 
         if is_saved_model(path):  # a reshaped model saved by minilib (its own tokenizer, plan, head)
             return load_model(path, dtype=dtype, device=device)
         from minilib.export.hf import check_export, is_export
-        if is_export(path):  # written by minilib.export: its files must be the ones it wrote
+        own = is_export(path)
+        if own:  # written by minilib.export: its files must be the ones it wrote
             check_export(path)
-        return _from_folder(str(path), task, num_labels, dtype, device, name)
+        return _from_folder(str(path), task, num_labels, dtype, device, name, own=own)
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise FileNotFoundError(f"local model path {name} does not exist")
     local_only = hub_kwargs.get("local_files_only") is True

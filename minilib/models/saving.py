@@ -157,8 +157,9 @@ def save_model(model: nn.Module, tokenizer, path: str | os.PathLike, extra: dict
     elif getattr(model.config, CONFIG_KEY, None) is not None:
         raise PlanMismatchError("this model's vocabulary was pruned; save it with its RemappedTokenizer "
                                 "(the base tokenizer would give it ids it does not have)")
+    adapter.prepare(model)
     with torch.device("meta"):
-        fresh = type(model)(model.config)
+        fresh = adapter.prepare(type(model)(model.config))
     ref, cur = _shapes(fresh), _shapes(model)
     del fresh
     if set(ref) != set(cur):
@@ -212,9 +213,10 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32, devi
     models carried a manifest (load it once this way and ``save_model`` it again)."""
     import transformers
     from safetensors.torch import load_model as st_load
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from minilib.calib.passes import check_dtype
+    from minilib.models.tokenizers import read_tokenizer
 
     dtype = check_dtype(dtype, "dtype")
     path = Path(path)
@@ -240,7 +242,7 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32, devi
     cls = getattr(transformers, plan["class"], None)
     if cls is None:
         raise PlanMismatchError(f"{path}: model class {plan['class']!r} is not in this transformers version")
-    model = cls(config)
+    model = adapter_for(config).prepare(cls(config))  # the module names the plan uses (fused layers split)
     for name, (kind, a, b) in plan["reshaped"].items():
         old = get_path(model, name)
         if kind == "linear":
@@ -257,7 +259,7 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32, devi
     except Exception as e:  # safetensors' error for a truncated file, RuntimeError for other tensors
         raise _corrupt(path / WEIGHTS_FILE, "not the tensors of this model's plan", e) from e
     try:
-        tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
+        tok = read_tokenizer(path) if (path / "tokenizer_config.json").is_file() else None
     except Exception as e:
         raise _corrupt(path / "tokenizer_config.json", "part of a tokenizer that does not load", e) from e
     vocab_pruned = plan.get("vocab_pruned") or plan.get("extra", {}).get("vocab_pruned") \

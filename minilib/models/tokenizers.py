@@ -115,3 +115,20 @@ def gpt2_tokenizer():
     """The real GPT-2 tokenizer (``GPT2TokenizerFast``), offline."""
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(gpt2_tokenizer_dir())
+
+
+def read_tokenizer(path, **kwargs):
+    """The tokenizer saved in the folder ``path`` by ``save_pretrained``, read back as the class that
+    wrote it (``tokenizer_class`` of its ``tokenizer_config.json``; ``AutoTokenizer`` without one).
+
+    For folders this library wrote (``save_model``, the exports).  ``AutoTokenizer`` ignores the
+    saved class for the model types transformers 5.x pins to their own tokenizer class (``qwen2``:
+    ``Qwen2Tokenizer``), which it rebuilds from the vocabulary and merges alone, with its own
+    pre-tokenizer and without ``ignore_merges``: other ids than the ones saved (a GPT-2 tokenizer
+    splits digits differently, an exported pruned vocabulary falls apart into bytes)."""
+    from transformers import AutoTokenizer
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+    cfg = Path(path) / "tokenizer_config.json"
+    name = json.loads(cfg.read_text()).get("tokenizer_class") if cfg.is_file() else None
+    cls = tokenizer_class_from_name(name) if isinstance(name, str) and name else None
+    return (cls or AutoTokenizer).from_pretrained(path, **kwargs)

@@ -66,7 +66,8 @@ def test_mcq_scoring_by_hand(tiny_decoder):
 def test_shared_prefix_batches_equal_the_batched_path(tiny_decoder):
     """Questions of different lengths share a padded batch; every choice still scores as if alone:
     mixed choice counts, one-token choices (nothing fed after the question), a batch of them only,
-    and (tiny-gemma3, sliding window 64) items past half the window that take the fallback."""
+    and (tiny-gemma3, tiny-mistral, tiny-gemma2: sliding window 64) items past half the window that take the
+    fallback."""
     model, tok = tiny_decoder.model, tiny_decoder.tokenizer
     items = [MCQItem("Q: colour?\nA:", ("red", "a pale shade of blue", "green"), 0),
              MCQItem("The cat " * 9 + "sat on the", ("mat", "chair by the door"), 1),

@@ -5,18 +5,20 @@ a pruned vocabulary is a real HF tokenizer that speaks the model's ids."""
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from minilib.export import ExportError, export_hf, hf_model, is_export, remap_tokenizer
+from minilib.export.hf import TokenizerWarning
 from minilib.io import DestinationError
-from minilib.models import ffn_widths, load, token_counts
+from minilib.models import TINY, ffn_widths, load, token_counts
 from minilib.models.vocab import RemappedTokenizer, keep_vocab_rows, make_vocab_map
 from minilib.prune import mask_vocab, remove_neurons
 
-FAMILIES = ["tiny-gpt2", "tiny-opt", "tiny-llama", "tiny-phi", "tiny-gemma3", "tiny-bert"]
+FAMILIES = TINY
 CALIB = ("Once upon a time there was a little cat. The cat liked to play in the sun. One day the cat saw a "
          "big dog. The dog was kind and they played together all day. ") * 12
 PROMPT = "Once upon a time the dog saw a little cat. They played in the sun all day."
@@ -27,20 +29,20 @@ LOADER = r"""
 import json, sys
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 jobs = json.load(open(sys.argv[1]))
 out = {}
 for j in jobs:
     cls = AutoModel if j["auto"] == "AutoModel" else AutoModelForCausalLM
     model = cls.from_pretrained(j["dir"]).eval()
-    tok = AutoTokenizer.from_pretrained(j["dir"])
     with torch.no_grad():
         out[j["name"]] = model(input_ids=torch.tensor([j["ids"]]))[0][0].contiguous()
-    j["tok_prompt"] = tok(j["prompt"], add_special_tokens=j["specials"])["input_ids"]
-    ho = tok(j["held_out"], add_special_tokens=False)["input_ids"]
-    j["held_out_ids"] = ho
-    j["held_out_back"] = tok.decode(ho)
-    j["tok_len"] = len(tok)
+    # AutoTokenizer, and the tokenizer.json as written (which AutoTokenizer rebuilds for some model types)
+    for kind, tok in (("auto", AutoTokenizer.from_pretrained(j["dir"])),
+                      ("fast", PreTrainedTokenizerFast.from_pretrained(j["dir"]))):
+        ho = tok(j["held_out"], add_special_tokens=False)["input_ids"]
+        j[kind] = {"class": type(tok).__name__, "prompt": tok(j["prompt"], add_special_tokens=j["specials"])["input_ids"],
+                   "held_out_ids": ho, "held_out_back": tok.decode(ho), "len": len(tok)}
 save_file(out, sys.argv[2])
 json.dump({"jobs": jobs, "minilib_imported": "minilib" in sys.modules}, open(sys.argv[3], "w"))
 """
@@ -89,7 +91,11 @@ def test_every_family_loads_in_stock_transformers_with_the_same_logits(tmp_path)
             model, tok = prune(name, ffn, vocab, base=base)
             key = f"{name}-{'ffn' * ffn}{'vocab' * vocab}"
             d = tmp_path / key
-            info = export_hf(model, tok, d)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                info = export_hf(model, tok, d)
+            warned = [w for w in caught if issubclass(w.category, TokenizerWarning)]
+            assert bool(warned) == (not info["tokenizer"]["auto_tokenizer"]["same_ids"]), key
             assert is_export(d) and json.loads((d / "minilib_export.json").read_text()) == json.loads(
                 json.dumps(info, default=str))
             widths = ffn_widths(model)
@@ -109,15 +115,24 @@ def test_every_family_loads_in_stock_transformers_with_the_same_logits(tmp_path)
                 models[key] = model(input_ids=torch.tensor([ids]))[0][0]
             jobs.append({"name": key, "dir": str(d), "auto": "AutoModel" if name == "tiny-bert" else "causal",
                          "ids": ids, "prompt": PROMPT, "specials": specials, "held_out": HELD_OUT,
-                         "vocab": vocab, "size": int(model.config.vocab_size)})
+                         "vocab": vocab, "size": int(model.config.vocab_size),
+                         "auto_same": info["tokenizer"]["auto_tokenizer"]["same_ids"]})
     logits, res = run_stock(jobs, tmp_path)
     for key, ref in models.items():
         torch.testing.assert_close(logits[key], ref, atol=1e-5, rtol=0, msg=key)
         j = res[key]
-        assert j["tok_prompt"] == j["ids"], key  # every word of the prompt is a kept token
-        assert max(j["held_out_ids"]) < j["size"], key  # only ids the model has
-        if not key.startswith("tiny-bert"):  # byte-level BPE, every byte kept: lossless
-            assert j["held_out_back"] == HELD_OUT, key
+        # transformers 5 rebuilds a qwen2 folder's tokenizer as Qwen2Tokenizer (its own pre-tokenizer, no
+        # ignore_merges), which is not the GPT-2 BPE the tiny model uses: the export says so
+        assert j["auto_same"] == (not key.startswith("tiny-qwen2")), key
+        assert (j["auto"]["class"] == "Qwen2Tokenizer") == key.startswith("tiny-qwen2"), key
+        for kind in ("fast", "auto") if j["auto_same"] else ("fast",):
+            t = j[kind]
+            assert t["prompt"] == j["ids"], (key, kind)  # every word of the prompt is a kept token
+            assert max(t["held_out_ids"]) < j["size"] and t["len"] == j["size"], (key, kind)  # only the model's ids
+            if not key.startswith("tiny-bert"):  # byte-level BPE, every byte kept: lossless
+                assert t["held_out_back"] == HELD_OUT, (key, kind)
+        if key == "tiny-qwen2-vocab":  # what AutoTokenizer gives instead: not the model's ids
+            assert j["auto"]["prompt"] != j["ids"]
 
 
 def test_remapped_tokenizer_agrees_on_held_out_text():
@@ -282,3 +297,20 @@ def test_export_over_an_export_never_deletes_a_user_file(tmp_path):
     assert json.loads((out / ".minilib-manifest.json").read_text())["kept"] == ["README.md"]
     load(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_minilib_reads_an_exported_tokenizer_as_written(tmp_path):
+    """Stock AutoTokenizer rebuilds a qwen2 export's pruned tokenizer as Qwen2Tokenizer (no ignore_merges:
+    the words fall apart); the export warns, and minilib's load and load_compressed read tokenizer.json
+    as written, with the model's ids."""
+    from transformers import AutoTokenizer
+
+    from minilib.export import load_compressed
+    model, tok = prune("tiny-qwen2", False, True)
+    with pytest.warns(TokenizerWarning, match="as Qwen2Tokenizer.*PreTrainedTokenizerFast.from_pretrained"):
+        info = export_hf(model, tok, tmp_path / "q")
+    assert info["tokenizer"]["auto_tokenizer"] == {"class": "Qwen2Tokenizer", "same_ids": False}
+    ids = tok(PROMPT, add_special_tokens=False)["input_ids"]
+    assert AutoTokenizer.from_pretrained(tmp_path / "q")(PROMPT, add_special_tokens=False)["input_ids"] != ids
+    assert load(tmp_path / "q").tokenizer(PROMPT, add_special_tokens=False)["input_ids"] == ids
+    assert load_compressed(tmp_path / "q")[1](PROMPT, add_special_tokens=False)["input_ids"] == ids

@@ -22,6 +22,11 @@ EXPECTED = {  # family, gated FFN, final norm present, decoder
     "tiny-llama": ("llama", True, True, True),
     "tiny-phi": ("phi", False, True, True),
     "tiny-gemma3": ("gemma3", True, True, True),
+    "tiny-qwen2": ("qwen2", True, True, True),
+    "tiny-qwen3": ("qwen3", True, True, True),
+    "tiny-mistral": ("mistral", True, True, True),
+    "tiny-phi3": ("phi3", True, True, True),
+    "tiny-gemma2": ("gemma2", True, True, True),
 }
 
 
@@ -30,7 +35,9 @@ def _batch(tok, texts=("the cat sat on the mat", "hi")):
 
 
 def test_every_family_has_a_tiny_model():
+    assert set(EXPECTED) == set(TINY)
     assert {adapter_for(load(n).model).family for n in TINY} == set(SUPPORTED_FAMILIES)
+    assert len(TINY) == len(SUPPORTED_FAMILIES)  # one tiny model per family
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -48,6 +55,9 @@ def test_adapter_finds_the_parts(name):
         attn = ad.attention(b)
         assert "o" in attn and out_features(attn["o"]) == 64
         assert set(ad.linear_layers(b).values()) >= {f.up, f.down}
+        # the adapter's norms are every normalisation layer of the block (Qwen3's q/k norms, Gemma's four)
+        norms = {m for n, m in b.named_modules() if "norm" in type(m).__name__.lower()}
+        assert set(ad.norms(b).values()) == norms and norms
     assert (ad.final_norm(model) is not None) == has_norm
     assert ad.input_embeddings(model).num_embeddings == len(tok)
     assert (ad.head(model) is not None) == decoder  # bare encoder: no head
@@ -208,7 +218,8 @@ def test_unknown_model_and_family(tmp_path):
         load("definitely-not-a-model-xyz", local_files_only=True)
     from transformers import T5Config
     T5Config(d_model=16, num_layers=1, num_heads=2, d_ff=32, vocab_size=50).save_pretrained(tmp_path / "t5")
-    with pytest.raises(UnsupportedModelError, match="supported families: gpt2, bert, opt, llama, phi, gemma3"):
+    with pytest.raises(UnsupportedModelError, match="supported families: gpt2, bert, opt, llama, phi, gemma3, qwen2, "
+                       "qwen3, mistral, phi3, gemma2"):
         load(str(tmp_path / "t5"))
     with pytest.raises(ValueError, match="unknown task"):
         load("tiny-gpt2", task="translation")
@@ -222,3 +233,87 @@ def test_hooks_are_removed_even_when_the_body_raises():
             assert count_hooks(model) == 2
             raise RuntimeError("boom")
     assert count_hooks(model) == 0
+
+
+def test_phi3_fused_gate_up_is_split_into_real_modules_with_the_stock_state_dict():
+    """Phi-3 computes gate and up with one ``gate_up_proj`` ([gate; up] rows, ``chunk(2, -1)``).
+    ``prepare`` splits it: gate is the first half, up the second; the outputs and the state dict
+    are the stock model's; an unprepared model's FFN is refused with a clear error; ``to_stock``
+    fuses it back."""
+    from transformers import AutoModelForCausalLM
+
+    from minilib.models import SplitLinear, UnpreparedModelError
+    model, tok, ad = load("tiny-phi3")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        stock = AutoModelForCausalLM.from_config(model.config).eval()
+    with pytest.raises(UnpreparedModelError, match=r"mlp.gate_up_proj.*prepare"):
+        ad.ffns(stock)
+    fused = {k: v.clone() for k, v in stock.state_dict().items()}
+    split = ad.prepare(copy.deepcopy(stock))
+    assert ad.prepare(split) is split  # idempotent
+    block, stock_block = ad.blocks(split)[0], ad.blocks(stock)[0]
+    f = ad.ffn(block)
+    assert isinstance(block.mlp.gate_up_proj, SplitLinear) and type(f.gate) is type(f.up) is nn.Linear
+    w = stock_block.mlp.gate_up_proj.weight
+    assert torch.equal(f.gate.weight, w[:128]) and torch.equal(f.up.weight, w[128:])
+    sd = split.state_dict()
+    assert list(sd) == list(fused) and all(torch.equal(sd[k], fused[k]) for k in sd)
+    enc = _batch(tok)
+    with torch.no_grad():
+        torch.testing.assert_close(split(**enc).logits, stock(**enc).logits, rtol=0, atol=1e-6)
+    back = ad.to_stock(copy.deepcopy(split))
+    assert type(ad.blocks(back)[0].mlp.gate_up_proj) is nn.Linear
+    assert all(torch.equal(back.state_dict()[k], fused[k]) for k in fused)
+    # a stock state dict loads into a split model (strictly), and a split one into a stock model
+    other = ad.prepare(AutoModelForCausalLM.from_config(model.config))
+    other.load_state_dict(fused, strict=True)
+    assert torch.equal(ad.ffn(ad.blocks(other)[1]).up.weight, ad.blocks(stock)[1].mlp.gate_up_proj.weight[128:])
+    plain = AutoModelForCausalLM.from_config(model.config)
+    plain.load_state_dict(split.state_dict(), strict=True)
+    assert torch.equal(plain.state_dict()["model.layers.1.mlp.gate_up_proj.weight"],
+                       fused["model.layers.1.mlp.gate_up_proj.weight"])
+
+
+def test_phi3_removing_neurons_removes_their_gate_and_up_rows(tmp_path):
+    """Removing neuron i of a Phi-3 FFN removes rows i and F + i of the fused gate_up_proj and column i
+    of down_proj; saved and loaded, and in stock form (``to_stock``), that is the fused layout."""
+    model, tok, ad = load("tiny-phi3")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    keep = torch.tensor([0, 3, 4, 10, 77, 127])
+    remove_ffn_neurons(model, 1, keep)
+    name = "model.layers.1.mlp.gate_up_proj.weight"
+    want = torch.cat([before[name][keep], before[name][128 + keep]])
+    assert torch.equal(model.state_dict()[name], want)
+    assert torch.equal(model.state_dict()["model.layers.1.mlp.down_proj.weight"],
+                       before["model.layers.1.mlp.down_proj.weight"][:, keep])
+    stock = ad.to_stock(copy.deepcopy(model))
+    assert torch.equal(ad.blocks(stock)[1].mlp.gate_up_proj.weight, want)
+    enc = _batch(tok)
+    with torch.no_grad():
+        torch.testing.assert_close(stock(**enc).logits, model(**enc).logits, rtol=0, atol=1e-6)
+    back = load(save_model(model, tok, tmp_path / "phi3"))
+    assert ffn_widths(back.model) == [128, 6]
+    assert torch.equal(back.model.state_dict()[name], want)
+
+
+def test_split_linear_with_bias_keeps_the_fused_layer():
+    """SplitLinear (the generic part behind Phi-3's split): outputs, state dict (with a bias), load of a fused
+    tensor, fusing back; a part that is no plain Linear (e.g. a LoRA wrapper) saves under its own keys."""
+    from minilib.models import SplitLinear
+    torch.manual_seed(0)
+    fused = nn.Linear(8, 6)
+    split = SplitLinear.split(fused, ("a", "b", "c"))
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(split(x), fused(x), rtol=0, atol=1e-6)
+    assert torch.equal(split.b.weight, fused.weight[2:4]) and torch.equal(split.c.bias, fused.bias[4:])
+    sd = split.state_dict(prefix="m.")
+    assert list(sd) == ["m.weight", "m.bias"] and torch.equal(sd["m.weight"], fused.weight.detach())
+    other = SplitLinear.split(nn.Linear(8, 6), ("a", "b", "c"))
+    other.load_state_dict(fused.state_dict(), strict=True)
+    assert torch.equal(other.a.weight, fused.weight[:2]) and torch.equal(other.fused().bias, fused.bias)
+    with pytest.raises(RuntimeError, match="does not split into 3 equal parts"):
+        other.load_state_dict({"weight": torch.zeros(7, 8), "bias": torch.zeros(6)})
+    split.a = nn.Sequential(split.a)  # no plain Linear any more: the parts' own keys
+    assert sorted(split.state_dict()) == ["a.0.bias", "a.0.weight", "b.bias", "b.weight", "c.bias", "c.weight"]

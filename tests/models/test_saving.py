@@ -89,3 +89,18 @@ def test_corrupt_plan_is_a_clear_error(tmp_path):
     write_hashes(p, SAVED)
     with pytest.raises(PlanMismatchError, match="NoSuchModel"):
         load(p)
+
+
+def test_a_saved_qwen2_model_keeps_its_own_tokenizer(tmp_path):
+    """transformers 5's AutoTokenizer rebuilds any qwen2 folder's tokenizer as Qwen2Tokenizer (its own
+    pre-tokenizer: digits one by one); load_model reads the class that saved it, so the tiny model's
+    GPT-2 BPE comes back with GPT-2's ids."""
+    from transformers import AutoTokenizer
+    m = load("tiny-qwen2")
+    text = "In 1984 there were 42 cats."
+    want = m.tokenizer(text)["input_ids"]
+    p = save_model(m.model, m.tokenizer, tmp_path / "q")
+    assert type(AutoTokenizer.from_pretrained(p)).__name__ == "Qwen2Tokenizer"
+    assert AutoTokenizer.from_pretrained(p)(text)["input_ids"] != want  # what a plain AutoTokenizer would give
+    back = load(p).tokenizer
+    assert type(back) is type(m.tokenizer) and back(text)["input_ids"] == want

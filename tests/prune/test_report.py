@@ -14,8 +14,8 @@ from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
 
 PARTS = ("embedding", "attention", "ffn", "norm", "head", "other")
 # parameters one FFN neuron owns, by hand: its up row (+ its up bias), gate row, down column
-PER_NEURON = {"tiny-gpt2": 64 + 1 + 64, "tiny-bert": 64 + 1 + 64, "tiny-opt": 64 + 1 + 64, "tiny-phi": 64 + 1 + 64,
-              "tiny-llama": 3 * 64, "tiny-gemma3": 3 * 64}
+_UNGATED = ("tiny-gpt2", "tiny-bert", "tiny-opt", "tiny-phi")
+PER_NEURON = {n: 64 + 1 + 64 if n in _UNGATED else 3 * 64 for n in TINY}
 _MODELS: dict = {}
 
 
@@ -38,9 +38,10 @@ def _hand_ffn_params(name, model):
               "tiny-bert": lambda: [(b.intermediate.dense, b.output.dense) for b in model.encoder.layer],
               "tiny-opt": lambda: [(b.fc1, b.fc2) for b in model.model.decoder.layers],
               "tiny-phi": lambda: [(b.mlp.fc1, b.mlp.fc2) for b in model.model.layers],
-              "tiny-llama": lambda: [(b.mlp.up_proj, b.mlp.gate_proj, b.mlp.down_proj) for b in model.model.layers],
-              "tiny-gemma3": lambda: [(b.mlp.up_proj, b.mlp.gate_proj, b.mlp.down_proj) for b in model.model.layers]}
-    return sum(p.numel() for mods in blocks[name]() for m in mods for p in m.parameters())
+              # Phi-3: the fused gate_up_proj (held split by minilib: its parameters are gate's and up's)
+              "tiny-phi3": lambda: [(b.mlp.gate_up_proj, b.mlp.down_proj) for b in model.model.layers]}
+    llama_like = lambda: [(b.mlp.up_proj, b.mlp.gate_proj, b.mlp.down_proj) for b in model.model.layers]  # noqa: E731
+    return sum(p.numel() for mods in blocks.get(name, llama_like)() for m in mods for p in m.parameters())
 
 
 # --- snapshot -------------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def test_snapshot_sees_zeroed_weights_and_nothing_else():
 
 # --- removing neurons -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-bert", "tiny-llama"])
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-bert", "tiny-llama", "tiny-phi3", "tiny-qwen2"])
 def test_report_of_removed_neurons_by_hand(name):
     model = _model(name)
     before = snapshot(model)

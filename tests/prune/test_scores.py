@@ -44,7 +44,15 @@ def _hand_ffns(name, model):
     if name == "tiny-phi":
         return [(w(b.mlp.fc1).shape[0], lambda i, b=b: [w(b.mlp.fc1)[i, :], w(b.mlp.fc2)[:, i]])
                 for b in model.model.layers]
-    assert name in ("tiny-llama", "tiny-gemma3")
+    if name == "tiny-phi3":  # the fused gate_up_proj in its stock layout (the state dict): gate rows, then up rows
+        sd = model.state_dict()
+        out = []
+        for l in range(len(model.model.layers)):
+            gu, down = sd[f"model.layers.{l}.mlp.gate_up_proj.weight"], sd[f"model.layers.{l}.mlp.down_proj.weight"]
+            f = gu.shape[0] // 2
+            out.append((f, lambda i, gu=gu, down=down, f=f: [gu[f + i, :], gu[i, :], down[:, i]]))
+        return out
+    assert name in ("tiny-llama", "tiny-gemma3", "tiny-qwen2", "tiny-qwen3", "tiny-mistral", "tiny-gemma2")
     return [(w(b.mlp.up_proj).shape[0],
              lambda i, b=b: [w(b.mlp.up_proj)[i, :], w(b.mlp.gate_proj)[i, :], w(b.mlp.down_proj)[:, i]])
             for b in model.model.layers]
@@ -192,14 +200,16 @@ def test_maxprod_keeps_a_super_weight_neuron_the_norm_does_not_single_out(name):
     assert float(norm[7]) < float(norm.median())
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3", "tiny-phi3"])
 def test_gated_neuron_scores_include_the_gate(name):
     model = copy.deepcopy(_model(name))
-    with torch.no_grad():
-        model.model.layers[1].mlp.gate_proj.weight[5].zero_()
-    assert float(score_neurons_maxprod(model)[1][5]) == 0.0
     mlp = model.model.layers[1].mlp
-    up, down = mlp.up_proj.weight.detach()[5], mlp.down_proj.weight.detach()[:, 5]
+    with torch.no_grad():  # Phi-3: row 5 of the fused gate_up_proj is neuron 5's gate (its up is row 128 + 5)
+        (mlp.gate_up_proj.gate if name == "tiny-phi3" else mlp.gate_proj).weight[5].zero_()
+    assert float(score_neurons_maxprod(model)[1][5]) == 0.0
+    gu = model.state_dict()["model.layers.1.mlp.gate_up_proj.weight"] if name == "tiny-phi3" else None
+    up = gu[128 + 5] if gu is not None else mlp.up_proj.weight.detach()[5]
+    down = mlp.down_proj.weight.detach()[:, 5]
     want = float((up.double().pow(2).sum() + down.double().pow(2).sum()).sqrt())
     assert float(score_neurons_norm(model)[1][5]) == pytest.approx(want, rel=1e-5)
 
@@ -329,15 +339,18 @@ def test_l1_scores_refuse_stats_that_do_not_fit():
     assert L1_CRITERIA == ("any", "post_act")
 
 
-def test_l1_scores_read_the_keys_that_collect_l1_stats_writes():
+@pytest.mark.parametrize("name, up, gate", [("tiny-llama", "mlp.up_proj", "mlp.gate_proj"),
+                                            ("tiny-phi3", "mlp.gate_up_proj.up", "mlp.gate_up_proj.gate")])
+def test_l1_scores_read_the_keys_that_collect_l1_stats_writes(name, up, gate):
+    """Phi-3's fused gate_up_proj is held as two modules: its statistics come per part, one per neuron."""
     from minilib.calib.l1 import collect_l1_stats
-    model = _model("tiny-llama")
+    model = _model(name)
     windows = torch.randint(0, 50257, (4, 64), generator=torch.Generator().manual_seed(0))
     stats = collect_l1_stats(model, windows, batch_size=4)
     s = score_neurons_l1(model, stats)
     for i in range(2):
-        want = torch.minimum(torch.minimum(stats.ffn[i], stats.linear[f"{i}.mlp.up_proj"]),
-                             stats.linear[f"{i}.mlp.gate_proj"])
+        assert stats.linear[f"{i}.{up}"].shape == stats.linear[f"{i}.{gate}"].shape == (128,)
+        want = torch.minimum(torch.minimum(stats.ffn[i], stats.linear[f"{i}.{up}"]), stats.linear[f"{i}.{gate}"])
         assert torch.equal(s[i], want) and (s[i] <= stats.ffn[i]).all()
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from minilib.models import load
+from minilib.models import TINY, TINY_DECODERS, load
 from minilib.models.linear import weight_oi
 from minilib.prune import prune_model
 from minilib.train import (SparsityLostError, SparsityMasks, finetune, finetune_classifier, finetuned_classifier,
@@ -21,8 +21,7 @@ TEXT = ("Once upon a time there was a little cat. The cat liked to play in the s
         "One day the cat saw a big dog. The dog was kind and they played together all day. ") * 8
 PRUNES = {"sparsegpt-50%": dict(method="sparsegpt", sparsity=0.5), "wanda-2:4": dict(method="wanda", nm=(2, 4))}
 LM = dict(seqlen=16, batch_size=2, max_steps=2, eval_every=2, dev_windows=1, verbose=False)
-DECODERS = ["tiny-gpt2", "tiny-opt", "tiny-llama", "tiny-phi", "tiny-gemma3"]   # as tests/conftest.py
-FAMILIES = DECODERS + ["tiny-bert"]
+DECODERS, FAMILIES = TINY_DECODERS, TINY   # as tests/conftest.py
 
 
 def _ids(tok):
