@@ -129,6 +129,7 @@ def test_memory_table_and_growth(tmp_path):
     ("bench_sparsegpt", bt.table_block_precision, "bench_sparsegpt.py --threads 1 --repeats 3`"),
     ("sparsegpt_precision", bt.table_model_precision, "--model-precision`"),
     ("bench_memory", bt.table_memory, "bench_memory.py --threads 1 --sizes 8x256,64x256 --repeats 2`"),
+    ("bench_inference", bt.table_inference, "bench_inference.py --threads 1 --repeats 3`"),
 ])
 def test_missing_old_or_partial_json_says_what_to_rerun(tmp_path, name, fn, cmd):
     with pytest.raises(bt.MissingBenchResults, match=f"{name}.json is missing: re-run `python benchmarks/.*{cmd}"):
@@ -168,8 +169,28 @@ def test_tables_are_collected_used_in_docs_and_fill_blocks(tmp_path):
     bench = {k: v for k, v in bt.TABLES.items() if k != "reproduce_timings"}  # that one: tests/test_runner.py
     text = "".join(f"<!-- table:{n} -->\nold\n<!-- /table -->\n" for n in bench)
     new, stale, errors = tables.fill(text, bench, tmp_path, "doc.md")        # nothing measured yet
-    assert new == text and not stale and len(errors) == 4
+    assert new == text and not stale and len(errors) == len(bench) == 5
     assert all("results JSON is missing" in e and "re-run `python benchmarks/" in e for e in errors)
-    _sparsegpt(tmp_path), _precision(tmp_path), _memory(tmp_path)
+    _sparsegpt(tmp_path), _precision(tmp_path), _memory(tmp_path), _inference(tmp_path)
     new, stale, errors = tables.fill(text, bench, tmp_path, "doc.md")
-    assert not errors and len(stale) == 4 and "old" not in new and "| reconstruction error |" in new
+    assert not errors and len(stale) == 5 and "old" not in new and "| reconstruction error |" in new
+
+
+def _inference(d: Path) -> None:
+    bt.write_bench(d / "bench_inference.json", "bench_inference", ENV, {
+        "model": "tiny", "repeats": 3, "new_tokens": 8, "prompt": 16,
+        "formats": {"dense": {"params": 1000, "param_bytes": 4000 * MIB, "checkpoint_bytes": 4000 * MIB, "note": ""},
+                    "FFN uniform": {"params": 700, "param_bytes": 2800 * MIB, "checkpoint_bytes": None,
+                                    "note": "30% removed"}},
+        "rows": [{"format": f, "phase": p, "tokens": t, "batch": b, "ratio_to_dense": r, "median_s": 1.0}
+                 for f, rs in (("dense", (1.0, 1.0)), ("FFN uniform", (0.8, 0.9)))
+                 for (p, t, b), r in zip((("prefill", 512, 1), ("decode", 16, 16)), rs)],
+        "not_measured": [{"format": "2:4 semi-structured", "why": "needs CUDA"}]})
+
+
+def test_inference_table_gives_ratios_per_phase_and_what_was_not_measured(tmp_path):
+    _inference(tmp_path)
+    t = bt.table_inference(tmp_path)
+    assert "| format | params | parameter MiB | checkpoint MiB | prefill 512 | decode, batch 16 |" in t
+    assert "| FFN uniform | 700 | 2800.0 |  | 0.80 | 0.90 |" in t and "| dense | 1,000 | 4000.0 | 4000.0 | 1.00 | 1.00 |" in t
+    assert "2:4 semi-structured: not measured here (needs CUDA)" in t and "* FFN uniform: 30% removed" in t

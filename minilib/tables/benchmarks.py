@@ -11,7 +11,9 @@ typed by hand:
 * ``results/sparsegpt_precision.json`` (``bench_sparsegpt.py --model-precision``, part 3): the whole
   embedded model pruned with fp32 forwards, bf16 forwards and TF32 Hessians (``sparsegpt_precision``);
 * ``results/bench_memory.json`` (``benchmarks/bench_memory.py``): the memory model of block-by-block
-  pruning, predicted vs measured peak (``bench_memory``).
+  pruning, predicted vs measured peak (``bench_memory``);
+* ``results/bench_inference.json`` (``benchmarks/bench_inference.py``): latency per output format and
+  phase relative to dense, parameter and checkpoint bytes (``bench_inference``).
 
 A missing JSON raises ``MissingBenchResults`` (both a ``FileNotFoundError`` and a ``ValueError``), a
 JSON of another format a ``ValueError``; both say which command re-creates it.
@@ -33,6 +35,7 @@ COMMANDS = {  # the command that (re)creates each file, as the docs were generat
     "bench_sparsegpt": "python benchmarks/bench_sparsegpt.py --threads 1 --repeats 3",
     "sparsegpt_precision": "python benchmarks/bench_sparsegpt.py --threads 1 --repeats 3 --model-precision",
     "bench_memory": "python benchmarks/bench_memory.py --threads 1 --sizes 8x256,64x256 --repeats 2",
+    "bench_inference": "python benchmarks/bench_inference.py --threads 1 --repeats 3",
 }
 
 MIB = 2 ** 20
@@ -312,6 +315,30 @@ def table_reproduce_timings(results_dir: Path) -> str:
     return table_timings(results_dir)
 
 
-TABLES = {"bench_sparsegpt": table_speed, "bench_sparsegpt_precision": table_block_precision,
+def table_inference(results_dir: Path) -> str:
+    """Per format: parameters, bytes, and latency relative to dense per phase (median over rounds)."""
+    res = load_bench(results_dir, "bench_inference", ("rows", "formats"))
+    rows, info = res["rows"], res["formats"]
+    cases = list(dict.fromkeys((r["phase"], r["tokens"], r["batch"]) for r in rows))
+    head = [f"prefill {t}" if p == "prefill" else f"decode, batch {b}" for p, t, b in cases]
+    out = [f"{res['model']} on {_where(res['env'])}{_noisy(res['env'])}. Latency / dense: median over "
+           f"{res['repeats']} interleaved rounds of format / dense in the same round (below 1 = faster); decoding "
+           f"{res['new_tokens']} tokens with the KV cache after a {res['prompt']}-token prompt.", "",
+           "| format | params | parameter MiB | checkpoint MiB | " + " | ".join(head) + " |",
+           "|---|---|---|---|" + "---|" * len(head)]
+    for f, i in info.items():
+        cells = []
+        for c in cases:
+            r = next((r for r in rows if r["format"] == f and (r["phase"], r["tokens"], r["batch"]) == c), None)
+            cells.append(f"{r['ratio_to_dense']:.2f}" if r else "")
+        ck = f"{i['checkpoint_bytes'] / MIB:.1f}" if i.get("checkpoint_bytes") else ""
+        out.append(f"| {f} | {i['params']:,} | {i['param_bytes'] / MIB:.1f} | {ck} | " + " | ".join(cells) + " |")
+    for nm in res.get("not_measured", []):
+        out.append(f"\n{nm['format']}: not measured here ({nm['why']}).")
+    notes = [f"* {f}: {i['note']}" for f, i in info.items() if i.get("note")]
+    return "\n".join(out + [""] + notes)
+
+
+TABLES = {"bench_inference": table_inference, "bench_sparsegpt": table_speed, "bench_sparsegpt_precision": table_block_precision,
           "sparsegpt_precision": table_model_precision, "bench_memory": table_memory,
           "reproduce_timings": table_reproduce_timings}
