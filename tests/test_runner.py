@@ -708,7 +708,7 @@ SPEC_BAD = [
     ({"nsamples": [32]}, "parameter 'nsamples' = [32] is a list"),
     ({"nsamples": 0}, "parameter 'nsamples' = 0: must be >= 1"),
     ({"sparsity": 1.0}, "parameter 'sparsity' = 1.0: must be < 1.0"),
-    ({"method": "fast"}, "parameter 'method' = 'fast': must be one of ['magnitude', 'wanda', 'sparsegpt']"),
+    ({"method": "fast"}, "parameter 'method' = 'fast': must be one of ['magnitude', 'wanda', 'ria', 'dsnot', 'sparsegpt']"),
     ({"calib_seeds": 3}, "parameter 'calib_seeds' = 3 is an int; the notebook's parameter spec (minilib.profiles) "
                          "says it must be a list"),
     ({"calib_seeds": []}, "parameter 'calib_seeds' needs at least 1 entry"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from minilib.params import Float, Fraction, HubOr, Int, List, ParameterError, Str
 from minilib.prune.masks import parse_nm
-from minilib.prune.methods import get_method
+from minilib.prune.methods import METHODS, get_method
 from minilib.studies.sparsegpt import NOTEBOOK
 
 
@@ -16,11 +16,13 @@ def _check_nm(v):
         raise ParameterError(f"parameter 'nm': {e}") from None
 
 
-def _check_method(v):
-    try:
-        get_method(v)  # the registry as it is when the notebook runs (a method registered since counts)
-    except ValueError as e:
-        raise ParameterError(f"parameter 'method(s)': {e}") from None
+def _check_method(name):
+    def check(v):
+        try:
+            get_method(v)  # the registry as it is when the notebook runs (a method registered since counts)
+        except ValueError:
+            raise ParameterError(f"parameter {name!r} = {v!r}: must be one of {list(METHODS)}") from None
+    return check
 
 
 def _check_positive_number(name):
@@ -56,11 +58,11 @@ SPEC = {
     "seed": Int(0, help="calibration seed of the detailed runs (MCQ, layer errors, composition); one of calib_seeds"),
     "calib_seeds": List(Int(0), min_len=1, help="calibration seeds over which SparseGPT and Wanda are compared "
                         "(>= 3 for a verdict)"),
-    "methods": List(Str(check=_check_method), min_len=1, help="one-shot methods compared across sparsities "
+    "methods": List(Str(check=_check_method("methods")), min_len=1, help="one-shot methods compared across sparsities "
                     "(names in minilib.prune.methods.METHODS)"),
-    "method": Str(check=_check_method, help="method of the detailed runs; one of methods"),
+    "method": Str(check=_check_method("method"), help="method of the detailed runs; one of methods"),
     "owl_sparsities": List(Fraction(), help="target sparsities pruned with OWL's per-block allocation; [] = none"),
-    "owl_methods": List(Str(check=_check_method), help="methods run at OWL's allocation (each against its uniform run)"),
+    "owl_methods": List(Str(check=_check_method("owl_methods")), help="methods run at OWL's allocation (each against its uniform run)"),
     "owl_m": Float(0.0, check=_check_positive_number("owl_m"), help="OWL's outlier threshold M (x the mean score)"),
     "owl_lambda": Float(0.0, 1.0, help="OWL's lambda: the largest deviation of a block's sparsity from the target"),
     "sparsity": Fraction(),
