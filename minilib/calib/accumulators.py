@@ -128,9 +128,13 @@ class _Sums:
     """Adds ``sum over tokens of x_j`` to an accumulator of ``x_j**2`` (``InputSqNorms``/``Hessian``):
     ``input_mean()`` and the pooled ``input_var()`` per input column (what DSnoT needs)."""
 
-    def _add_sum(self, inp: torch.Tensor, device) -> None:
-        x = _rows(inp).to(device, torch.float32)
-        self.sum = x.sum(0) if getattr(self, "sum", None) is None else self.sum + x.sum(0)
+    sum: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def add_batch(self, inp: torch.Tensor, out: torch.Tensor | None = None) -> None:
+        super().add_batch(inp, out)
+        x = _rows(inp).to(self.input_sq_norms().device, torch.float32)
+        self.sum = x.sum(0) if self.sum is None else self.sum + x.sum(0)
 
     def input_mean(self) -> torch.Tensor:
         return self.sum / max(self.tokens, 1)
@@ -139,31 +143,17 @@ class _Sums:
         """Variance over every calibration token (population), never below 0."""
         return (self.input_sq_norms() / max(self.tokens, 1) - self.input_mean() ** 2).clamp_min(0)
 
+    def free(self) -> None:
+        super().free()
+        self.sum = None
+
 
 class InputMoments(_Sums, InputSqNorms):
     """``InputSqNorms`` plus the per-column sum of the inputs."""
 
-    @torch.no_grad()
-    def add_batch(self, inp: torch.Tensor, out: torch.Tensor | None = None) -> None:
-        self._add_sum(inp, self.sq.device)
-        super().add_batch(inp, out)
-
-    def free(self) -> None:
-        super().free()
-        self.sum = None
-
 
 class HessianMoments(_Sums, Hessian):
     """``Hessian`` plus the per-column sum of the inputs."""
-
-    @torch.no_grad()
-    def add_batch(self, inp: torch.Tensor, out: torch.Tensor | None = None) -> None:
-        self._add_sum(inp, self.H.device)
-        super().add_batch(inp, out)
-
-    def free(self) -> None:
-        super().free()
-        self.sum = None
 
 
 class AbsMean(Accumulator):

@@ -117,12 +117,6 @@ class Method:
 
 # --- option checks ----------------------------------------------------------------------------------
 
-def _exponent(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    return float(v)
-
-
 def _choice(*allowed):
     def check(name, v):
         if v not in allowed:
@@ -175,7 +169,7 @@ register(Method("wanda", "Wanda", "input_sq_norms", "Sun et al., 2023", "|W_ij| 
 register(Method("ria", "RIA", "input_sq_norms", "Zhang et al., 2024",
                 "(|W_ij| / sum_k |W_kj| + |W_ij| / sum_k |W_ik|) * ||X_j||^a, lowest per layer",
                 score=score_ria, compare="layer",
-                options={"a": Option(0.5, _exponent, "exponent of the input norm"),
+                options={"a": Option(0.5, _nonneg, "exponent of the input norm"),
                          "compare": Option("layer", _compare, "prune the lowest per 'layer' or per output 'row'",
                                            stage="mask")}))
 register(Method("dsnot", "DSnoT", "input_moments", "Zhang et al., 2024",
