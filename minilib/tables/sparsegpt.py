@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from minilib.prune.methods import METHODS
-from minilib.stats import describe, wilson_interval
+from minilib.stats import describe, format_p, wilson_interval
 from minilib.studies.sparsegpt import (NOTEBOOK, budget_summary, error_summary, is_calibrated, method_label,
                                        setting_label, setting_summary, split_method, verdict_block)
 from minilib.tables.common import ResultsMissing, ci, load, num, or_missing
@@ -235,6 +235,102 @@ def table_methods(results_dir: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+# --- the same protocol across runs --------------------------------------------------------------
+
+HISTORY = f"{NOTEBOOK}_history"   # results/SparseGPT_one_shot_history.json (tools/results_history.py)
+PROTOCOL = ("model", "nsamples", "seqlen", "calib_corpus", "eval_corpus")  # what makes two runs comparable
+
+
+def protocol(res: dict) -> dict:
+    """What two runs must share for their verdicts to be the same claim: the parameters ``PROTOCOL``,
+    the calibration seeds and the evaluation windows."""
+    runs = _runs(res)
+    p = res["parameters"]
+    return {**{k: p.get(k) for k in PROTOCOL}, "seeds": _seeds_of(runs),
+            "eval_windows": int(runs.eval_windows.iloc[0]), "eval_seqlen": int(runs.eval_seqlen.iloc[0])}
+
+
+def _test_dict(t) -> dict:
+    return {k: float(getattr(t, k)) for k in ("estimate", "low", "high", "p_adj")} | {"n": int(t.n),
+                                                                                     "family": int(t.family)}
+
+
+def run_summary(res: dict) -> dict:
+    """One run of the notebook reduced to what the across-runs table prints, analysed with the current
+    code: its protocol, the host (``numerics``), every verdict entry at both levels, and the perplexity
+    per method and setting."""
+    runs = _runs(res)
+    num_ = res.get("numerics") or {}
+    entries = [{"setting": e["setting"], "block": e["block"], "a": e["a"], "b": e["b"], "outcome": e["outcome"],
+                "seeds": _test_dict(e["seeds"]), "windows": _test_dict(e["windows"])} for e in _entries(res)]
+    ppl = [{"method": r["method"], "setting": "dense" if r["method"] == "dense" else setting_label(r["sparsity"], r["nm"]),
+            "ppl": float(r["ppl"]), "low": float(r["low"]), "high": float(r["high"]), "runs": int(r["runs"])}
+           for r in setting_summary(runs).to_dict("records")]
+    return {"protocol": protocol(res), "cpu": num_.get("cpu"), "threads": num_.get("threads"), "entries": entries,
+            "perplexity": ppl}
+
+
+def _entry_key(e: dict) -> tuple:
+    return e["block"], e["setting"], e["a"], e["b"]
+
+
+def _history(results_dir: Path) -> tuple[dict, list[dict]]:
+    """The current results and the recorded runs of the same protocol (oldest first); the current run is
+    the history's last entry when it was recorded, else it is appended."""
+    res = load(results_dir, NOTEBOOK)
+    hist = load(results_dir, HISTORY)
+    now = run_summary(res)
+    runs = [r for r in hist.get("runs", []) if r["summary"]["protocol"] == now["protocol"]]
+    if not runs or runs[-1]["summary"] != now:
+        runs.append({"commit": "this results file", "date": "", "summary": now})
+    return res, runs
+
+
+@or_missing(HISTORY)
+def table_across_runs(results_dir: Path) -> str:
+    """Every recorded run of the current protocol (``tools/results_history.py`` reads them from git),
+    re-analysed with the current code: per comparison, the seed-level ratio, its Holm p in that run's
+    family, and the joint outcome; then, per comparison, whether the outcome held in every run; and the
+    perplexities that need no calibration, which should agree across hosts."""
+    res, runs = _history(results_dir)
+    keys = list(dict.fromkeys(_entry_key(e) for r in runs for e in r["summary"]["entries"]))
+    host = [f"{r['date']} {r['commit']}".strip() + f" ({r['summary']['cpu'] or 'host not recorded'})" for r in runs]
+    out = [f"{sizes(res, _runs(res))}. {len(runs)} run(s) of this protocol recorded in git "
+           f"(`results/{HISTORY}.json`), each re-analysed with the current code in its own family; a cell is the "
+           "ratio over calibration seeds, its Holm p, and the joint outcome (both levels).", "",
+           "| comparison | " + " | ".join(host) + " |", "|---|" + "---|" * len(runs)]
+    held = []
+    for k in keys:
+        cells, outcomes = [], []
+        for r in runs:
+            e = next((e for e in r["summary"]["entries"] if _entry_key(e) == k), None)
+            if e is None:
+                cells.append("not run")
+                continue
+            s = e["seeds"]
+            outcomes.append(_outcome_words(e))
+            cells.append(f"{num(s['estimate'], 3)} (p {format_p(s['p_adj'])} of {s['family']}): {outcomes[-1]}")
+        name = f"{k[1]}{' (budget sweep)' if k[0] == 'budget' else ''}: {label(k[2])} / {label(k[3])}"
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+        same = len(set(outcomes)) == 1
+        held.append(f"* {name}: " + (f"**{outcomes[0]} in all {len(outcomes)} run(s)**" if same else
+                    "**the outcome differs between runs** (" + ", ".join(
+                        f"{o}: {outcomes.count(o)}" for o in dict.fromkeys(outcomes)) + "): read it as not resolved"))
+    out += ["", *held]
+    fixed = {}
+    for r in runs:
+        for x in r["summary"]["perplexity"]:
+            if not _calibrated(x["method"]):
+                fixed.setdefault((x["method"], x["setting"]), []).append(x["ppl"])
+    if fixed:
+        agree = [f"{m if m == 'dense' else f'{label(m)} {st}'} " + ("agrees to the printed digits"
+                 if len({num(v) for v in vals}) == 1 else "differs: " + ", ".join(num(v) for v in vals))
+                 for (m, st), vals in fixed.items()]
+        out.append("* Without calibration (no calibration pass, deterministic): " + "; ".join(agree) + ".")
+    return "\n".join(out)
+
+
 TABLES = {"prune_methods": table_methods, "sparsegpt_runs": table_runs, "sparsegpt_order": table_order, "sparsegpt_errors": table_errors,
           "sparsegpt_budget": table_budget, "sparsegpt_verdict": table_verdict,
-          "sparsegpt_composition": table_composition}
+          "sparsegpt_composition": table_composition,
+          "sparsegpt_across_runs": table_across_runs}

@@ -68,3 +68,46 @@ def test_tables_name_what_is_missing(tmp_path):
     assert "No results in the current format" in tables.table_budget(d)
     (tmp_path / "SparseGPT_one_shot.json").write_text("{broken")
     assert "No results in the current format" in tables.table_runs(tmp_path)
+
+
+def _history(d, *results):
+    runs = [{"commit": f"c{i}", "date": f"2026-12-0{i}", "summary": tables.run_summary(r)} for i, r in enumerate(results)]
+    (d / f"{tables.HISTORY}.json").write_text(json.dumps({"runs": runs}))
+
+
+def test_across_runs_says_where_an_outcome_did_not_hold(tmp_path):
+    d = _results(tmp_path)
+    now = json.loads((d / "SparseGPT_one_shot.json").read_text())
+    flipped = json.loads(json.dumps(now))   # a run where SparseGPT is 5% worse at 50%: the outcome flips
+    for r in flipped["records"]:
+        if r["kind"] == "run" and r["method"] == "sparsegpt":
+            r["nll"] = [x / 0.95 ** 2 for x in r["nll"]]
+            r["perplexity"] = math.exp(np.sum(r["nll"]) / (100 * len(r["nll"])))
+    other = json.loads(json.dumps(now))
+    other["parameters"]["nsamples"] = 8     # another protocol: left out
+    _history(d, other, flipped, now)
+    out = tables.table_across_runs(d)
+    assert "2 run(s) of this protocol" in out and "| comparison | 2026-12-01 c1 (host not recorded) |" in out
+    assert "**the outcome differs between runs** (Wanda lower: 1, SparseGPT lower: 1): read it as not resolved" in out
+    assert "8 calibration windows (budget sweep): SparseGPT / Wanda: **Wanda lower in all 2 run(s)**" in out
+    assert "dense agrees to the printed digits; magnitude 50% unstructured agrees to the printed digits" in out
+    # the current results file not yet recorded: it is added as a column of its own
+    _history(d, flipped)
+    out = tables.table_across_runs(d)
+    assert "2 run(s) of this protocol" in out and "this results file" in out
+
+
+def test_across_runs_without_a_history_says_so(tmp_path):
+    assert "SparseGPT_one_shot_history" in tables.table_across_runs(_results(tmp_path))
+
+
+def test_the_committed_history_records_the_committed_results():
+    """``tools.results_history`` was re-run after the last SparseGPT results: else the README's
+    across-runs table silently omits a run (it would show as 'this results file')."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2] / "results"
+    hist = json.loads((root / f"{tables.HISTORY}.json").read_text())
+    now = json.loads((root / "SparseGPT_one_shot.json").read_text())
+    assert hist["runs"][-1]["summary"] == json.loads(json.dumps(tables.run_summary(now))), (
+        "results/SparseGPT_one_shot_history.json does not end with the committed results: run "
+        ".venv/bin/python -m tools.results_history, then .venv/bin/python -m tools.tables")
