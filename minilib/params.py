@@ -47,15 +47,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class ParameterError(ValueError):
-    """A notebook parameter with a wrong type or value."""
+    """A notebook parameter with a wrong type or value; ``name``: the parameter, where one is at fault."""
+
+    def __init__(self, message: str, name: str | None = None):
+        super().__init__(message)
+        self.name = name
 
 
 class HubUnreachableError(ParameterError):
     """A profile's hub model cannot be used (the hub is not reachable) and no fallback was allowed."""
 
     def __init__(self, message: str, name: str, hub: str, offline: str):
-        super().__init__(message)
-        self.name, self.hub, self.offline = name, hub, offline
+        super().__init__(message, name)
+        self.hub, self.offline = hub, offline
 
 
 class HubFallbackWarning(UserWarning):
@@ -339,6 +343,23 @@ def _unreachable_message(name: str, v: HubOr, profile: str | None) -> str:
             f"{FALLBACK_ENV}=1 (or papermill -p allow_fallback True)")
 
 
+class Spec(dict):
+    """A notebook's parameter spec (``name -> Param``) with the checks that relate parameters to each
+    other: ``checks`` are functions of the resolved values (a dict) that raise ``ParameterError``
+    naming every parameter involved.  ``resolve`` runs them after each value passed its own check and
+    before any folder is made; ``minilib.profiles.plan`` reports them as problems of the plan."""
+
+    def __init__(self, params: dict, checks=()):
+        super().__init__(params)
+        self.checks = tuple(checks)
+
+
+def check_relations(spec: dict, values: dict) -> None:
+    """Run ``spec``'s cross-parameter checks (none for a plain dict) on resolved ``values``."""
+    for check in getattr(spec, "checks", ()):
+        check(values)
+
+
 def fallback_message(name: str, v: HubOr, profile: str | None) -> str:
     """The one-line warning of a hub model replaced by its embedded fallback."""
     prof = f"{profile!r} profile" if profile else "profile"
@@ -348,7 +369,8 @@ def fallback_message(name: str, v: HubOr, profile: str | None) -> str:
 
 
 def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[str, dict],
-            verbose: bool = True, *, hub: bool | None = None, allow_fallback: bool | None = None) -> dict:
+            verbose: bool = True, *, hub: bool | None = None, allow_fallback: bool | None = None,
+            relations: bool = True) -> dict:
     """The notebook's parameters, filled from its profile and checked.
 
     ``values``: the notebook's namespace (``globals()``); only names in ``spec`` (plus the common ones:
@@ -392,6 +414,8 @@ def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[
                               stacklevel=2)
                 v = v.offline
         out[name] = p.validate(name, v)
+    if relations:  # off for minilib.profiles.plan, which reports them as problems
+        check_relations(spec, out)
     folder = None
     if "results_path" in out:
         if out["results_path"] == "":

@@ -92,6 +92,7 @@ def test_overlapping_calibration_windows_are_reported():
     # the SparseGPT notebook draws distinct windows: too many is an error, never an overlap
     assert _params_of(plan("SparseGPT_one_shot", "paper", nsamples=128), EXCEEDS_SPLIT) == ["nsamples"]
     assert _params_of(plan("SparseGPT_one_shot", "paper", seed=7), BAD_VALUE) == ["seed"]
+    assert _params_of(plan("SparseGPT_one_shot", "paper", owl_sparsities=[0.9]), BAD_VALUE) == ["owl_sparsities"]
 
 
 def test_expected_repeat_matches_the_seeded_draws():

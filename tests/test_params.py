@@ -227,3 +227,32 @@ def test_a_run_that_wrote_nothing_leaves_no_run_folder(writes, tmp_path):
     assert folder.parent == tmp_path / "runs" / "nb"
     assert folder.is_dir() == writes
     assert (tmp_path / "runs").is_dir() == writes  # and the parents it created, when empty
+
+
+def test_parameters_that_contradict_each_other_stop_resolve(tmp_path):
+    """The spec's relation checks (``Spec.checks``): the SparseGPT notebook's detailed seed and method
+    must be among those compared, each OWL sparsity among the uniform ones and each OWL method among
+    ``methods``; the error names the parameter, and no run folder is made."""
+    from minilib.params import ROOT, Spec, check_relations
+    from minilib.profiles import NOTEBOOKS
+    nb = "SparseGPT_one_shot"
+    spec, profiles = NOTEBOOKS[nb]
+    assert isinstance(spec, Spec) and spec.checks
+    base = {k: v for k, v in _parameters_cell(nb).items() if not k.startswith("__")}
+    base.update(profile="default", results_path="")
+    before = set((ROOT / "runs").glob(f"{nb}/*"))
+    for bad, match in (({"owl_sparsities": [0.6]}, r"'owl_sparsities': 0.6 is not one of the unstructured sparsities "
+                                                  r"compared \(\[0.5, 0.7\]"),
+                       ({"seed": 7}, r"'seed' = 7 must be one of calib_seeds = \[0, 1, 2\]"),
+                       ({"method": "ria"}, r"'method' = 'ria' must be one of methods"),
+                       ({"methods": ["magnitude", "wanda"], "method": "wanda"},
+                        r"'owl_methods': \['sparsegpt'\] not in methods")):
+        with pytest.raises(ParameterError, match=match):
+            resolve(nb, {**base, **bad}, spec, profiles, verbose=False)
+    assert set((ROOT / "runs").glob(f"{nb}/*")) == before
+    # consistent values pass, an OWL sparsity equal to the detailed one too; a plain dict has no relations
+    ok = resolve(nb, {**base, "results_path": str(tmp_path / "r.json"), "owl_sparsities": [0.5, 0.7],
+                      "methods": ["magnitude", "wanda"], "method": "wanda", "owl_methods": ["wanda"]},
+                 spec, profiles, verbose=False)
+    assert ok["owl_sparsities"] == [0.5, 0.7]
+    check_relations(dict(spec), {})

@@ -35,7 +35,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minilib.params import ROOT, HubFallbackWarning, HubUnreachableError, resolve
+from minilib.params import ROOT, HubFallbackWarning, HubUnreachableError, ParameterError, check_relations, resolve
 from minilib.profiles import NOTEBOOKS, notebook_params
 
 # Kinds of problem (``Problem.kind``)
@@ -409,8 +409,6 @@ def _plan_sparsegpt(c: _Ctx):
         c.problem("nsamples", EXCEEDS_SPLIT,
                   f"nsamples = {P['nsamples']}: the calib split of {P['calib_corpus']!r} holds {slots} non-overlapping "
                   f"windows of seqlen = {P['seqlen']} ({T:,} tokens); the notebook stops with an error")
-    if P["seed"] not in P.get("calib_seeds", [P["seed"]]):
-        c.problem("seed", BAD_VALUE, f"seed = {P['seed']} is not one of calib_seeds = {P['calib_seeds']}")
     c.eval_windows(P["eval_corpus"], "test", "eval_seqlen", "eval_windows", P["eval_windows"])
     if P["heldout_windows"]:
         c.eval_windows(P["calib_corpus"], "dev", "seqlen", "heldout_windows", P["heldout_windows"],
@@ -547,9 +545,11 @@ def plan(notebook: str, profile: str = "paper", *, hub: bool | None = True, allo
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", HubFallbackWarning)
         try:
-            params = resolve(notebook, values, spec, profiles, verbose=False, hub=hub, allow_fallback=allow_fallback)
+            params = resolve(notebook, values, spec, profiles, verbose=False, hub=hub, allow_fallback=allow_fallback,
+                             relations=False)
         except HubUnreachableError as e:
-            params = resolve(notebook, values, spec, profiles, verbose=False, hub=hub, allow_fallback=True)
+            params = resolve(notebook, values, spec, profiles, verbose=False, hub=hub, allow_fallback=True,
+                             relations=False)
             problems.append(Problem(e.name, HUB_FALLBACK,
                                     f"{e.name}: the hub model {e.hub!r} of the {profile!r} profile is not reachable "
                                     f"and the fallback is not allowed: resolve stops (HubUnreachableError). With "
@@ -567,6 +567,10 @@ def plan(notebook: str, profile: str = "paper", *, hub: bool | None = True, allo
                                     "the run is not the paper model's"))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    try:  # parameters that contradict each other: the run would stop in its check cell
+        check_relations(spec, params)
+    except ParameterError as e:
+        problems.append(Problem(e.name or "parameters", BAD_VALUE, str(e)))
     model = params.get("model", "?")
     facts = model_facts(model)
     shown = {k: v for k, v in params.items() if k not in ("results_path", "figures_dir")}

@@ -3,7 +3,7 @@ is ``minilib.studies.sparsegpt``."""
 
 from __future__ import annotations
 
-from minilib.params import Float, Fraction, HubOr, Int, List, ParameterError, Str
+from minilib.params import Float, Fraction, HubOr, Int, List, ParameterError, Spec, Str
 from minilib.prune.masks import parse_nm
 from minilib.prune.methods import METHODS, get_method
 from minilib.studies.sparsegpt import NOTEBOOK
@@ -49,7 +49,27 @@ def _check_dtype(v):
                                  "CUDA, else the model's dtype)") from None
 
 
-SPEC = {
+def _check_relations(P: dict) -> None:
+    """The detailed runs reuse one of the compared draws and methods; OWL is compared with a uniform run
+    at the same sparsity."""
+    if P["seed"] not in P["calib_seeds"]:
+        raise ParameterError(f"parameter 'seed' = {P['seed']} must be one of calib_seeds = {P['calib_seeds']} (the "
+                             "detailed runs reuse that draw)", "seed")
+    if P["method"] not in P["methods"]:
+        raise ParameterError(f"parameter 'method' = {P['method']!r} must be one of methods = {P['methods']}", "method")
+    compared = sorted(set(P["sweep_sparsities"]) | {P["sparsity"]})
+    for s in P["owl_sparsities"]:
+        if s not in compared:
+            raise ParameterError(f"parameter 'owl_sparsities': {s} is not one of the unstructured sparsities "
+                                 f"compared ({compared}: sweep_sparsities and sparsity): OWL is compared with the "
+                                 "uniform run at the same sparsity", "owl_sparsities")
+    missing = [m for m in P["owl_methods"] if m not in P["methods"]] if P["owl_sparsities"] else []
+    if missing:
+        raise ParameterError(f"parameter 'owl_methods': {missing} not in methods = {P['methods']}: each OWL run is "
+                             "compared with the same method's uniform run", "owl_methods")
+
+
+SPEC = Spec({
     "model": Str(),
     "calib_corpus": Str(),
     "eval_corpus": Str(),
@@ -83,7 +103,7 @@ SPEC = {
     "recovery_method": Str(("full", "lora"), help="recovery fine-tuning: 'full' or 'lora' (masks kept either way)"),
     "recovery_chunks": Int(1, help="held-out text chunks (1 kB of the eval corpus's test split) for bits per byte"),
     "forward_dtype": Str(check=_check_dtype, help="'' (model dtype), 'auto' (bf16 on CUDA), 'bfloat16', 'float16'"),
-}
+}, checks=[_check_relations])
 PROFILES = {
     "test": dict(model="tiny-llama", nsamples=4, seqlen=64, calib_seeds=[0, 1], sweep_sparsities=[0.5], owl_sparsities=[0.5],
                  recovery_steps=4, recovery_chunks=8, eval_seqlen=64, eval_windows=4,
