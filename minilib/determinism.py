@@ -184,7 +184,7 @@ def numerics_record() -> dict:
         "interop_threads": torch.get_num_interop_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "solver_factorisation_threads": 1,  # minilib.prune.sparsegpt factors under serial_cpu()
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "machine": platform.machine(),
         "python": platform.python_version(),
     }
@@ -198,7 +198,7 @@ def _config_value(cfg: str, key: str) -> str | None:
     return None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

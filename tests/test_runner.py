@@ -490,6 +490,7 @@ def test_reproduce_profile_outputs_html_and_progress(tmp_path, nb, client, capsy
     timings = json.loads((tmp_path / "results" / "test" / "reproduce_runs.json").read_text())
     assert [(r["notebook"], r["status"]) for r in timings["runs"]] == [("tiny", "done"), ("tiny2", "done")]
     assert all(r["seconds"] > 0 for r in timings["runs"])
+    assert all(isinstance(r["cpu"], str) and r["cpu"] for r in timings["runs"])  # the CPU each ran on
     assert all(r["load_start"] >= 0 and r["load_end"] >= 0 for r in timings["runs"])  # how shared the machine was
     # the notebook process and its kernel did work: their CPU seconds are recorded (imports alone take > 0.5 s)
     assert all(0.5 < r["cpu_seconds"] < r["seconds"] * 3 for r in timings["runs"]), timings["runs"]
@@ -913,3 +914,34 @@ def test_the_notebook_process_counts_its_kernels_cpu_time(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     own = json.loads((tmp_path / "usage.json").read_text())["cpu_seconds"]
     assert own >= 4.0, own
+
+
+def test_a_partial_reproduce_keeps_the_other_notebooks_timings(tmp_path):
+    """``reproduce --only X`` rewrites X's row of reproduce_runs.json and keeps the others (in their
+    order): the README's timing table still lists every notebook, says which CPU each ran on, and
+    shows no wall clock for rows of different invocations."""
+    from types import SimpleNamespace
+
+    from minilib.runner.reproduce import TIMINGS, table_timings, write_timings
+    res = tmp_path / "results"
+    res.mkdir()
+    earlier = {"profile": "default", "runs": [
+        {"notebook": n, "status": "done", "seconds": 60.0 * (i + 1), "threads": 1, "started": 100.0 * i,
+         "finished": 100.0 * i + 60.0 * (i + 1), "cpu_seconds": 50.0} for i, n in enumerate(("a", "b", "c"))],
+        "invocation": {"ran": 3, "where": "2 CPU worker(s)"}}
+    (res / TIMINGS).write_text(json.dumps(earlier))
+    run_dir = tmp_path / "runs" / "b"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"status": "done", "seconds": 600.0, "threads": 2, "cpu": "Some CPU",
+                                                  "started": 5000.0, "finished": 5600.0, "cpu_seconds": 900.0}))
+    plan = SimpleNamespace(runs=[SimpleNamespace(run_dir=run_dir, spec=SimpleNamespace(notebook=Path("b.ipynb")))])
+    write_timings(plan, res, "default", {"ran": 1, "where": "1 CPU worker(s)"})
+    d = json.loads((res / TIMINGS).read_text())
+    assert [(r["notebook"], r["seconds"]) for r in d["runs"]] == [("a", 60.0), ("b", 600.0), ("c", 180.0)]
+    t = table_timings(res)
+    assert "| `b` | done | Some CPU | 10.0 | 2 |" in t and "| `a` | done | not recorded | 1.0 |" in t
+    assert "first start to last finish" not in t and "The last invocation ran 1 of these 3 notebooks" in t
+    # another profile's file is not merged: the plan's rows alone
+    (res / TIMINGS).write_text(json.dumps({**earlier, "profile": "test"}))
+    write_timings(plan, res, "default", {"ran": 1, "where": "1 CPU worker(s)"})
+    assert [r["notebook"] for r in json.loads((res / TIMINGS).read_text())["runs"]] == ["b"]

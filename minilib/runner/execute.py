@@ -164,7 +164,8 @@ def execute_run(task: RunTask) -> RunOutcome:
         (run_dir / "params.yaml").write_text(yaml.safe_dump(task.parameters, sort_keys=False))
         write_json(run_dir / "params.json", task.parameters)
         started = time.time()
-        info = {"run": task.run_id, "notebook": task.notebook, "status": "running", "host": host,
+        from minilib.determinism import cpu_name
+        info = {"run": task.run_id, "notebook": task.notebook, "status": "running", "host": host, "cpu": cpu_name(),
                 "worker_pid": os.getpid(), "started": started, "threads": task.threads,
                 "load_start": _load(),  # 1-minute load average: how shared the machine was
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}

@@ -207,21 +207,29 @@ def cpu_placement(workers=None, threads=None, gpus=None, client=None, scheduler=
 TIMINGS = "reproduce_runs.json"
 
 
-def collect_timings(plan: Plan, profile: str, invocation: dict | None = None) -> dict:
-    """Wall time, status, host and threads of every notebook of ``plan``, from each run folder's
+def collect_timings(plan: Plan, profile: str, invocation: dict | None = None, previous: dict | None = None) -> dict:
+    """Wall time, status, host, CPU and threads of every notebook of ``plan``, from each run folder's
     ``run.json`` (runs of earlier invocations included; a notebook never run has ``status: "new"``);
     ``invocation``: the call that wrote this (``ran``: how many notebooks it executed, ``where``:
-    workers and threads); ``table_timings`` shows the runs' span as the wall clock only when it is one call's."""
+    workers and threads); ``table_timings`` shows the runs' span as the wall clock only when it is one
+    call's.  ``previous``: the timings file this replaces; a plan of some notebooks only
+    (``reproduce --only``) keeps the other notebooks' rows from it, so the table still lists every
+    notebook's last run, each with the CPU it ran on."""
     import platform
     import torch
     rows = []
     for r in plan.runs:
         info = read_run_json(r.run_dir)
         rows.append({"notebook": r.spec.notebook.stem, "status": info.get("status", "new"),
-                     "seconds": info.get("seconds"), "host": info.get("host"), "threads": info.get("threads"),
-                     "started": info.get("started"), "finished": info.get("finished"),
-                     "load_start": info.get("load_start"), "load_end": info.get("load_end"),
-                     "cpu_seconds": info.get("cpu_seconds")})
+                     "seconds": info.get("seconds"), "host": info.get("host"), "cpu": info.get("cpu"),
+                     "threads": info.get("threads"), "started": info.get("started"),
+                     "finished": info.get("finished"), "load_start": info.get("load_start"),
+                     "load_end": info.get("load_end"), "cpu_seconds": info.get("cpu_seconds")})
+    if previous and previous.get("profile") == profile:
+        mine = {r["notebook"] for r in rows}
+        kept = [r for r in previous.get("runs", []) if r.get("notebook") not in mine]
+        order = [r["notebook"] for r in previous.get("runs", [])]
+        rows = sorted(kept + rows, key=lambda r: order.index(r["notebook"]) if r["notebook"] in order else len(order))
     out = {"profile": profile, "cpu_count": os.cpu_count(), "machine": platform.machine(),
            "cuda": torch.cuda.is_available(), "runs": rows}
     if invocation:
@@ -230,10 +238,18 @@ def collect_timings(plan: Plan, profile: str, invocation: dict | None = None) ->
 
 
 def write_timings(plan: Plan, res_dir: Path, profile: str, invocation: dict | None = None) -> Path:
-    """``<results>/reproduce_runs.json``: what ``table_timings`` renders in the README."""
-    from minilib.results import write_results
+    """``<results>/reproduce_runs.json``: what ``table_timings`` renders in the README (the rows of
+    notebooks this plan does not run are kept from the file it replaces)."""
+    from minilib.results import read_json, write_results
     path = Path(res_dir) / TIMINGS
-    write_results(path, collect_timings(plan, profile, invocation))
+    previous = None
+    if path.is_file():
+        try:
+            previous = read_json(path, "")
+        except ValueError as e:
+            print(f"[reproduce] {display_path(path)} is unreadable ({e}); rewritten from this invocation's notebooks "
+                  "alone", flush=True)
+    write_results(path, collect_timings(plan, profile, invocation, previous if isinstance(previous, dict) else None))
     return path
 
 
@@ -249,8 +265,10 @@ def table_timings(results_dir: Path) -> str:
         raise ValueError(f"{path.name} is in an older format: re-run `make reproduce`")
     cpu_known = any(isinstance(r.get("cpu_seconds"), (int, float)) for r in d["runs"])
     cpu_head = " CPU time (min) | share of its cores |" if cpu_known else ""
-    lines = ["| notebook | status | wall time (min) | threads | 1-min load at start / end |" + cpu_head,
-             "|---|---|---|---|---|" + ("---|---|" if cpu_known else "")]
+    named = any(r.get("cpu") for r in d["runs"])  # the CPU of each run (recorded since 2026-12-07)
+    lines = ["| notebook | status |" + (" CPU |" if named else "") + " wall time (min) | threads | "
+             "1-min load at start / end |" + cpu_head,
+             "|---|---|---|---|---|" + ("---|" if named else "") + ("---|---|" if cpu_known else "")]
     total = cpu_total = 0.0
     blank = " | |" if cpu_known else ""
 
@@ -271,15 +289,22 @@ def table_timings(results_dir: Path) -> str:
         sec = r.get("seconds")
         total += sec or 0.0
         cpu_total += r.get("cpu_seconds") or 0.0
-        lines.append(f"| `{r['notebook']}` | {r['status']} | {'' if sec is None else f'{sec / 60:.1f}'} | "
+        host = f" {r.get('cpu') or 'not recorded'} |" if named else ""
+        lines.append(f"| `{r['notebook']}` | {r['status']} |{host} {'' if sec is None else f'{sec / 60:.1f}'} | "
                      f"{r.get('threads') or ''} | {load(r)} |{cpu(r)}")
     dev = "a CUDA GPU" if d.get("cuda") else f"{d.get('cpu_count')} CPU cores"
-    lines.append(f"| **sum of the notebooks' times** | | **{total / 60:.0f}** | | |"
+    pad = " |" if named else ""
+    lines.append(f"| **sum of the notebooks' times** | |{pad} **{total / 60:.0f}** | | |"
                  + (f" **{cpu_total / 60:.0f}** | |" if cpu_known else ""))
     span, inv = wall_clock(d), d.get("invocation") or {}
     where = f" ({inv['where']})" if inv.get("where") else ""
     if span is not None:
-        lines.append(f"| **`make reproduce`, first start to last finish**{where} | | **{span / 60:.0f}** | | |" + blank)
+        lines.append(f"| **`make reproduce`, first start to last finish**{where} | |{pad} **{span / 60:.0f}** | | |"
+                     + blank)
+    elif inv.get("ran") and inv["ran"] < len(d["runs"]):
+        lines += ["", f"The last invocation ran {inv['ran']} of these {len(d['runs'])} notebooks (`reproduce --only`, "
+                  f"{inv.get('where', '')}); the other rows are kept from earlier invocations, so no single wall "
+                  "clock is shown."]
     cpu_note = (" CPU time is the notebook process's and its kernel's (user + system); its share of the run's "
                 "threads x wall time below about 90% means the run waited for a core (a shared machine)."
                 if cpu_known else "")

@@ -51,7 +51,7 @@ def environment(device, threads: int) -> dict:
     """Where and how a benchmark runs: device, torch, threads, CPU count, date, load average now."""
     import torch
     dev = str(device)
-    env = {"device": dev, "device_name": _cpu_name(), "torch": torch.__version__,
+    env = {"device": dev, "device_name": cpu_name(), "torch": torch.__version__,
            "python": platform.python_version(), "threads": int(threads), "cpu_count": os.cpu_count(),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "argv": " ".join(sys.argv), "loadavg_start": _loadavg()}
@@ -61,7 +61,7 @@ def environment(device, threads: int) -> dict:
     return env
 
 
-from minilib.determinism import _cpu_name  # noqa: E402  (one reader of the CPU's name)
+from minilib.determinism import cpu_name  # noqa: E402  (one reader of the CPU's name)
 
 
 def _loadavg() -> float | None:
