@@ -111,6 +111,7 @@ def hf_model(model: nn.Module) -> tuple[nn.Module, dict]:
     adapter = adapter_for(model)
     widths = ffn_widths(model, adapter)
     width = max(widths)
+    saving = _ffn_saving(model, adapter, widths)
     out = copy.deepcopy(model)
     pad_params = 0
     for ffn, w in zip(adapter.ffns(out), widths):
@@ -129,8 +130,44 @@ def hf_model(model: nn.Module) -> tuple[nn.Module, dict]:
         delattr(cfg, CONFIG_KEY)
     adapter.to_stock(out)
     _check_config_builds(out)
+    saving["ffn_params_removed_exported"] = saving["ffn_params_removed"] - pad_params
+    saving["saving"] = _saving_sentence(saving, widths, pad_params)
     return out, {"ffn_widths": widths, "ffn_width": width,
-                 "padding_neurons": sum(width - w for w in widths), "padding_params": pad_params}
+                 "padding_neurons": sum(width - w for w in widths), "padding_params": pad_params, **saving}
+
+
+def _neuron_params(ffn) -> int:
+    """Parameters one FFN neuron holds: its ``up`` (and ``gate``) row with their bias entries and its
+    ``down`` column."""
+    n = 0
+    for lin in (ffn.up, ffn.gate):
+        if lin is not None:
+            n += in_features(lin) + (1 if getattr(lin, "bias", None) is not None else 0)
+    return n + out_features(ffn.down)
+
+
+def _ffn_saving(model: nn.Module, adapter, widths: list[int]) -> dict:
+    """What FFN pruning removed against the width the model's config states (the unpruned width,
+    which ``remove_neurons`` leaves in the config), in neurons and parameters."""
+    full = adapter.ffn_width(model.config)
+    removed = [max(0, full - w) for w in widths]
+    params = sum(r * _neuron_params(f) for r, f in zip(removed, adapter.ffns(model)))
+    return {"ffn_width_config": int(full), "ffn_neurons_removed": int(sum(removed)), "ffn_params_removed": int(params)}
+
+
+def _saving_sentence(s: dict, widths: list[int], pad: int) -> str:
+    """What the exported folder saves, in one sentence (``minilib_export.json``'s ``saving``)."""
+    if not s["ffn_params_removed"]:
+        return "no FFN neuron was removed: the folder holds the model's full FFN width"
+    kept = s["ffn_params_removed_exported"]
+    if not pad:
+        return (f"every FFN keeps {widths[0]} of {s['ffn_width_config']} neurons: the folder keeps the whole saving "
+                f"of {s['ffn_params_removed']:,} FFN parameters")
+    return (f"FFN widths {min(widths)}-{max(widths)} of {s['ffn_width_config']} differ between layers, and the stock "
+            f"config holds one width: {pad:,} zero padding parameters come back, so the folder keeps "
+            f"{kept:,} of the {s['ffn_params_removed']:,} FFN parameters the pruning removed "
+            f"({kept / s['ffn_params_removed']:.0%}); prune with equal widths (remove_neurons(..., equal_widths=True), "
+            "the contextual study's ffn_widths='equal') to keep all of it")
 
 
 def _check_config_builds(model: nn.Module) -> None:

@@ -30,7 +30,7 @@ from minilib.models.adapters import adapter_for
 from minilib.models.linear import set_weight_oi, weight_oi
 from minilib.models.surgery import ffn_widths, remove_ffn_neurons
 from minilib.models.vocab import RemappedTokenizer, keep_vocab_rows, make_vocab_map
-from minilib.prune.masks import widths_multiple
+from minilib.prune.masks import widths_equal, widths_multiple
 from minilib.prune.quant import fit_quantizer
 from minilib.prune.report import PruneReport, snapshot
 
@@ -90,7 +90,7 @@ class WidthWarning(UserWarning):
 @torch.no_grad()
 def remove_neurons(model: nn.Module, masks: list[torch.Tensor], method: str = "remove_neurons",
                    target: dict | None = None, verbose: bool = False, multiple_of: int = 1,
-                   scores: list[torch.Tensor] | None = None) -> PruneReport:
+                   scores: list[torch.Tensor] | None = None, equal_widths: bool = False) -> PruneReport:
     """Physically remove the masked FFN neurons of every block; returns the report (widths,
     parameters before/after, achieved ratio).
 
@@ -101,20 +101,29 @@ def remove_neurons(model: nn.Module, masks: list[torch.Tensor], method: str = "r
     1.35x the dense latency on a GPU, and at 0.93x with the kept widths rounded).  So for a model in
     fp16 or bf16 whose kept widths are not multiples of 8, ``multiple_of=1`` warns (``WidthWarning``);
     ``benchmarks/bench_structured.py`` measures it on CUDA.  With rounding the achieved ratio differs
-    from the asked one by up to ``multiple_of / 2`` neurons per block."""
+    from the asked one by up to ``multiple_of / 2`` neurons per block.
+
+    ``equal_widths=True`` keeps the total number removed but leaves every block the same kept width
+    (``widths_equal``, by ``scores``; rounded to ``multiple_of``): the shrink then survives
+    ``minilib.export.export_hf``, whose stock configs hold one FFN width (unequal widths are padded
+    back to the widest there).  The report's target records ``equal_widths``."""
     adapter = adapter_for(model)
     widths = _check_neuron_masks(model, masks)
     if isinstance(multiple_of, bool) or not isinstance(multiple_of, int) or multiple_of < 1:
         raise ValueError(f"multiple_of must be an integer >= 1 (1 = no rounding), got {multiple_of!r}")
-    if multiple_of > 1:
+    if not isinstance(equal_widths, bool):
+        raise ValueError(f"equal_widths must be True or False, got {equal_widths!r}")
+    if multiple_of > 1 or equal_widths:
+        asked = " and ".join(x for x, on in ((f"multiple_of={multiple_of}", multiple_of > 1),
+                                             ("equal_widths=True", equal_widths)) if on)
         if scores is None or len(scores) != len(masks):
-            raise ValueError(f"multiple_of={multiple_of} needs scores (one score vector per block, high = keep) to "
+            raise ValueError(f"{asked} needs scores (one score vector per block, high = keep) to "
                              f"choose which neurons to add back or drop; got "
                              f"{'none' if scores is None else f'{len(scores)} for {len(masks)} blocks'}")
         for l, (sc, w) in enumerate(zip(scores, widths)):
             if tuple(torch.as_tensor(sc).shape) != (w,):
                 raise ValueError(f"block {l}: scores of shape {tuple(torch.as_tensor(sc).shape)} for an FFN of width {w}")
-        masks = widths_multiple(masks, multiple_of, scores)
+        masks = widths_equal(masks, scores, multiple_of) if equal_widths else widths_multiple(masks, multiple_of, scores)
         _check_neuron_masks(model, masks)
     else:
         dtype = next(model.parameters()).dtype
@@ -144,6 +153,8 @@ def remove_neurons(model: nn.Module, masks: list[torch.Tensor], method: str = "r
     target = dict(target or {})
     if multiple_of > 1:
         target["multiple_of"] = multiple_of
+    if equal_widths:
+        target["equal_widths"] = True
     rep = PruneReport(method, target, before, snapshot(model), timings=dict(timer.totals))
     if verbose:
         print(rep)

@@ -294,23 +294,42 @@ def mask_threshold(scores: list[torch.Tensor], eps: float, what: str = "FFN neur
     return masks
 
 
+def _layer_vectors(masks, scores, what: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(mask, scores)`` per layer as CPU bool / float vectors of one shape; errors name ``what``."""
+    if len(scores) != len(masks):
+        raise ValueError(f"{what}: {len(scores)} score vectors for {len(masks)} masks (one per layer)")
+    out = []
+    for l, (m, s) in enumerate(zip(masks, scores)):
+        s, m = torch.as_tensor(s).float().cpu(), torch.as_tensor(m).bool().cpu()
+        if tuple(s.shape) != tuple(m.shape) or m.dim() != 1:
+            raise ValueError(f"{what}: layer {l}: scores of shape {tuple(s.shape)} for a mask of shape "
+                             f"{tuple(m.shape)} (one vector per layer)")
+        out.append((m, s))
+    return out
+
+
+def _keep_best(s: torch.Tensor, k: int) -> torch.Tensor:
+    """The prune mask that keeps the ``k`` best-scoring neurons of one layer (ties: the lower index)."""
+    m = torch.ones(len(s), dtype=torch.bool)
+    m[torch.argsort(s, descending=True, stable=True)[:k]] = False
+    return m
+
+
+def _check_multiple(multiple) -> None:
+    if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
+        raise SparsityError(f"multiple must be an integer >= 1 (1 = no rounding), got {multiple!r}")
+
+
 def widths_multiple(masks: list[torch.Tensor], multiple: int, scores: list[torch.Tensor]) -> list[torch.Tensor]:
     """Adjust prune masks so that every layer keeps a multiple of ``multiple`` neurons (GPU kernels
     are fastest on such widths): the kept count is rounded to the nearest multiple, adding back the
     best-scoring pruned neurons or pruning the worst-scoring kept ones (``scores``: one vector per
     layer, high = keep).  ``multiple`` = 1 returns ``masks`` unchanged."""
-    if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
-        raise SparsityError(f"multiple must be an integer >= 1 (1 = no rounding), got {multiple!r}")
+    _check_multiple(multiple)
     if multiple == 1:
         return masks
-    if len(scores) != len(masks):
-        raise ValueError(f"widths_multiple: {len(scores)} score vectors for {len(masks)} masks (one per layer)")
     out = []
-    for l, (m, s) in enumerate(zip(masks, scores)):
-        s, m = torch.as_tensor(s).float().cpu(), torch.as_tensor(m).bool().cpu()
-        if tuple(s.shape) != tuple(m.shape) or m.dim() != 1:
-            raise ValueError(f"widths_multiple: layer {l}: scores of shape {tuple(s.shape)} for a mask of shape "
-                             f"{tuple(m.shape)} (one vector per layer)")
+    for m, s in _layer_vectors(masks, scores, "widths_multiple"):
         width, kept = len(m), int((~m).sum())
         target = min(width, max(multiple, int(round(kept / multiple)) * multiple))
         new = m.clone()
@@ -324,6 +343,27 @@ def widths_multiple(masks: list[torch.Tensor], multiple: int, scores: list[torch
             new[drop] = True
         out.append(new)
     return out
+
+
+def widths_equal(masks: list[torch.Tensor], scores: list[torch.Tensor], multiple: int = 1) -> list[torch.Tensor]:
+    """Prune masks that remove as many neurons in total as ``masks`` but leave every layer the same
+    kept width, so that the shrink survives an export to a config with one FFN width (stock Hugging
+    Face configs; ``minilib.export`` pads unequal widths back to the widest).  Each layer keeps its
+    ``k`` best-scoring neurons (``scores``: one vector per layer, high = keep; compared within a layer
+    only), ``k`` = the mean kept width rounded to a multiple of ``multiple`` (at least ``multiple``).
+    The layer budget of ``masks`` is replaced by a uniform one: their criterion chooses the neurons,
+    not how many each layer loses.  ``SparsityError`` if a layer is narrower than ``k``."""
+    _check_multiple(multiple)
+    pairs = _layer_vectors(masks, scores, "widths_equal")
+    if not pairs:
+        return []
+    kept = sum(int((~m).sum()) for m, _ in pairs)
+    k = max(int(multiple), int(round(kept / len(pairs) / multiple)) * int(multiple))
+    narrow = [(l, len(m)) for l, (m, _) in enumerate(pairs) if len(m) < k]
+    if narrow:
+        raise SparsityError(f"widths_equal: an equal kept width of {k} neurons exceeds layer {narrow[0][0]}'s width "
+                            f"{narrow[0][1]}; these layers cannot share one width")
+    return [_keep_best(s, k) for _, s in pairs]
 
 
 # --- vocabulary -------------------------------------------------------------------------------

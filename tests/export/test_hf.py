@@ -314,3 +314,32 @@ def test_minilib_reads_an_exported_tokenizer_as_written(tmp_path):
     assert AutoTokenizer.from_pretrained(tmp_path / "q")(PROMPT, add_special_tokens=False)["input_ids"] != ids
     assert load(tmp_path / "q").tokenizer(PROMPT, add_special_tokens=False)["input_ids"] == ids
     assert load_compressed(tmp_path / "q")[1](PROMPT, add_special_tokens=False)["input_ids"] == ids
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_report_says_what_the_folder_saves(name):
+    """``ffn_params_removed`` is what the pruning removed in memory, ``ffn_params_removed_exported``
+    what the folder still saves (the padding back to one width subtracted); with equal widths the two
+    are the same and no padding comes back."""
+    import copy
+    base = tuple(load(name))[:2]
+    dense = sum(p.numel() for p in base[0].parameters())
+    unequal, _ = prune(name, True, False, base=base)
+    equal = copy.deepcopy(base[0])
+    g = torch.Generator().manual_seed(0)
+    widths = ffn_widths(equal)
+    masks = [torch.rand(w, generator=g) < f for w, f in zip(widths, (0.3, 0.6))]
+    remove_neurons(equal, masks, equal_widths=True, scores=[torch.rand(w, generator=g) for w in widths])
+    assert len(set(ffn_widths(equal))) == 1
+    assert sum(int((~m).sum()) for m in masks) - sum(ffn_widths(equal)) in range(-len(widths), len(widths) + 1)
+    for model, padded in ((unequal, True), (equal, False)):
+        hf, info = hf_model(model)
+        exported = sum(p.numel() for p in hf.parameters())
+        assert info["ffn_width_config"] == widths[0]
+        assert info["ffn_params_removed"] == dense - sum(p.numel() for p in model.parameters()) > 0
+        assert info["ffn_params_removed_exported"] == dense - exported
+        assert (info["padding_params"] > 0) == padded
+        assert ("zero padding parameters come back" in info["saving"]) == padded
+        assert ("keeps the whole saving" in info["saving"]) == (not padded)
+    _, info = hf_model(base[0])
+    assert info["ffn_params_removed"] == 0 and "no FFN neuron was removed" in info["saving"]

@@ -109,3 +109,38 @@ def test_widths_multiple_refuses_scores_that_do_not_match_the_masks():
         widths_multiple(masks, 4, [torch.zeros(8)])               # zip would have dropped layer 1
     with pytest.raises(ValueError, match=r"layer 1: scores of shape \(6,\) for a mask of shape \(8,\)"):
         widths_multiple(masks, 4, [torch.zeros(8), torch.zeros(6)])
+
+
+def test_widths_equal_keeps_the_total_and_each_layers_best():
+    from minilib.prune import widths_equal
+    g = torch.Generator().manual_seed(0)
+    scores = [torch.rand(64, generator=g) for _ in range(3)]
+    masks = [torch.arange(64) < k for k in (10, 30, 50)]        # kept 54, 34, 14: mean 34
+    out = widths_equal(masks, scores)
+    assert [int((~m).sum()) for m in out] == [34, 34, 34]
+    for m, s in zip(out, scores):  # the kept ones are the layer's best scores
+        assert float(s[~m].min()) >= float(s[m].max())
+    assert [int((~m).sum()) for m in widths_equal(masks, scores, multiple=8)] == [32, 32, 32]
+    assert widths_equal([], []) == []
+    with pytest.raises(SparsityError, match="equal kept width of 40 neurons exceeds layer 1's width 16"):
+        widths_equal([torch.zeros(64, dtype=torch.bool), torch.zeros(16, dtype=torch.bool)],
+                     [torch.rand(64), torch.rand(16)], multiple=8)
+    with pytest.raises(ValueError, match="widths_equal: layer 0: scores of shape \\(3,\\)"):
+        widths_equal(masks, [torch.rand(3)] * 3)
+    with pytest.raises(ValueError, match="2 score vectors for 3 masks"):
+        widths_equal(masks, scores[:2])
+    with pytest.raises(SparsityError, match="multiple must be an integer >= 1"):
+        widths_equal(masks, scores, multiple=0)
+
+
+def test_remove_neurons_with_equal_widths_needs_scores():
+    from minilib.models import load
+    from minilib.prune import remove_neurons
+    m = load("tiny-llama").model
+    masks = [torch.arange(128) < k for k in (8, 24)]
+    with pytest.raises(ValueError, match="equal_widths=True needs scores"):
+        remove_neurons(m, masks, equal_widths=True)
+    with pytest.raises(ValueError, match="equal_widths must be True or False"):
+        remove_neurons(m, masks, equal_widths="yes", scores=[torch.rand(128)] * 2)
+    rep = remove_neurons(m, masks, equal_widths=True, scores=[torch.rand(128)] * 2)
+    assert rep.target["equal_widths"] is True and rep.after["ffn_widths"] == [112, 112]
