@@ -52,6 +52,7 @@ neuron_thresholds = None         # ε of the neuron-only settings (vocabulary un
 dense_finetune = None            # fine-tune the dense model with the same recipe (the recovery control)
 scale = None                     # "absolute": mean |output| per token (the authors' rule) | "median": / layer median, first position excluded
 prune_embeddings = True          # vocabulary pruning by token frequency on/off (off: `thresholds` prune neurons only)
+ffn_widths = "threshold"         # "threshold": every FFN neuron under ε goes (the authors' rule; widths differ per layer) | "equal": as many go, one width for every layer (the shrink survives an HF export)
 min_count = 1                    # keep tokens seen at least this often in calib
 mcq_n = None                     # MCQ items per domain (0: the whole set)
 calib_windows = None             # calibration windows of `seqlen` tokens (calib split)

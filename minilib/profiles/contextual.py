@@ -4,7 +4,7 @@ is ``minilib.studies.contextual`` (``ContextualConfig`` takes the same names).""
 from __future__ import annotations
 
 from minilib.params import Bool, Dict, Float, HubOr, Int, List, Param, Str
-from minilib.studies.contextual import AUTHORS_THRESHOLDS, NOTEBOOK, SCALES
+from minilib.studies.contextual import AUTHORS_THRESHOLDS, FFN_WIDTHS, NOTEBOOK, SCALES
 
 SPEC = {
     "model": Str(),
@@ -16,6 +16,8 @@ SPEC = {
     "dense_finetune": Bool(help="the dense model fine-tuned with the same recipe (the recovery control)"),
     "scale": Str(choices=list(SCALES)),
     "prune_embeddings": Bool(),
+    "ffn_widths": Str(choices=list(FFN_WIDTHS), help="'threshold': every neuron under ε (the authors' rule; widths "
+                      "differ per layer) | 'equal': as many removed, one width per layer (survives an HF export)"),
     "min_count": Int(1),
     "mcq_n": Int(0, help="MCQ items per domain (0 = the whole set)"),
     "calib_windows": Int(1),

@@ -116,15 +116,31 @@ def mask_attention_rows(model: nn.Module, stats: L1Stats, eps: float,
     return dict(zip(keys, mask_threshold([stats.linear[k] for k in keys], eps, "attention row")))
 
 
+FFN_WIDTHS = {"threshold": "every FFN neuron under ε is removed (the authors' rule): widths differ per layer",
+              "equal": "as many FFN neurons removed as under ε, each layer keeping its best-scoring ones at one "
+                       "width (the shrink survives an export to a stock config)"}
+
+
+def check_ffn_widths(widths: str) -> str:
+    if widths not in FFN_WIDTHS:
+        raise ValueError(f"ffn_widths must be one of {list(FFN_WIDTHS)}, got {widths!r}")
+    return widths
+
+
 def prune_neurons(model: nn.Module, stats: L1Stats, eps: float, criterion: str = "any",
-                  attention: str = "skip", verbose: bool = True) -> PruneReport:
-    """Threshold pruning in place: remove FFN neurons under ε; attention rows ``"skip"`` or ``"mask"``."""
+                  attention: str = "skip", verbose: bool = True, widths: str = "threshold") -> PruneReport:
+    """Threshold pruning in place: remove FFN neurons under ε; attention rows ``"skip"`` or ``"mask"``.
+    ``widths`` (``FFN_WIDTHS``): ``"threshold"`` removes every neuron under ε; ``"equal"`` removes as
+    many, but the same number in every layer (``widths_equal``: each keeps its best-scoring neurons)."""
     if attention not in ("skip", "mask"):
         raise ValueError(f"attention must be 'skip' or 'mask', got {attention!r}")
+    check_ffn_widths(widths)
     eps = check_threshold(eps)
-    masks = mask_threshold(score_neurons_l1(model, stats, criterion), eps)
+    scores = score_neurons_l1(model, stats, criterion)
+    masks = mask_threshold(scores, eps)
     rows = mask_attention_rows(model, stats, eps) if attention == "mask" else {}
-    rep = remove_neurons(model, masks, method="contextual-l1", target={"eps": eps, "scale": stats.scale})
+    rep = remove_neurons(model, masks, method="contextual-l1", target={"eps": eps, "scale": stats.scale},
+                         equal_widths=widths == "equal", scores=scores if widths == "equal" else None)
     if rows:
         rep = rep.merge(zero_rows(model, rows))
     rep.notes.setdefault("rows_masked", 0)
@@ -179,7 +195,9 @@ class ContextualConfig:
     authors=True)`` the **authors' protocol** runs too: dense fine-tuned and every ``authors_thresholds``
     ε (same meaning as ``thresholds``), with calibration, token counts, fine-tuning and early stopping
     on the test text itself.  ``mcq_n`` items of the domain's MCQ set score dense and every fine-tuned
-    pruned model of our protocol (``None``: the whole set; not the dense control, to save the budget)."""
+    pruned model of our protocol (``None``: the whole set; not the dense control, to save the budget).
+    ``ffn_widths`` (``FFN_WIDTHS``): ``"threshold"`` (the authors' rule) or ``"equal"`` (as many
+    neurons removed, one width for every layer, so that ``minilib.export`` keeps the whole shrink)."""
 
     thresholds: tuple = (0.0, 0.1)
     neuron_thresholds: tuple = AUTHORS_THRESHOLDS
@@ -205,6 +223,7 @@ class ContextualConfig:
     coverage_eval_tokens: tuple = (2048,)
     authors_thresholds: tuple = (0.0, 0.1)
     attention: str = "skip"
+    ffn_widths: str = "threshold"
     n_resamples: int = 10_000
     seed: int = 0
 
@@ -219,6 +238,7 @@ class ContextualConfig:
         check_scale(self.scale)
         if self.attention not in ("skip", "mask"):
             raise ValueError(f"attention must be 'skip' or 'mask', got {self.attention!r}")
+        check_ffn_widths(self.ffn_widths)
 
     @classmethod
     def from_params(cls, params: dict) -> "ContextualConfig":
@@ -327,7 +347,7 @@ def run_domain(model, tokenizer, domain: str, mcq: str | None = None, config: Co
     t0 = time.time()
     sp = corpus_splits(tokenizer, domain)
     sp.assert_disjoint()
-    tag = {"domain": domain, "mcq": mcq, "scale": cfg.scale}
+    tag = {"domain": domain, "mcq": mcq, "scale": cfg.scale, "ffn_widths": cfg.ffn_widths}
     test_ch = text_chunks(split_text(tokenizer, sp["test"]), cfg.chunk_bytes, cfg.test_chunks)
     dev_ch = text_chunks(split_text(tokenizer, sp["dev"]), cfg.chunk_bytes, cfg.dev_chunks)
 
@@ -392,7 +412,8 @@ def run_domain(model, tokenizer, domain: str, mcq: str | None = None, config: Co
 
     def setting(protocol, kind, eps, stats, vocab_ids, train_ids, dev, target):
         m = copy.deepcopy(model)
-        rep = prune_neurons(m, stats, eps, attention=cfg.attention, verbose=verbose) if eps > 0 else None
+        rep = (prune_neurons(m, stats, eps, attention=cfg.attention, verbose=verbose, widths=cfg.ffn_widths)
+               if eps > 0 else None)
         tok, train, vrep = tokenizer, train_ids, None
         if kind in ("vocab", "both"):
             tok, vrep = prune_vocabulary(m, tokenizer, vocab_ids, cfg.min_count, verbose=verbose)

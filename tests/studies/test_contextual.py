@@ -156,6 +156,29 @@ def test_bad_thresholds(windows, mask_ffn_neurons):
         prune_neurons(other, st, 0.1, verbose=False)
 
 
+def test_equal_widths_remove_as_many_neurons_at_one_width(windows, mask_ffn_neurons):
+    """``ffn_widths="equal"``: the total removed is the threshold's (up to rounding, one neuron per
+    layer), every layer keeps one width, each its best-scoring neurons; a bad value is refused."""
+    from minilib.prune import score_neurons_l1
+    from minilib.studies.contextual import ContextualConfig
+    model, tok, _ = load("tiny-llama")
+    st = collect_l1_stats(model, windows(tok), scale="median")
+    asked = sum(int(m.sum()) for m in mask_ffn_neurons(model, st, 0.9))
+    scores = score_neurons_l1(model, st, "any")
+    rep = prune_neurons(model, st, 0.9, verbose=False, widths="equal")
+    widths = ffn_widths(model)
+    assert len(set(widths)) == 1 and abs(rep.ffn_neurons_removed - asked) <= len(widths) and asked > 0
+    assert rep.target["equal_widths"] is True and len(set(rep.removed_per_layer)) == 1
+    ref = load("tiny-llama").model
+    for l, s in enumerate(scores):  # each layer kept its best-scoring neurons: the kept up rows are those
+        keep = torch.argsort(s, descending=True, stable=True)[:widths[l]].sort().values
+        torch.testing.assert_close(model.model.layers[l].mlp.up_proj.weight, ref.model.layers[l].mlp.up_proj.weight[keep])
+    with pytest.raises(ValueError, match="ffn_widths must be one of \\['threshold', 'equal'\\], got 'same'"):
+        prune_neurons(model, st, 0.9, verbose=False, widths="same")
+    with pytest.raises(ValueError, match="ffn_widths must be one of"):
+        ContextualConfig(ffn_widths="same")
+
+
 def test_attention_mask_mode_zeroes_rows_only(windows):
     model, tok, ad = load("tiny-opt")
     st = collect_l1_stats(model, windows(tok), scale="median")
