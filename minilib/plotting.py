@@ -299,8 +299,9 @@ def plot_neuron_distribution(anatomy, kind: str = "neuron_cos", title: str = "")
         n_layers = counts[sl].shape[0]
         if not c.sum():
             continue
-        ax.stairs(c / (c.sum() * widths), edges, fill=True, alpha=0.45, color=method_color(lab),
-                  label=f"{lab} ({n_layers} x {width} neurons)")
+        dens = c / (c.sum() * widths)
+        ax.stairs(dens, edges, fill=True, alpha=0.12, color=method_color(lab))  # outlines stay visible where they overlap
+        ax.stairs(dens, edges, lw=1.3, color=method_color(lab), label=f"{lab} ({n_layers} x {width} neurons)")
     ax.set_xlabel(f"{kind} (mean over examples)")
     ax.set_ylabel("density")
     ax.set_yscale("log")
@@ -441,9 +442,10 @@ def plot_layer_error(layers: pd.DataFrame, method: str, title: str = ""):
     axes[0].set_title("mean over the block's layers", fontsize="small")
     g = layers[layers.method == method]
     types = list(dict.fromkeys(g["type"]))
-    for t, c in zip(types, ordered_colors(len(types))):
+    markers = "osv^DPX*"  # a marker per type as well: seven types need more than colour to stay apart
+    for i, (t, c) in enumerate(zip(types, ordered_colors(len(types)))):
         gt = g[g["type"] == t]
-        axes[1].plot(gt.block, gt.rel_error, marker=".", label=t, color=c)
+        axes[1].plot(gt.block, gt.rel_error, marker=markers[i % len(markers)], ms=3, lw=1, label=t, color=c)
     axes[1].set_xlabel("block")
     axes[1].set_yscale("log")
     legend_outside(axes[1], fontsize="xx-small")
