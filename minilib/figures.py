@@ -13,9 +13,10 @@ it and goes on.  A missing results file is an error naming it (``--skip-missing`
 other files are drawn).
 
 ``--paper``: PDF only, vector, fonts embedded as TrueType (Type 42, never Type 3), each figure
-``PAPER_WIDTH_IN`` = 3.5 in wide (one column of a two-column paper; ``--width`` to change it), text
-at 7-8 pt, laid out with constrained layout and saved without cropping so the page is exactly that
-wide.
+``PAPER_WIDTH_IN`` = 3.5 in wide (one column of a two-column paper; ``--width`` to change it), or
+``PAPER_WIDE_IN`` = 7 in (the text width, ``figure*``) for a figure of panels side by side; text at
+6-7.5 pt (``PAPER_RC``), titles and labels wrapped to fit, legends below the axes, constrained layout,
+saved without cropping so the page is exactly that wide.
 """
 
 from __future__ import annotations
@@ -203,6 +204,10 @@ def contextual_figures(res: dict) -> list:
     return out
 
 
+def bench_inference_figures(res: dict) -> list:
+    return [("bench_inference", plots.plot_bench_inference(res))]
+
+
 FIGURES: dict[str, Entry] = {e.stem: e for e in [
     Entry("BERT_anatomy", ("*_anatomy_layers_*", "*_anatomy_heatmap_*", "*_anatomy_neuron_hist_*"), anatomy_figures),
     Entry("GPT2_anatomy", ("*_anatomy_layers_*", "*_anatomy_heatmap_*", "*_anatomy_neuron_hist_*"), anatomy_figures),
@@ -219,6 +224,7 @@ FIGURES: dict[str, Entry] = {e.stem: e for e in [
                                  "sparsegpt_layer_error_heldout_*", "sparsegpt_calibration_budget_*"), sparsegpt_figures),
     Entry("contextual_pruning", ("contextual_layers_*", "contextual_size_vs_bpb_*", "contextual_recovery_*"),
           contextual_figures),
+    Entry("bench_inference", ("bench_inference",), bench_inference_figures),  # benchmarks/bench_inference.py
 ]}
 
 

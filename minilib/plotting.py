@@ -596,3 +596,32 @@ def plot_calibration_budget(summary: pd.DataFrame, title: str = "", xlabel: str 
     ax.set_title(title, fontsize="small")
     legend_outside(ax)
     return fig
+
+
+# --- benchmarks -----------------------------------------------------------------------------------
+
+def plot_bench_inference(res: dict):
+    """Latency of each output format relative to dense per phase (``benchmarks/bench_inference.py``
+    results): medians over interleaved rounds (no interval: the spread is in the table); dense = 1 a
+    labelled line."""
+    rows = res["rows"]
+    cases = list(dict.fromkeys((r["phase"], r["tokens"], r["batch"]) for r in rows))
+    formats = list(dict.fromkeys(r["format"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / len(formats)
+    colors = ordered_colors(len(formats))
+    for i, f in enumerate(formats):
+        vals = [next((r["ratio_to_dense"] for r in rows if r["format"] == f and (r["phase"], r["tokens"], r["batch"]) == c),
+                     np.nan) for c in cases]
+        ax.bar(np.arange(len(cases)) + i * width, vals, width, label=f, color=colors[i],
+               hatch="//" if "exported" in f else None, edgecolor="white", lw=0.3)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="dense (1.0)")
+    ax.set_xticks(np.arange(len(cases)) + 0.4 - width / 2,
+                  [f"prefill {t}" if p == "prefill" else f"decode b{b}" for p, t, b in cases], fontsize="x-small")
+    ax.set_ylabel("latency / dense (median of rounds)")
+    d = res["env"]
+    where = d["device_name"] + (f", {d['threads']} threads" if d["device"] == "cpu" else "")
+    ax.set_title(f"{res['model']} on {where}; {res['repeats']} interleaved rounds, decode {res['new_tokens']} "
+                 f"tokens after {res['prompt']}", fontsize="x-small")
+    legend_outside(ax, ncol=1)
+    return fig
