@@ -304,3 +304,15 @@ def test_plot_calibration_budget():
     assert "wanda (3 seeds)" in _legend_texts(fig) and "t-interval over seeds" in fig.axes[0].get_ylabel()
     with pytest.raises(ValueError, match="lacks columns"):
         P.plot_calibration_budget(s.drop(columns="seeds"))
+
+
+def test_notebooks_draw_through_the_registry_only():
+    """One home per figure: each notebook that makes figures calls minilib.figures.draw on the results it
+    wrote, and no plot function of its own."""
+    for stem in F.FIGURES:
+        nb = ROOT / "notebooks" / f"{stem}.py"
+        if not nb.exists():  # a benchmark's figure
+            continue
+        src = nb.read_text()
+        assert f'save_all(draw("{stem}", read_results(results_path)), figures_dir)' in src, stem
+        assert not re.search(r"\bplot_\w+\(|save_figure\(", src), stem
