@@ -283,7 +283,11 @@ def _save_paper(fig, name: str, figures_dir, width: float, wide: float = None) -
         for t in (ax.title, ax.yaxis.label):
             if t.get_text():
                 t.set_text(_wrap(t.get_text(), aw if t is ax.title else 72 * height * 0.8, t.get_fontsize()))
-    fig.set_layout_engine("constrained")
+    try:  # constrained layout makes room for titles and the legends below the axes
+        fig.set_layout_engine("constrained")
+        fig.canvas.draw()
+    except (ZeroDivisionError, ValueError, RuntimeError):  # axes it cannot lay out: keep the figure's own layout
+        fig.tight_layout()
     d = plots.resolve_figures_dir(figures_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{name}.pdf"

@@ -113,10 +113,11 @@ def legend_outside(ax, **kw):
     ``LEGEND_PLACE["where"] == "below"`` (``minilib.figures --paper``, where a column is narrow)."""
     if LEGEND_PLACE["where"] == "below":
         n = len(ax.get_legend_handles_labels()[1])
-        return ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), borderaxespad=0.0, frameon=False,
-                         ncol=2 if n > 2 else max(n, 1), **{"fontsize": "x-small", **kw})
-    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False,
-                     **{"fontsize": "x-small", **kw})
+        where = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.22), "ncol": 2 if n > 2 else max(n, 1)}
+        kw = {k: v for k, v in kw.items() if k != "ncol"}  # below the axes, two columns fit a column's width
+    else:
+        where = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0)}
+    return ax.legend(**where, borderaxespad=0.0, frameon=False, **{"fontsize": "x-small", **kw})
 
 
 def sizes_text(**sizes) -> str:
@@ -274,7 +275,8 @@ def plot_neuron_heatmap(anatomy, kind: str = "neuron_cos", title: str = ""):
     quantiles of each layer).  ``anatomy``: an ``Anatomy`` or a ``neuron_summary`` dict."""
     arr, _, _, width = _neurons(anatomy, kind)
     lim = float(np.percentile(np.abs(arr), 99.5)) or 1.0  # robust: a few outliers would wash the map out
-    fig, ax = plt.subplots(figsize=(7, 0.18 * arr.shape[0] + 2))
+    # constrained from the start: its colorbar then lays out under any later engine (figures --paper)
+    fig, ax = plt.subplots(figsize=(7, 0.18 * arr.shape[0] + 2), layout="constrained")
     im = ax.imshow(arr, aspect="auto", cmap="RdBu_r", vmin=-lim if arr.min() < 0 else 0, vmax=lim,
                    interpolation="nearest", extent=(0, 100, arr.shape[0] - 0.5, -0.5))
     ax.grid(False)
