@@ -292,7 +292,7 @@ def _save_paper(fig, name: str, figures_dir, width: float, wide: float = None) -
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{name}.pdf"
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="pdf", bbox_inches=None)
+        fig.savefig(tmp, format="pdf", bbox_inches=None, metadata={"CreationDate": None})
     return path
 
 

@@ -187,7 +187,8 @@ def save_figure(fig, name: str, figures_dir: str | os.PathLike | None = None, cl
     paths = [d / f"{name}.pdf", d / f"{name}.png"]
     for p in paths:
         with atomic_file(p) as tmp:
-            fig.savefig(tmp, format=p.suffix[1:])
+            # no creation date in the PDF: the same figure re-rendered is the same file (no spurious diffs)
+            fig.savefig(tmp, format=p.suffix[1:], **({"metadata": {"CreationDate": None}} if p.suffix == ".pdf" else {}))
     if show is None:
         show = in_notebook()
     if show and close:

@@ -318,3 +318,13 @@ def test_notebooks_draw_through_the_registry_only():
         src = nb.read_text()
         assert f'save_all(draw("{stem}", read_results(results_path)), figures_dir)' in src, stem
         assert not re.search(r"\bplot_\w+\(|save_figure\(", src), stem
+
+
+def test_re_rendering_gives_the_same_files(tmp_path):
+    """No creation date or other run-dependent bytes: re-rendered figures do not show up as changes."""
+    a = F.render(ROOT / "results", tmp_path / "a", ["dense_baselines"])
+    b = F.render(ROOT / "results", tmp_path / "b", ["dense_baselines"])
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    pa = F.render(ROOT / "results", tmp_path / "pa", ["dense_baselines"], paper=True)
+    pb = F.render(ROOT / "results", tmp_path / "pb", ["dense_baselines"], paper=True)
+    assert pa[0].read_bytes() == pb[0].read_bytes() and b"CreationDate" not in pa[0].read_bytes()
