@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup assets test test-fast reproduce figures bench clean notebooks
+.PHONY: setup assets test test-fast reproduce figures figures-from-results bench clean notebooks
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,11 @@ REPRODUCE_ARGS ?=  # e.g. "--workers 1 --threads 2", "--scheduler tcp://host:878
 reproduce: setup  # PROFILE=default (results/, figures/) | test | paper (results/<profile>/, figures/<profile>/)
 	$(PY) -m minilib.runner reproduce --profile $(PROFILE) $(REPRODUCE_ARGS)
 
-figures: reproduce
+figures: reproduce  # recomputes everything; to redraw the figures from results/*.json only: make figures-from-results
+
+FIGURES_ARGS ?=  # e.g. "--paper --figures figures/paper-pdf", "--only SparseGPT_one_shot", "--results results/paper"
+figures-from-results: $(STAMP)  # every figure from the results JSON, no model runs (minilib/figures.py)
+	$(PY) -m minilib.figures $(FIGURES_ARGS)
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

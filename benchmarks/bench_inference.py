@@ -161,29 +161,10 @@ def measure(models: dict, device, prefill: list[int], batches: list[int], new_to
 
 
 def figure(res: dict, path_stem: str, figures_dir: str | None) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    from minilib.plotting import save_figure
-    rows = res["rows"]
-    cases = list(dict.fromkeys((r["phase"], r["tokens"], r["batch"]) for r in rows))
-    formats = list(dict.fromkeys(r["format"] for r in rows))
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    width = 0.8 / len(formats)
-    for i, f in enumerate(formats):
-        vals = [next(r["ratio_to_dense"] for r in rows if r["format"] == f and (r["phase"], r["tokens"], r["batch"]) == c)
-                for c in cases]
-        ax.bar(np.arange(len(cases)) + i * width, vals, width, label=f)
-    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="dense (1.0)")
-    ax.set_xticks(np.arange(len(cases)) + 0.4 - width / 2,
-                  [f"prefill {t}" if p == "prefill" else f"decode b{b}" for p, t, b in cases], fontsize=8)
-    ax.set_ylabel("latency / dense (median of rounds)")
-    d = res["env"]
-    where = d["device_name"] + (f", {d['threads']} threads" if d["device"] == "cpu" else "")
-    ax.set_title(f"{res['model']} on {where}; {res['repeats']} interleaved rounds, decode {res['new_tokens']} "
-                 f"tokens after {res['prompt']}", fontsize=8)
-    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    return save_figure(fig, path_stem, figures_dir)
+    """The figure of ``res``, drawn by ``minilib.plotting.plot_bench_inference`` (what
+    ``python -m minilib.figures --only bench_inference`` draws from results/bench_inference.json)."""
+    from minilib.plotting import plot_bench_inference, save_figure
+    return save_figure(plot_bench_inference(res), path_stem, figures_dir)
 
 
 def main(argv=None) -> dict:

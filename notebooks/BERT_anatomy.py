@@ -81,9 +81,9 @@ from minilib.eval.decision import decision_task, decision_accuracy
 from minilib.hooks import count_hooks
 from minilib.stats import bootstrap_ci
 from minilib.studies.anatomy import anatomy_for, decision_model, ft_options, DECISION_STATES
-from minilib import plotting as plots
-from minilib.plotting import save_figure
-from minilib.results import write_results
+from minilib.plotting import neuron_summary
+from minilib.figures import draw, save_all
+from minilib.results import write_results, read_results
 
 t_start = time.perf_counter()
 m = load(model, device=device)
@@ -129,15 +129,6 @@ pd.DataFrame(per_protocol).T.drop(columns=["ft"]).round(3)
 layers = pd.DataFrame(layer_rows)
 layers.pivot_table(index="layer", columns=["protocol", "decision_state"], values="hidden_cos_mean").round(3)
 
-# %%
-for proto, by_state in anatomies.items():
-    for s, a in by_state.items():
-        suffix = "" if s == decision_state else f"_{s}"
-        save_figure(plots.plot_layer_curves(a, f"{model} ({proto}): cosine with the {s} decision vector"), f"{tag}_anatomy_layers_{proto}{suffix}", directory=figures_dir)
-    a = by_state[decision_state]
-    save_figure(plots.plot_neuron_heatmap(a, "neuron_cos", f"{model} ({proto}): neuron contribution cos (sorted)"), f"{tag}_anatomy_heatmap_{proto}", directory=figures_dir)
-    save_figure(plots.plot_neuron_distribution(a, "neuron_cos", f"{model} ({proto}): distribution of neuron cos"), f"{tag}_anatomy_neuron_hist_{proto}", directory=figures_dir)
-
 # %% [markdown]
 # ## Per neuron: the most decision-aligned neurons (first protocol, chosen decision vector)
 
@@ -159,4 +150,16 @@ write_results(results_path, {
                 "neuron_abs_cos_mean": float(an["neuron_abs_cos"].mean()), "neuron_abs_cos_max": float(an["neuron_abs_cos"].max()),
                 "seconds": time.perf_counter() - t_start},
     "records": layer_rows,
+    # what the heatmap and histogram need (per protocol, the chosen decision vector): each layer's neuron
+    # cosines as sorted quantiles and as counts on shared bins (minilib.plotting.neuron_summary)
+    "neurons": {p: neuron_summary(by_state[decision_state]["neuron_cos"]) for p, by_state in anatomies.items()},
 })
+
+# %% [markdown]
+# ## Figures
+#
+# Drawn from the results just written, by the same function as `python -m minilib.figures` (one home
+# per figure: `minilib.figures`): per layer, for both decision vectors; the neuron heatmap and histogram.
+
+# %%
+save_all(draw("BERT_anatomy", read_results(results_path)), figures_dir)

@@ -87,9 +87,8 @@ from minilib.models import load
 from minilib.eval.decision import decision_task
 from minilib.studies.anatomy import decision_model, ft_options
 from minilib.studies.structured import ratio_sweep, baseline_methods, seed_summary, split_correct
-from minilib import plotting as plots
-from minilib.plotting import save_figure
-from minilib.results import write_results
+from minilib.figures import draw, save_all
+from minilib.results import write_results, read_results
 
 t_start = time.perf_counter()
 m = load(model, device=device)
@@ -112,12 +111,6 @@ for proto in protocols:
 df = pd.concat(frames, ignore_index=True)
 summary = seed_summary(df)
 summary.pivot_table(index="ratio", columns=["protocol", "method"], values="acc").round(3)
-
-# %%
-for proto in protocols:
-    s = summary[summary.protocol == proto]
-    save_figure(plots.plot_accuracy_vs_pruned(s, f"{model} on {dataset} ({proto}): baselines", majority), f"{tag}_pruning_baseline_accuracy_{proto}", directory=figures_dir)
-    save_figure(plots.plot_cost(s, f"{model} ({proto}): cost of FFN pruning"), f"{tag}_pruning_baseline_cost_{proto}", directory=figures_dir)
 
 # %% [markdown]
 # ## Saving a pruned model: safetensors + JSON plan, reloaded with one function
@@ -146,6 +139,7 @@ write_results(results_path, {
     "notebook": "BERT_pruning_baseline",
     "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
                    "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "baselines": baselines, "protocols": protocols,
+                   "ppl_corpus": ppl_corpus, "ppl_windows": ppl_windows, "ppl_seqlen": ppl_seqlen,
                    "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
                    "ft_init": ft_init, "lora_r": lora_r},
     "metrics": {"dense_acc": {p: float(df[(df.protocol == p) & (df.ratio == 0)]["acc"].iloc[0]) for p in protocols} if 0.0 in ratios else None,
@@ -154,3 +148,12 @@ write_results(results_path, {
     "records": records,
     "correct": correct,
 })
+
+# %% [markdown]
+# ## Figures
+#
+# Accuracy (95% intervals) and cost against the share of FFN neurons removed, drawn from the results
+# just written by the same function as `python -m minilib.figures` (`minilib.figures`).
+
+# %%
+save_all(draw("BERT_pruning_baseline", read_results(results_path)), figures_dir)

@@ -95,10 +95,9 @@ from minilib.eval.decision import decision_task
 from minilib.studies.anatomy import ft_options
 from minilib.studies.structured import paired_tests, reuse_baselines, seed_summary, split_correct, strategy_sweep
 from minilib.prune import remove_neurons
-from minilib import plotting as plots
-from minilib.plotting import save_figure
+from minilib.figures import draw, save_all
 from minilib.params import ROOT
-from minilib.results import write_results
+from minilib.results import write_results, read_results
 
 t_start = time.perf_counter()
 m = load(model, device=device)
@@ -146,12 +145,6 @@ summary.pivot_table(index="ratio", columns=["protocol", "method"], values="acc")
 tests = paired_tests(allm)
 tests[["protocol", "ratio", "baseline", "acc_strategy", "acc_baseline", "diff", "diff_low", "diff_high", "p", "p_holm", "verdict"]].round(4) if len(tests) else tests
 
-# %%
-for proto in protocols:
-    s = summary[summary.protocol == proto]
-    save_figure(plots.plot_accuracy_vs_pruned(s, f"{model} on {dataset} ({proto}): strategy vs baselines", majority), f"{tag}_pruning_strategy_accuracy_{proto}", directory=figures_dir)
-    save_figure(plots.plot_cost(s, f"{model} ({proto}): cost of FFN pruning"), f"{tag}_pruning_strategy_cost_{proto}", directory=figures_dir)
-
 # %% [markdown]
 # ## Saving the strategy's pruned model
 
@@ -178,6 +171,7 @@ write_results(results_path, {
     "notebook": "BERT_pruning_strategy",
     "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
                    "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "baselines": baselines, "protocols": protocols,
+                   "ppl_corpus": ppl_corpus, "ppl_windows": ppl_windows, "ppl_seqlen": ppl_seqlen,
                    "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
                    "ft_init": ft_init, "lora_r": lora_r, "preserve_fraction": preserve_fraction, "profile_strength": profile_strength,
                    "max_layer_ratio": max_layer_ratio, "score_kind": score_kind, "decision_state": decision_state,
@@ -187,3 +181,12 @@ write_results(results_path, {
     "records": records,
     "correct": correct,
 })
+
+# %% [markdown]
+# ## Figures
+#
+# Accuracy (95% intervals) and cost against the share of FFN neurons removed, drawn from the results
+# just written by the same function as `python -m minilib.figures` (`minilib.figures`).
+
+# %%
+save_all(draw("BERT_pruning_strategy", read_results(results_path)), figures_dir)

@@ -78,8 +78,8 @@ from minilib.data import eval_windows as cut_windows, load_mcq
 from minilib.prune import get_method
 from minilib.studies import sparsegpt as study
 from minilib.studies.sparsegpt import run_setting
-from minilib.plotting import save_figure, plot_ppl_vs_sparsity, plot_layer_error, plot_calibration_budget
-from minilib.results import write_results
+from minilib.figures import draw, save_all
+from minilib.results import write_results, read_results
 from minilib.determinism import numerics_record
 
 t_notebook = time.perf_counter()
@@ -149,10 +149,6 @@ summary.round(4)
 
 # %%
 dense_ppl = runs.loc[runs.method == "dense", "perplexity"].item()
-fig = plot_ppl_vs_sparsity(summary, dense_ppl, nm, eval_corpus,
-                           f"{model}: one-shot pruning\ncalibration {len(calib_seeds)} seeds x {nsamples} x {seqlen} "
-                           f"tokens of {calib_corpus}; test {int(runs.eval_windows.iloc[0])} x {eval_seqlen} tokens")
-save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=False, directory=figures_dir)
 
 # %% [markdown]
 # ## Reconstruction error per layer (unstructured, `sparsity`): in-sample and held-out
@@ -165,12 +161,6 @@ save_figure(fig, f"sparsegpt_ppl_vs_sparsity_{model.replace('/', '_')}", close=F
 # %%
 layers = pd.concat([reports[(m_, sparsity, "")].layers.assign(method=m_) for m_ in methods if (m_, sparsity, "") in reports])
 layers["type"] = layers["layer"].str.split(".").str[-1]
-fig = plot_layer_error(layers, method)
-save_figure(fig, f"sparsegpt_layer_error_{model.replace('/', '_')}", close=False, directory=figures_dir)
-if heldout is not None:
-    fig = plot_layer_error(layers.assign(rel_error=layers["heldout_rel_error"]), method)
-    fig.suptitle("held-out inputs")
-    save_figure(fig, f"sparsegpt_layer_error_heldout_{model.replace('/', '_')}", close=False, directory=figures_dir)
 errors = study.error_summary(layers, methods)
 errors.round(4)
 
@@ -195,10 +185,6 @@ if budget_nsamples:
                                              eval_seqlen=eval_seqlen, eval_windows=eval_windows or None, device=device,
                                              reuse=reuse, forward_dtype=forward_dtype or None))
     budget_table = study.budget_summary(budget)
-    fig = plot_calibration_budget(budget_table, f"{model}: {sparsity:.0%} unstructured; test "
-                                  f"{int(runs.eval_windows.iloc[0])} x {eval_seqlen} tokens",
-                                  f"calibration tokens ({budget_seqlen}-token windows of {budget_corpus})")
-    save_figure(fig, f"sparsegpt_calibration_budget_{model.replace('/', '_')}", close=False, directory=figures_dir)
 else:
     budget, budget_table = pd.DataFrame(), pd.DataFrame()
 budget_table.round(4)
@@ -298,3 +284,13 @@ write_results(results_path, {
                + [{"kind": "budget", **r_} for r_ in budget.to_dict("records")]
                + [{"kind": "recovery", **r_} for r_ in recovery.to_dict("records")],
 })
+
+# %% [markdown]
+# ## Figures
+#
+# Perplexity against sparsity (95% intervals), the per-layer reconstruction error (in-sample and held-out)
+# and the calibration budget, drawn from the results just written, by the same function as `python -m minilib.figures`
+# (one home per figure: `minilib.figures`).
+
+# %%
+save_all(draw("SparseGPT_one_shot", read_results(results_path)), figures_dir)

@@ -91,8 +91,8 @@ import torch
 from IPython.display import Markdown, display
 from minilib.models import load
 from minilib.studies import contextual as study
-from minilib.plotting import plot_layer_removal, plot_recovery_bpb, plot_size_vs_bpb, save_figure
-from minilib.results import write_results
+from minilib.figures import draw, save_all
+from minilib.results import write_results, read_results
 
 torch.manual_seed(seed)
 t0 = time.time()
@@ -114,13 +114,12 @@ print({d: round(runs[d]["seconds"]) for d in domains}, "seconds per domain")
 # %% [markdown]
 # ## Which neurons each rule removes
 #
-# Share of FFN neurons under each ε, per block.  Left: the authors' rule on the absolute scale.
+# Share of FFN neurons under each ε, per block (figure `contextual_layers_*`, drawn with the others at the end).  Left: the authors' rule on the absolute scale.
 # Right: the median-normalized rule (first position of each window left out) at the threshold that
 # removes as many neurons in total, so the two can be compared layer by layer at an equal budget.
 
 # %%
 tag = model.replace("/", "_")
-save_figure(plot_layer_removal(layers), f"contextual_layers_{tag}", directory=figures_dir, close=False)
 runs[domains[0]]["stats_summary"]
 
 # %% [markdown]
@@ -154,15 +153,6 @@ cov_cols = ["domain", "calib_tokens", "min_count", "vocab", "size_pct", "test_fa
 coverage[[c for c in cov_cols if c in coverage.columns]].round(4)
 
 # %%
-# the figures show our protocol's vocabulary settings (ε = 0 and the `thresholds`); every model is in the tables
-shown = records[(records.protocol == "ours") & records.setting.isin(["dense", "vocab", "both"])]
-save_figure(plot_size_vs_bpb(shown), f"contextual_size_vs_bpb_{tag}", directory=figures_dir, close=False)
-shown_curves = curves[(curves.protocol == "ours") & curves.setting.isin(["vocab", "both"])] if len(curves) else curves
-if len(shown_curves):
-    save_figure(plot_recovery_bpb(shown_curves, records), f"contextual_recovery_{tag}", directory=figures_dir,
-                close=False)
-
-# %%
 ours = records[records.protocol == "ours"].to_dict("records")
 best = {d: study.best_reduction(ours, d) for d in domains}
 write_results(results_path, {
@@ -187,6 +177,16 @@ write_results(results_path, {
     "splits": {d: runs[d]["splits"] for d in domains},
     "stats_summary": {d: runs[d]["stats_summary"].to_dict("records") for d in domains},
 })
+
+# %% [markdown]
+# ## Figures
+#
+# Neurons removed per block, size against bits per byte and the recovery curves, drawn from the
+# results just written by the same function as `python -m minilib.figures` (`minilib.figures`; they
+# show our protocol's vocabulary settings, ε = 0 and the `thresholds`; every model is in the tables).
+
+# %%
+save_all(draw("contextual_pruning", read_results(results_path)), figures_dir)
 
 # %% [markdown]
 # ## What the intervals support

@@ -45,8 +45,8 @@ globals().update(resolve("dense_baselines", globals(), *NOTEBOOKS["dense_baselin
 from minilib.models import load
 from minilib.eval import model_report
 from minilib.studies.dense import perplexity_table, mcq_table
-from minilib.plotting import save_figure, plot_dense_baselines
-from minilib.results import write_results
+from minilib.figures import draw, save_all
+from minilib.results import write_results, read_results
 
 m = load(model, device=device)
 print(m.adapter.family, sum(p.numel() for p in m.model.parameters()) / 1e6, "M parameters")
@@ -64,13 +64,18 @@ rep = model_report(m.model)
 {k: v for k, v in rep.items() if k != "layers"}
 
 # %%
-fig = plot_dense_baselines(ppl, mcq, f"{model}: dense baselines")
-save_figure(fig, f"dense_baselines_{model.replace('/', '_')}", directory=figures_dir)
-
-# %%
 write_results(results_path, {
     "notebook": "dense_baselines", "parameters": {"profile": profile, "model": model, "corpora": corpora, "seqlen": seqlen, "max_windows": max_windows,
                    "mcq_sets": mcq_sets, "mcq_n": mcq_n, "mcq_method": mcq_method, "seed": seed},
     "metrics": {"params": rep["params"], "checkpoint_bytes": rep["checkpoint_bytes"], "tokens_per_s": rep["tokens_per_s"]},
     "records": [{"kind": "perplexity", **r} for r in ppl.to_dict("records")] + [{"kind": "mcq", **r} for r in mcq.to_dict("records")],
 })
+
+# %% [markdown]
+# ## Figures
+#
+# Perplexity per corpus and MCQ accuracy against chance, with their 95% intervals, drawn from the results just written, by the same function as `python -m minilib.figures`
+# (one home per figure: `minilib.figures`).
+
+# %%
+save_all(draw("dense_baselines", read_results(results_path)), figures_dir)

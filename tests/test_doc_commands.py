@@ -172,6 +172,11 @@ BLOCKS = {
                  ('"/path/to/any/saved/folder"', '"saved"'),
                  ('gguf = load("/path/to/model.gguf")', '# gguf: left out (see the reason)')),
         cwd="tmp"),
+    ("README.md", ".venv/bin/python -m minilib.figures --only SparseGPT_one_shot dense_baselines --figures /tmp/figs"): Shell({
+        ".venv/bin/python -m minilib.figures --only SparseGPT_one_shot dense_baselines --figures /tmp/figs": RUN,
+        ".venv/bin/python -m minilib.figures --paper --figures /tmp/paper": RUN,
+        ".venv/bin/python -m minilib.figures": RUN,   # into $MINILIB_FIGURES (the test's tmp folder), not figures/
+    }),
     ("README.md", "minilib/           the library: the base layer (assets, models, data, eval, hooks, io, device), the"):
         Text("the repository tree"),
     # ---------------------------------------------------------------- docs/anatomy.md
