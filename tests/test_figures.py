@@ -46,6 +46,9 @@ def test_every_registered_figure_renders_from_the_committed_results(tmp_path):
         assert drawn, f"nothing drawn for {stem}"
     for p in paths:
         assert p.stat().st_size > 1000
+    # and nothing stale: every committed figure is one the committed results draw
+    stale = sorted(f.name for f in (ROOT / "figures").glob("*.pdf") if f.stem not in names)
+    assert not stale, f"figures/ holds figures no committed results draw (an older run's): {stale}"
     for msg in logs:  # only figures whose data an older results file lacks are skipped, each saying what to re-run
         assert re.match(r"skipped \S+: \w+\.json has no per-neuron summary \('neurons'\): re-run notebook \w+_anatomy "
                         r"to get figure \S+_anatomy_(heatmap|neuron_hist)_", msg), msg
