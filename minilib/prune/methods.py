@@ -14,13 +14,19 @@ Statistics (what the block-by-block pass accumulates per distinct layer input):
 * ``input_moments``  -- ``input_sq_norms`` plus each column's mean and variance (``calib.InputMoments``;
   DSnoT's expected reconstruction error);
 * ``hessian``        -- the full ``X X^T`` (``calib.Hessian``); a method with no ``score`` is a
-  *solver* that chooses its mask and reconstructs the weights from it (SparseGPT's OBS).
+  *solver* that chooses its mask and reconstructs the weights from it (SparseGPT's OBS);
+* ``hessian_moments`` -- ``X X^T`` plus each column's mean and variance (``calib.HessianMoments``;
+  DSnoT started from SparseGPT's saliency).
+
+A method whose statistic depends on its options says so with ``statistic_of(options)``
+(``Method.statistic_for``; DSnoT's ``initial="sparsegpt"`` needs the Hessian).
 
 A score method returns one score per weight (higher = kept longer) from ``score(w, stat, **options)``,
 and the lowest are pruned either per layer (``compare="layer"``) or per output row (``"row"``; the
 method's option ``compare`` overrides it where it declares one).  N:M patterns compare within each
 group of ``m`` inputs whatever ``compare`` says.  A method with a ``refine`` step then changes that
-mask (``refine(w, mask, scores, stat, **options)``; DSnoT's swaps), unstructured only.  Each option
+mask (``refine(w, mask, scores, stat, **options)``; DSnoT's swaps); with ``refine_nm`` it refines N:M
+masks too (called with ``nm=(n, m)``, keeping the pattern), else it refuses N:M.  Each option
 says which step reads it (``stage``: ``score``, ``mask`` or ``refine``).
 """
 
@@ -37,7 +43,7 @@ from minilib.prune.dsnot import refine_dsnot, score_dsnot
 from minilib.prune.scores import score_magnitude, score_ria, score_wanda
 from minilib.prune.sparsegpt import check_percdamp
 
-STATISTICS = ("none", "input_sq_norms", "input_moments", "hessian")
+STATISTICS = ("none", "input_sq_norms", "input_moments", "hessian", "hessian_moments")
 COMPARES = ("layer", "row")
 STAGES = ("score", "mask", "refine")
 
@@ -65,6 +71,8 @@ class Method:
     options: dict[str, Option] = field(default_factory=dict)
     refine: Callable[..., torch.Tensor] | None = None  # (w, mask, scores, stat, **options) -> mask
     refine_skip: Callable[[str, dict], bool] | None = None  # (part of the block, options) -> leave this layer alone
+    refine_nm: bool = False       # the refine step also takes N:M masks (``nm=(n, m)``) and keeps the pattern
+    statistic_of: Callable[[dict], str] | None = None  # (resolved options) -> the statistic, where options decide it
 
     def __post_init__(self):
         if self.statistic not in STATISTICS:
@@ -84,8 +92,17 @@ class Method:
 
     @property
     def supports_nm(self) -> bool:
-        """Whether the method prunes N:M patterns (a refinement step works on unstructured masks only)."""
-        return self.refine is None
+        """Whether the method prunes N:M patterns (a refinement step only where it keeps the pattern)."""
+        return self.refine is None or self.refine_nm
+
+    def statistic_for(self, options: dict | None = None) -> str:
+        """The statistic a run with these (resolved) options accumulates."""
+        if self.statistic_of is None:
+            return self.statistic
+        stat = self.statistic_of(self.resolve_options(options) if options is None else options)
+        if stat not in STATISTICS:
+            raise ValueError(f"method {self.name!r}: statistic_of gave {stat!r}, not one of {STATISTICS}")
+        return stat
 
     @property
     def solver(self) -> bool:
@@ -173,10 +190,13 @@ register(Method("ria", "RIA", "input_sq_norms", "Zhang et al., 2024",
                          "compare": Option("layer", _compare, "prune the lowest per 'layer' or per output 'row'",
                                            stage="mask")}))
 register(Method("dsnot", "DSnoT", "input_moments", "Zhang et al., 2024",
-                "Wanda's (or |W|'s) per-row mask, then swaps that shrink each row's expected error",
+                "Wanda's (or |W|'s, or SparseGPT's saliency's) per-row or N:M mask, then swaps that shrink each row's "
+                "expected error",
                 score=score_dsnot, compare="row",
-                refine=refine_dsnot, refine_skip=lambda part, o: o["skip"] == part,
-                options={"initial": Option("wanda", _choice("wanda", "magnitude"), "the mask refined"),
+                refine=refine_dsnot, refine_skip=lambda part, o: o["skip"] == part, refine_nm=True,
+                statistic_of=lambda o: "hessian_moments" if o["initial"] == "sparsegpt" else "input_moments",
+                options={"initial": Option("wanda", _choice("wanda", "magnitude", "sparsegpt"),
+                                           "the mask refined (sparsegpt: its saliency, needs the Hessian)"),
                          "max_cycles": Option(50, lambda k, v: check_count(v, k, minimum=0), "swaps per row, at most",
                                               stage="refine"),
                          "threshold": Option(0.1, _nonneg, "a row stops once its |expected error| is below it",

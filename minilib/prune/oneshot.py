@@ -19,7 +19,7 @@ and the block is rerun for the next block's inputs.  Only one block is on ``devi
 
 Methods are the entries of ``minilib.prune.methods.METHODS``: ``magnitude`` (|W| per layer),
 ``wanda`` (|W|·||X|| per output row), ``ria`` (relative importance times activations), ``dsnot``
-(Wanda's mask refined by swaps, unstructured only), ``sparsegpt`` (OBS reconstruction); the entry says which calibration statistic the pass accumulates and which
+(Wanda's, magnitude's or SparseGPT's saliency's mask refined by swaps, unstructured or N:M), ``sparsegpt`` (OBS reconstruction); the entry says which calibration statistic the pass accumulates and which
 options the method takes (``options=``; SparseGPT's ``blocksize``/``percdamp`` may also be given as
 keywords).  Each prunes unstructured at ``sparsity`` in [0, 1) or N:M (``nm=(n, m)``: ``n`` zeros in
 each ``m`` consecutive inputs; ``sparsity`` must then be left at its default or equal ``n / m``).
@@ -60,7 +60,7 @@ from minilib.prune.apply import PartialPruneError, zero_weights
 from minilib.prune.masks import (SparsityError, check_nm, check_sparsity_nm, mask_nm,
                                  mask_unstructured, parse_nm)
 from minilib.prune.quant import check_wbits
-from minilib.prune.dsnot import Moments
+from minilib.prune.dsnot import Moments, obs_diagonal
 from minilib.prune.methods import Method, get_method
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
 from minilib.prune.sparsegpt import SparseGPT, heldout_stats
@@ -77,10 +77,16 @@ def score_mask(method: Method | str, w: torch.Tensor, stat, sparsity: float, nm:
     mask_opts = method.stage_options(opts, "mask")
     score = method.score(w, stat, **method.stage_options(opts, "score"))
     if nm:
-        return mask_nm(score, nm[0], nm[1], name)
-    mask = mask_unstructured(score, sparsity, per=mask_opts.get("compare", method.compare))
+        mask = mask_nm(score, nm[0], nm[1], name)
+        if method.refine is None:
+            return mask
+        if not method.refine_nm:
+            raise SparsityError(f"{method.label} refines unstructured masks only; its N:M variant is not implemented")
+    else:
+        mask = mask_unstructured(score, sparsity, per=mask_opts.get("compare", method.compare))
     if method.refine is not None and not (method.refine_skip and method.refine_skip(part, mask_opts)):
-        mask = method.refine(w, mask, score, stat, **method.stage_options(opts, "refine"))
+        extra = {"nm": tuple(nm)} if nm else {}
+        mask = method.refine(w, mask, score, stat, **method.stage_options(opts, "refine"), **extra)
     return mask
 
 
@@ -93,8 +99,10 @@ def block_part(adapter, path: str) -> str | None:
     return None
 
 
-def _moments(acc, seqlen: int) -> Moments:
-    return Moments(acc.input_sq_norms(), acc.input_mean(), acc.input_var(), seqlen)
+def _moments(acc, seqlen: int, hessian: bool = False, name: str = "layer") -> Moments:
+    """DSnoT's statistic from a moment accumulator; ``hessian``: with SparseGPT's saliency denominator."""
+    hinv, dead = obs_diagonal(acc.H, 0.01, name) if hessian else (None, None)
+    return Moments(acc.input_sq_norms(), acc.input_mean(), acc.input_var(), seqlen, hinv, dead)
 
 
 def _validate(model, adapter, method: Method, sparsity, nm, wbits, calib, needs_calib, masks, heldout=None,
@@ -309,7 +317,8 @@ def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, 
                  touched):
     bi, layers = step.index, step.linear_keys()
     sparsity = sparsity[bi]  # this block's
-    full = method.statistic == "hessian" or measure_error  # the full X X^T per input
+    statistic = method.statistic_for(options)
+    full = statistic in ("hessian", "hessian_moments") or measure_error  # the full X X^T per input
     groups, first = input_groups(step)
     dev = step.device or step.inputs[0].device
     accs = {}
@@ -317,7 +326,7 @@ def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, 
         cols = in_features(layers[g[0]])
         if method.solver:
             accs[g[0]] = SparseGPT({k: layers[k] for k in g}, dev, precision)
-        elif method.statistic == "input_moments":
+        elif statistic in ("input_moments", "hessian_moments"):
             accs[g[0]] = HessianMoments(cols, dev, precision) if full else InputMoments(cols, dev)
         else:
             accs[g[0]] = Hessian(cols, dev, precision) if full else InputSqNorms(cols, dev)
@@ -348,8 +357,9 @@ def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, 
                                heldout=ho)
             rows.extend({"block": bi, "group": "+".join(map(name, g)), **s, "layer": name(s["layer"])} for s in st)
         else:
-            stat = acc.input_sq_norms() if method.statistic == "input_sq_norms" else \
-                _moments(acc, step.inputs[0].shape[1]) if method.statistic == "input_moments" else None
+            stat = acc.input_sq_norms() if statistic == "input_sq_norms" else \
+                _moments(acc, step.inputs[0].shape[1], statistic == "hessian_moments", g[0]) \
+                if statistic in ("input_moments", "hessian_moments") else None
             for k in g:
                 with step.timer("solve_s"):
                     w = weight_oi(layers[k]).float()

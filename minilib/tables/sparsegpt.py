@@ -230,7 +230,8 @@ def table_methods(results_dir: Path | None = None) -> str:
     for m in METHODS.values():
         how = "OBS solver (reconstructs)" if m.solver else f"lowest per {m.compare}"
         opts = ", ".join(f"`{k}` ({o.default!r}): {o.help}" for k, o in m.options.items()) or "none"
-        lines.append(f"| `{m.name}` ({m.label}) | `{m.statistic}` | {how} | {opts} | {m.summary.replace('|', chr(92) + '|')} "
+        stat = f"`{m.statistic}`" + (" (by its options: `statistic_for`)" if m.statistic_of else "")
+        lines.append(f"| `{m.name}` ({m.label}) | {stat} | {how} | {opts} | {m.summary.replace('|', chr(92) + '|')} "
                      f"| {m.reference} |")
     return "\n".join(lines)
 

@@ -97,12 +97,96 @@ def test_dsnot_through_prune_model_keeps_wandas_counts_and_skips_the_ffn_by_defa
     assert any(not torch.equal(every[k], wanda[k]) for k in wanda if "mlp" in k)
 
 
-def test_dsnot_refuses_nm_and_bad_options():
+def test_dsnot_refuses_bad_options():
     m = load("tiny-llama").model
     calib = torch.randint(0, 1000, (4, 32))
-    with pytest.raises(ValueError, match="DSnoT refines unstructured masks only"):
-        prune_model(m, "dsnot", nm="2:4", calib=calib)
     with pytest.raises(ValueError, match="method 'dsnot': initial must be one of"):
-        prune_model(m, "dsnot", 0.5, calib=calib, options={"initial": "sparsegpt"})
+        prune_model(m, "dsnot", 0.5, calib=calib, options={"initial": "obs"})
     with pytest.raises(ValueError, match="method 'dsnot': threshold must be a finite number >= 0"):
         prune_model(m, "dsnot", 0.5, calib=calib, options={"threshold": -1})
+
+
+def _loop_nm(w, mask, scores, mean, var, seqlen, n, m, cycles, thr, vp):
+    """N:M, one row at a time: regrow as in the unstructured loop; prune, in the regrown weight's group
+    of m, the kept weight (never pruned or regrown before) of lowest initial score; stop a row at a
+    sign flip, once |error| <= thr, or when that group has nothing left to give."""
+    w, mask = w.double().numpy(), mask.numpy().copy()
+    mu = mean.double().numpy() * seqlen
+    v = var.double().numpy() ** vp
+    out = mask.copy()
+    for i in range(w.shape[0]):
+        c = w[i] * mu
+        pruned = [j for j in range(w.shape[1]) if mask[i, j]]
+        grow = sorted(pruned, key=lambda j: c[j] / v[j])
+        touched = set(pruned)        # initially pruned (so also every regrown one) and pruned by a swap
+        e = sum(c[j] for j in pruned)
+        s0 = np.sign(e)
+        glo, ghi = 0, len(grow) - 1
+        for _ in range(cycles):
+            if glo > ghi or abs(e) <= thr:
+                break
+            g = grow[ghi] if e > 0 else grow[glo]
+            start = g - g % m
+            cand = [j for j in range(start, start + m) if j not in touched]
+            if not cand:
+                break
+            p = min(cand, key=lambda j: (float(scores[i, j]), j))
+            after = e + c[p] - c[g]
+            if np.sign(after) != s0:
+                break
+            out[i, p], out[i, g] = True, False
+            touched.add(p)
+            if e > 0:
+                ghi -= 1
+            else:
+                glo += 1
+            e = after
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("seed,nm,thr", [(0, (2, 4), 0.1), (1, (2, 4), 0.0), (2, (4, 8), 0.05)])
+def test_nm_refinement_matches_the_row_by_row_loop_and_keeps_the_pattern(seed, nm, thr):
+    from minilib.prune.masks import is_nm, mask_nm
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(10, 32, generator=g)
+    mean = torch.randn(32, generator=g) * 0.3 + 0.1
+    var = torch.rand(32, generator=g) + 0.1
+    sq = (mean ** 2 + var) * 256
+    scores = w.abs() * sq.sqrt()
+    mask = mask_nm(scores, *nm)
+    stat = Moments(sq, mean, var, seqlen=8)
+    got = refine_dsnot(w, mask, scores, stat, max_cycles=20, threshold=thr, var_power=1.0, nm=nm)
+    assert torch.equal(got, _loop_nm(w, mask, scores, mean, var, 8, *nm, 20, thr, 1.0))
+    assert not torch.equal(got, mask)
+    assert is_nm(w.masked_fill(got, 0), *nm)   # every group still prunes exactly n
+    with pytest.raises(ValueError, match="needs an 2:4 mask"):
+        refine_dsnot(w, mask_unstructured(scores, 0.5, per="row"), scores, stat, nm=(2, 4))
+
+
+def test_dsnot_nm_and_the_sparsegpt_start_through_prune_model():
+    from minilib.prune.masks import is_nm
+    from minilib.prune.methods import get_method
+    from minilib.prune.scores import score_obs
+    from minilib.prune.dsnot import obs_diagonal
+    calib = torch.randint(0, 1000, (8, 64), generator=torch.Generator().manual_seed(0))
+    m, _, ad = load("tiny-llama")
+    prune_model(m, "dsnot", nm="2:4", calib=calib, options={"skip": "none"})
+    assert all(is_nm(l.weight, 2, 4) for b in ad.blocks(m) for l in ad.linear_layers(b).values())
+    d = get_method("dsnot")
+    assert d.supports_nm and d.statistic_for() == "input_moments"
+    assert d.statistic_for(d.resolve_options({"initial": "sparsegpt"})) == "hessian_moments"
+    # the SparseGPT start: block 0's inputs are the dense model's, so its first layer's initial mask is
+    # the lowest OBS saliencies per row, computed here from an independent Hessian of the same inputs
+    from minilib.calib import Hessian, calibrate
+    ref, _, _ = load("tiny-llama")
+    acc = {"0.self_attn.q_proj": Hessian(ad.blocks(ref)[0].self_attn.q_proj.in_features, "cpu")}
+    calibrate(ref, calib, acc)
+    m2, _, _ = load("tiny-llama")
+    w0 = ad.blocks(m2)[0].self_attn.q_proj.weight.detach().clone()
+    prune_model(m2, "dsnot", 0.5, calib=calib, options={"initial": "sparsegpt", "max_cycles": 0, "skip": "none"})
+    hinv, dead = obs_diagonal(acc["0.self_attn.q_proj"].H)
+    want = mask_unstructured(score_obs(w0, hinv).masked_fill(dead[None, :], 0), 0.5, per="row")
+    assert torch.equal(ad.blocks(m2)[0].self_attn.q_proj.weight == 0, want)
+    m3, _, _ = load("tiny-llama")
+    prune_model(m3, "dsnot", 0.5, calib=calib, options={"initial": "sparsegpt", "skip": "none"})
+    assert not torch.equal(ad.blocks(m3)[0].self_attn.q_proj.weight == 0, want)  # the swaps changed it
