@@ -347,9 +347,29 @@ def fallback_message(name: str, v: HubOr, profile: str | None) -> str:
             f"(allowed by {FALLBACK_ENV} / allow_fallback); results are not the paper model's")
 
 
+class Parameters(dict):
+    """A notebook's checked parameters (what ``resolve`` returns; a dict, so ``globals().update`` takes
+    it) and the notebook's name.  ``recorded()``: the ones its results record."""
+
+    def __init__(self, values: dict, notebook: str = ""):
+        super().__init__(values)
+        self.notebook = notebook
+
+    def recorded(self) -> dict:
+        """Every parameter but where outputs and caches go and the fallback policy (``results_path``,
+        ``figures_dir``, any other ``*_dir`` / ``*_path``, ``allow_fallback``): the ``parameters`` of
+        the notebook's results (``minilib.results.write_results(..., parameters=...)``)."""
+        return {k: v for k, v in self.items() if not unrecorded(k)}
+
+
+def unrecorded(name: str) -> bool:
+    """Parameters a results file does not record: output and cache locations, the fallback policy."""
+    return name == "allow_fallback" or name.endswith(("_dir", "_path"))
+
+
 def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[str, dict],
             verbose: bool = True, *, hub: bool | None = None, allow_fallback: bool | None = None) -> dict:
-    """The notebook's parameters, filled from its profile and checked.
+    """The notebook's parameters, filled from its profile and checked (a ``Parameters`` dict).
 
     ``values``: the notebook's namespace (``globals()``); only names in ``spec`` (plus the common ones:
     ``profile``, ``device``, ``results_path``, ``figures_dir``, ``allow_fallback``) are read.  A value of
@@ -421,4 +441,4 @@ def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[
             print(f"[params] results -> {out['results_path']}")
         if "figures_dir" in out:
             print(f"[params] figures -> {out['figures_dir']}")
-    return out
+    return Parameters(out, notebook)

@@ -71,7 +71,8 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
-globals().update(resolve("GPT2_anatomy", globals(), *NOTEBOOKS["GPT2_anatomy"]))
+resolved = resolve("GPT2_anatomy", globals(), *NOTEBOOKS["GPT2_anatomy"])   # recorded by write_results
+globals().update(resolved)
 
 # %%
 import time
@@ -151,12 +152,9 @@ flat.sort_values("neuron_abs_cos", ascending=False).head(10).round(3)
 # %%
 write_results(results_path, {
     "notebook": "GPT2_anatomy",
-    "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
-                   "seed": seed, "max_length": max_length, "protocols": protocols, "decision_state": decision_state, "ft_method": ft_method,
-                   "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr, "ft_init": ft_init, "lora_r": lora_r},
     "metrics": {"protocols": per_protocol, "majority": majority,
                 "head_residual_cos": {p: v["head_residual_cos"] for p, v in per_protocol.items()},
                 "neuron_abs_cos_mean": float(an["neuron_abs_cos"].mean()), "neuron_abs_cos_max": float(an["neuron_abs_cos"].max()),
                 "seconds": time.perf_counter() - t_start},
     "records": layer_rows,
-})
+}, parameters=resolved)

@@ -80,7 +80,8 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
-globals().update(resolve("GPT2_pruning_baseline", globals(), *NOTEBOOKS["GPT2_pruning_baseline"]))
+resolved = resolve("GPT2_pruning_baseline", globals(), *NOTEBOOKS["GPT2_pruning_baseline"])   # recorded by write_results
+globals().update(resolved)
 
 # %%
 import os, time
@@ -146,13 +147,9 @@ del pruned, re
 records, correct = split_correct(df)
 write_results(results_path, {
     "notebook": "GPT2_pruning_baseline",
-    "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
-                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "baselines": baselines, "protocols": protocols,
-                   "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
-                   "ft_init": ft_init, "lora_r": lora_r},
     "metrics": {"dense_acc": {p: float(df[(df.protocol == p) & (df.ratio == 0)]["acc"].iloc[0]) for p in protocols} if 0.0 in ratios else None,
                 "majority": majority, "reload_max_diff": float(diff), "n_test": int(df["n_test"].iloc[0]),
                 "seconds": time.perf_counter() - t_start},
     "records": records,
     "correct": correct,
-})
+}, parameters=resolved)

@@ -86,7 +86,8 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
-globals().update(resolve("GPT2_pruning_strategy", globals(), *NOTEBOOKS["GPT2_pruning_strategy"]))
+resolved = resolve("GPT2_pruning_strategy", globals(), *NOTEBOOKS["GPT2_pruning_strategy"])   # recorded by write_results
+globals().update(resolved)
 
 # %%
 import os, time
@@ -177,14 +178,8 @@ del pruned, re
 records, correct = split_correct(allm)
 write_results(results_path, {
     "notebook": "GPT2_pruning_strategy",
-    "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
-                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "baselines": baselines, "protocols": protocols,
-                   "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
-                   "ft_init": ft_init, "lora_r": lora_r, "preserve_fraction": preserve_fraction, "profile_strength": profile_strength,
-                   "max_layer_ratio": max_layer_ratio, "score_kind": score_kind, "decision_state": decision_state,
-                   "uniform_ablation": uniform_ablation},
     "metrics": {"majority": majority, "paired_tests": tests, "preserved_removed": lost, "reload_max_diff": float(diff),
                 "baselines_reused": base is not None, "seconds": time.perf_counter() - t_start},
     "records": records,
     "correct": correct,
-})
+}, parameters=resolved)
