@@ -84,21 +84,14 @@ globals().update(resolved)
 # %%
 import os, time
 import numpy as np, pandas as pd, torch
-from minilib.models import load
-from minilib.eval.decision import decision_task
-from minilib.studies.anatomy import decision_model, ft_options
+from minilib.studies.anatomy import decision_model, decision_setup
 from minilib.studies.structured import ratio_sweep, baseline_methods, seed_summary, split_correct
 from minilib import plotting as plots
 from minilib.plotting import save_figure
 from minilib.results import write_results
 
 t_start = time.perf_counter()
-m = load(model, device=device)
-task = decision_task(dataset, n_train, n_test, seed, template=template)
-tag = model.replace("/", "_")
-ft = ft_options(ft_method, ft_n_train, ft_epochs, ft_batch_size, ft_lr, ft_init, lora_r)
-majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
-print(m.adapter.family, f"{sum(p.numel() for p in m.model.parameters())/1e6:.1f}M params;", task.info)
+m, task, tag, ft, majority = decision_setup(resolved)   # load, task, fine-tuning options, majority class
 
 # %%
 from minilib.data import corpus_splits
