@@ -17,8 +17,14 @@ parameter, the value and what is allowed -- before any compute.  Lists and dicts
 ``papermill -p`` arrive as strings; they are parsed (YAML), so ``-p ratios "[0.1, 0.3]"`` works
 (``-y``/``-f params.yaml`` are the papermill ways for structured values).
 
-    P = resolve("SparseGPT_one_shot", globals(), SPEC, PROFILES)
-    globals().update(P)                                  # the notebook reads plain names
+    resolved = resolve("SparseGPT_one_shot", globals(), SPEC, PROFILES)
+    globals().update(resolved)                           # the notebook reads plain names
+    ...
+    write_results(results_path, {"notebook": ..., "metrics": ...}, parameters=resolved)   # recorded once
+
+``resolve`` returns a ``Parameters`` dict; ``Parameters.recorded()`` (what ``write_results`` records)
+leaves out where outputs and caches go (``results_path``, ``figures_dir``, other ``*_dir`` /
+``*_path``) and ``allow_fallback``.
 
 Hub models (``HubOr``).  A ``paper`` profile names a hub model (``facebook/opt-125m``, ``gpt2``, ...) with
 an embedded fallback.  When the hub is not reachable (``HF_HUB_OFFLINE=1``, or no connection to
