@@ -118,9 +118,8 @@ class FinetuneConfig(TrainConfig):
     target_ppl: float | None = None
 
     def check(self) -> None:
-        check_method(self.method)
-        check_int("seqlen", self.seqlen, 2)
         super().check()
+        check_int("seqlen", self.seqlen, 2)
         check_int("max_epochs", self.max_epochs, 1)
         check_int("max_steps", self.max_steps, 1, optional=True)
         check_int("warmup_steps", self.warmup_steps, 0)
@@ -147,9 +146,8 @@ class ClassifierConfig(TrainConfig):
     lora_always_checked = True
 
     def check(self) -> None:
-        check_method(self.method)
-        check_int("epochs", self.epochs, 1)
         super().check()
+        check_int("epochs", self.epochs, 1)
         check_positive("head_lr", self.head_lr)
         check_unit("warmup", self.warmup)
         check_int("max_length", self.max_length, 1)
