@@ -17,8 +17,14 @@ parameter, the value and what is allowed -- before any compute.  Lists and dicts
 ``papermill -p`` arrive as strings; they are parsed (YAML), so ``-p ratios "[0.1, 0.3]"`` works
 (``-y``/``-f params.yaml`` are the papermill ways for structured values).
 
-    P = resolve("SparseGPT_one_shot", globals(), SPEC, PROFILES)
-    globals().update(P)                                  # the notebook reads plain names
+    resolved = resolve("SparseGPT_one_shot", globals(), SPEC, PROFILES)
+    globals().update(resolved)                           # the notebook reads plain names
+    ...
+    write_results(results_path, {"notebook": ..., "metrics": ...}, parameters=resolved)   # recorded once
+
+``resolve`` returns a ``Parameters`` dict; ``Parameters.recorded()`` (what ``write_results`` records)
+leaves out where outputs and caches go (``results_path``, ``figures_dir``, other ``*_dir`` /
+``*_path``) and ``allow_fallback``.
 
 Hub models (``HubOr``).  A ``paper`` profile names a hub model (``facebook/opt-125m``, ``gpt2``, ...) with
 an embedded fallback.  When the hub is not reachable (``HF_HUB_OFFLINE=1``, or no connection to
@@ -368,10 +374,30 @@ def fallback_message(name: str, v: HubOr, profile: str | None) -> str:
             f"(allowed by {FALLBACK_ENV} / allow_fallback); results are not the paper model's")
 
 
+class Parameters(dict):
+    """A notebook's checked parameters (what ``resolve`` returns; a dict, so ``globals().update`` takes
+    it) and the notebook's name.  ``recorded()``: the ones its results record."""
+
+    def __init__(self, values: dict, notebook: str = ""):
+        super().__init__(values)
+        self.notebook = notebook
+
+    def recorded(self) -> dict:
+        """Every parameter but where outputs and caches go and the fallback policy (``results_path``,
+        ``figures_dir``, any other ``*_dir`` / ``*_path``, ``allow_fallback``): the ``parameters`` of
+        the notebook's results (``minilib.results.write_results(..., parameters=...)``)."""
+        return {k: v for k, v in self.items() if not unrecorded(k)}
+
+
+def unrecorded(name: str) -> bool:
+    """Parameters a results file does not record: output and cache locations, the fallback policy."""
+    return name == "allow_fallback" or name.endswith(("_dir", "_path"))
+
+
 def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[str, dict],
             verbose: bool = True, *, hub: bool | None = None, allow_fallback: bool | None = None,
             relations: bool = True) -> dict:
-    """The notebook's parameters, filled from its profile and checked.
+    """The notebook's parameters, filled from its profile and checked (a ``Parameters`` dict).
 
     ``values``: the notebook's namespace (``globals()``); only names in ``spec`` (plus the common ones:
     ``profile``, ``device``, ``results_path``, ``figures_dir``, ``allow_fallback``) are read.  A value of
@@ -445,4 +471,4 @@ def resolve(notebook: str, values: dict, spec: dict[str, Param], profiles: dict[
             print(f"[params] results -> {out['results_path']}")
         if "figures_dir" in out:
             print(f"[params] figures -> {out['figures_dir']}")
-    return out
+    return Parameters(out, notebook)

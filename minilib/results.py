@@ -33,8 +33,18 @@ def _plain(o):
     return o
 
 
-def write_results(path: str | os.PathLike, results: dict) -> Path:
-    """Write ``results`` as JSON (numpy/torch/pandas values made plain), atomically."""
+def write_results(path: str | os.PathLike, results: dict, parameters=None) -> Path:
+    """Write ``results`` as JSON (numpy/torch/pandas values made plain), atomically.
+
+    ``parameters``: the notebook's resolved parameters (``minilib.params.resolve``'s ``Parameters``,
+    or a plain dict), recorded as ``results["parameters"]`` after ``"notebook"`` (a ``Parameters``
+    leaves out where outputs go: ``Parameters.recorded``); ``results`` must not hold them as well."""
+    if parameters is not None:
+        if "parameters" in results:
+            raise ValueError("write_results: the parameters are given twice (results['parameters'] and parameters=)")
+        rec = parameters.recorded() if hasattr(parameters, "recorded") else dict(parameters)
+        head = {k: results[k] for k in ("notebook",) if k in results}
+        results = {**head, "parameters": rec, **{k: v for k, v in results.items() if k not in head}}
     text = json.dumps(_plain(results), indent=1)  # fails before anything is written
     return write_text(path, text)
 

@@ -71,27 +71,22 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
-globals().update(resolve("BERT_anatomy", globals(), *NOTEBOOKS["BERT_anatomy"]))
+resolved = resolve("BERT_anatomy", globals(), *NOTEBOOKS["BERT_anatomy"])   # recorded by write_results
+globals().update(resolved)
 
 # %%
 import time
 import numpy as np, pandas as pd, torch
-from minilib.models import load
-from minilib.eval.decision import decision_task, decision_accuracy
+from minilib.eval.decision import decision_accuracy
 from minilib.hooks import count_hooks
 from minilib.stats import bootstrap_ci
-from minilib.studies.anatomy import anatomy_for, decision_model, ft_options, DECISION_STATES
+from minilib.studies.anatomy import anatomy_for, decision_model, decision_setup, DECISION_STATES
 from minilib.plotting import neuron_summary
 from minilib.figures import draw, save_all
 from minilib.results import write_results, read_results
 
 t_start = time.perf_counter()
-m = load(model, device=device)
-task = decision_task(dataset, n_train, n_test, seed, template=template)
-tag = model.replace("/", "_")
-ft = ft_options(ft_method, ft_n_train, ft_epochs, ft_batch_size, ft_lr, ft_init, lora_r)
-majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
-print(m.adapter.family, f"{sum(p.numel() for p in m.model.parameters())/1e6:.1f}M params;", task.info)
+m, task, tag, ft, majority = decision_setup(resolved)   # load, task, fine-tuning options, majority class
 
 # %% [markdown]
 # ## Each protocol: the decision model, one hooked pass, test accuracy
@@ -142,9 +137,6 @@ flat.sort_values("neuron_abs_cos", ascending=False).head(10).round(3)
 # %%
 write_results(results_path, {
     "notebook": "BERT_anatomy",
-    "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
-                   "seed": seed, "max_length": max_length, "protocols": protocols, "decision_state": decision_state, "ft_method": ft_method,
-                   "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr, "ft_init": ft_init, "lora_r": lora_r},
     "metrics": {"protocols": per_protocol, "majority": majority,
                 "head_residual_cos": {p: v["head_residual_cos"] for p, v in per_protocol.items()},
                 "neuron_abs_cos_mean": float(an["neuron_abs_cos"].mean()), "neuron_abs_cos_max": float(an["neuron_abs_cos"].max()),
@@ -153,7 +145,7 @@ write_results(results_path, {
     # what the heatmap and histogram need (per protocol, the chosen decision vector): each layer's neuron
     # cosines as sorted quantiles and as counts on shared bins (minilib.plotting.neuron_summary)
     "neurons": {p: neuron_summary(by_state[decision_state]["neuron_cos"]) for p, by_state in anatomies.items()},
-})
+}, parameters=resolved)
 
 # %% [markdown]
 # ## Figures

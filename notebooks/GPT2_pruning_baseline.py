@@ -80,25 +80,19 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
-globals().update(resolve("GPT2_pruning_baseline", globals(), *NOTEBOOKS["GPT2_pruning_baseline"]))
+resolved = resolve("GPT2_pruning_baseline", globals(), *NOTEBOOKS["GPT2_pruning_baseline"])   # recorded by write_results
+globals().update(resolved)
 
 # %%
 import os, time
 import numpy as np, pandas as pd, torch
-from minilib.models import load
-from minilib.eval.decision import decision_task
-from minilib.studies.anatomy import decision_model, ft_options
+from minilib.studies.anatomy import decision_model, decision_setup
 from minilib.studies.structured import ratio_sweep, baseline_methods, seed_summary, split_correct
 from minilib.figures import draw, save_all
 from minilib.results import write_results, read_results
 
 t_start = time.perf_counter()
-m = load(model, device=device)
-task = decision_task(dataset, n_train, n_test, seed, template=template)
-tag = model.replace("/", "_")
-ft = ft_options(ft_method, ft_n_train, ft_epochs, ft_batch_size, ft_lr, ft_init, lora_r)
-majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
-print(m.adapter.family, f"{sum(p.numel() for p in m.model.parameters())/1e6:.1f}M params;", task.info)
+m, task, tag, ft, majority = decision_setup(resolved)   # load, task, fine-tuning options, majority class
 
 # %%
 from minilib.data import corpus_splits
@@ -139,17 +133,12 @@ del pruned, re
 records, correct = split_correct(df)
 write_results(results_path, {
     "notebook": "GPT2_pruning_baseline",
-    "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
-                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "baselines": baselines, "protocols": protocols,
-                   "ppl_corpus": ppl_corpus, "ppl_windows": ppl_windows, "ppl_seqlen": ppl_seqlen,
-                   "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
-                   "ft_init": ft_init, "lora_r": lora_r},
     "metrics": {"dense_acc": {p: float(df[(df.protocol == p) & (df.ratio == 0)]["acc"].iloc[0]) for p in protocols} if 0.0 in ratios else None,
                 "majority": majority, "reload_max_diff": float(diff), "n_test": int(df["n_test"].iloc[0]),
                 "seconds": time.perf_counter() - t_start},
     "records": records,
     "correct": correct,
-})
+}, parameters=resolved)
 
 # %% [markdown]
 # ## Figures

@@ -86,14 +86,13 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
-globals().update(resolve("GPT2_pruning_strategy", globals(), *NOTEBOOKS["GPT2_pruning_strategy"]))
+resolved = resolve("GPT2_pruning_strategy", globals(), *NOTEBOOKS["GPT2_pruning_strategy"])   # recorded by write_results
+globals().update(resolved)
 
 # %%
 import os, time
 import numpy as np, pandas as pd, torch
-from minilib.models import load
-from minilib.eval.decision import decision_task
-from minilib.studies.anatomy import ft_options
+from minilib.studies.anatomy import decision_setup
 from minilib.studies.structured import paired_tests, reuse_baselines, seed_summary, split_correct, strategy_sweep
 from minilib.prune import remove_neurons
 from minilib.figures import draw, save_all
@@ -101,12 +100,7 @@ from minilib.params import ROOT
 from minilib.results import write_results, read_results
 
 t_start = time.perf_counter()
-m = load(model, device=device)
-task = decision_task(dataset, n_train, n_test, seed, template=template)
-tag = model.replace("/", "_")
-ft = ft_options(ft_method, ft_n_train, ft_epochs, ft_batch_size, ft_lr, ft_init, lora_r)
-majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
-print(m.adapter.family, f"{sum(p.numel() for p in m.model.parameters())/1e6:.1f}M params;", task.info)
+m, task, tag, ft, majority = decision_setup(resolved)   # load, task, fine-tuning options, majority class
 
 # %% [markdown]
 # ## Baselines: reused from `GPT2_pruning_baseline` when they match
@@ -170,18 +164,11 @@ del pruned, re
 records, correct = split_correct(allm)
 write_results(results_path, {
     "notebook": "GPT2_pruning_strategy",
-    "parameters": {"profile": profile, "model": model, "dataset": dataset, "template": template, "n_train": n_train, "n_test": n_test,
-                   "seed": seed, "max_length": max_length, "ratios": ratios, "random_seeds": random_seeds, "baselines": baselines, "protocols": protocols,
-                   "ppl_corpus": ppl_corpus, "ppl_windows": ppl_windows, "ppl_seqlen": ppl_seqlen,
-                   "ft_method": ft_method, "ft_n_train": ft_n_train, "ft_epochs": ft_epochs, "ft_batch_size": ft_batch_size, "ft_lr": ft_lr,
-                   "ft_init": ft_init, "lora_r": lora_r, "preserve_fraction": preserve_fraction, "profile_strength": profile_strength,
-                   "max_layer_ratio": max_layer_ratio, "score_kind": score_kind, "decision_state": decision_state,
-                   "uniform_ablation": uniform_ablation},
     "metrics": {"majority": majority, "paired_tests": tests, "preserved_removed": lost, "reload_max_diff": float(diff),
                 "baselines_reused": base is not None, "seconds": time.perf_counter() - t_start},
     "records": records,
     "correct": correct,
-})
+}, parameters=resolved)
 
 # %% [markdown]
 # ## Figures

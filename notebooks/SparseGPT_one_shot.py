@@ -67,7 +67,8 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # Check every parameter now (types, ranges, how they relate, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
-globals().update(resolve("SparseGPT_one_shot", globals(), *NOTEBOOKS["SparseGPT_one_shot"]))
+resolved = resolve("SparseGPT_one_shot", globals(), *NOTEBOOKS["SparseGPT_one_shot"])   # recorded by write_results
+globals().update(resolved)
 
 # %%
 import resource
@@ -268,14 +269,6 @@ metrics
 # %%
 write_results(results_path, {
     "notebook": "SparseGPT_one_shot",
-    "parameters": {"profile": profile, "model": model, "calib_corpus": calib_corpus, "eval_corpus": eval_corpus, "nsamples": nsamples,
-                   "seqlen": seqlen, "seed": seed, "calib_seeds": calib_seeds, "methods": methods, "method": method, "sparsity": sparsity, "nm": nm, "wbits": wbits,
-                   "sweep_sparsities": sweep_sparsities, "owl_sparsities": owl_sparsities, "owl_methods": owl_methods,
-                   "owl_m": owl_m, "owl_lambda": owl_lambda, "ffn_keep": ffn_keep, "eval_seqlen": eval_seqlen,
-                   "eval_windows": eval_windows, "mcq_set": mcq_set, "mcq_n": mcq_n, "heldout_windows": heldout_windows,
-                   "budget_corpus": budget_corpus, "budget_seqlen": budget_seqlen, "budget_nsamples": budget_nsamples,
-                   "budget_seeds": budget_seeds, "recovery_steps": recovery_steps, "recovery_method": recovery_method,
-                   "recovery_chunks": recovery_chunks, "forward_dtype": forward_dtype, "device": device},
     "metrics": metrics,
     "numerics": numerics_record(),  # the kernel pins and threads these numbers were computed with
     "records": [{"kind": "run", **r_} for r_ in runs.to_dict("records")]
@@ -283,7 +276,7 @@ write_results(results_path, {
                + [{"kind": "layer", **r_} for r_ in layers.drop(columns=["group"], errors="ignore").to_dict("records")]
                + [{"kind": "budget", **r_} for r_ in budget.to_dict("records")]
                + [{"kind": "recovery", **r_} for r_ in recovery.to_dict("records")],
-})
+}, parameters=resolved)
 
 # %% [markdown]
 # ## Figures

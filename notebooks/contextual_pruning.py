@@ -82,7 +82,8 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
-globals().update(resolve("contextual_pruning", globals(), *NOTEBOOKS["contextual_pruning"]))
+resolved = resolve("contextual_pruning", globals(), *NOTEBOOKS["contextual_pruning"])   # recorded by write_results
+globals().update(resolved)
 
 # %%
 import time
@@ -157,15 +158,6 @@ ours = records[records.protocol == "ours"].to_dict("records")
 best = {d: study.best_reduction(ours, d) for d in domains}
 write_results(results_path, {
     "notebook": "contextual_pruning",
-    "parameters": {"profile": profile, "model": model, "domains": domains, "mcq_sets": mcq_sets, "thresholds": thresholds,
-                   "neuron_thresholds": neuron_thresholds, "dense_finetune": dense_finetune, "scale": scale,
-                   "prune_embeddings": prune_embeddings, "min_count": min_count, "mcq_n": mcq_n,
-                   "calib_windows": calib_windows, "seqlen": seqlen, "test_chunks": test_chunks, "dev_chunks": dev_chunks,
-                   "chunk_bytes": chunk_bytes, "eval_seqlen": eval_seqlen, "epochs": epochs, "ft_steps": ft_steps,
-                   "ft_seqlen": ft_seqlen, "ft_batch": ft_batch, "ft_lr": ft_lr, "ft_eval_every": ft_eval_every,
-                   "coverage_tokens": coverage_tokens, "coverage_min_counts": coverage_min_counts,
-                   "coverage_eval_tokens": coverage_eval_tokens, "authors_domains": authors_domains,
-                   "authors_thresholds": authors_thresholds, "n_resamples": n_resamples, "seed": seed},
     "metrics": {**{f"{d}_best_reduction_pct": (100 - b["size_pct"]) if b else 0.0 for d, b in best.items()},
                 "seconds": time.time() - t0},
     "records": records.to_dict("records"),
@@ -176,7 +168,7 @@ write_results(results_path, {
     "text": {d: runs[d]["text"] for d in domains},
     "splits": {d: runs[d]["splits"] for d in domains},
     "stats_summary": {d: runs[d]["stats_summary"].to_dict("records") for d in domains},
-})
+}, parameters=resolved)
 
 # %% [markdown]
 # ## Figures

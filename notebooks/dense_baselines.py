@@ -39,7 +39,8 @@ figures_dir = ""                 # "": the run folder; make reproduce passes fig
 # Check every parameter now (types, ranges, a writable results_path) and fill in the profile's values.
 from minilib.params import resolve
 from minilib.profiles import NOTEBOOKS
-globals().update(resolve("dense_baselines", globals(), *NOTEBOOKS["dense_baselines"]))
+resolved = resolve("dense_baselines", globals(), *NOTEBOOKS["dense_baselines"])   # recorded by write_results
+globals().update(resolved)
 
 # %%
 from minilib.models import load
@@ -65,11 +66,9 @@ rep = model_report(m.model)
 
 # %%
 write_results(results_path, {
-    "notebook": "dense_baselines", "parameters": {"profile": profile, "model": model, "corpora": corpora, "seqlen": seqlen, "max_windows": max_windows,
-                   "mcq_sets": mcq_sets, "mcq_n": mcq_n, "mcq_method": mcq_method, "seed": seed},
     "metrics": {"params": rep["params"], "checkpoint_bytes": rep["checkpoint_bytes"], "tokens_per_s": rep["tokens_per_s"]},
     "records": [{"kind": "perplexity", **r} for r in ppl.to_dict("records")] + [{"kind": "mcq", **r} for r in mcq.to_dict("records")],
-})
+}, parameters=resolved)
 
 # %% [markdown]
 # ## Figures

@@ -291,10 +291,11 @@ BLOCKS = {
     }),
     ("docs/sweeps.md", "from minilib.runner import plan_sweep, print_plan, execute_plan, run_sweep, reproduce"): Python(
         "execute_plan would run the 14 notebooks of the grid (hours): only the plan and its fields; " + SEEN_IN_TESTS,
-        replace=(("result = execute_plan(plan, workers=2, threads=1, keep_going=True)",
+        replace=(("result = execute_plan(plan, opts)",
                   "assert plan.runs and all(r.status and r.run_dir for r in plan.runs)\n"
-                  "import inspect; assert {'workers', 'threads', 'keep_going', 'client', 'scheduler'} <= "
-                  "set(inspect.signature(execute_plan).parameters)"),
+                  "import inspect; assert {'options', 'after_run'} <= set(inspect.signature(execute_plan).parameters)\n"
+                  "assert {'workers', 'threads', 'keep_going', 'client', 'scheduler'} <= "
+                  "set(ExecuteOptions.__dataclass_fields__) and opts.keep_going"),
                  ("result.table, result.table_path, result.done, result.ran, result.failed, result.skipped, result.ok",
                   "pass"))),
 }

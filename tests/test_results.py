@@ -171,3 +171,26 @@ def test_a_file_cut_off_inside_a_literal_is_called_truncated(tmp_path, text):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ResultsError, match="is truncated"):
         read_results(path)
+
+
+def test_the_resolved_parameters_are_recorded_once_without_output_locations(tmp_path):
+    from minilib.params import Parameters, resolve
+    from minilib.profiles import NOTEBOOKS
+    values = {"profile": "test", "results_path": str(tmp_path / "r.json"), "figures_dir": str(tmp_path / "f"),
+              "device": "cpu"}
+    resolved = resolve("dense_baselines", values, *NOTEBOOKS["dense_baselines"], verbose=False)
+    assert isinstance(resolved, Parameters) and resolved.notebook == "dense_baselines" and isinstance(resolved, dict)
+    path = write_results(tmp_path / "r.json", {"notebook": "dense_baselines", "metrics": {"ppl": 1.5}},
+                         parameters=resolved)
+    out = json.loads(path.read_text())
+    assert list(out) == ["notebook", "parameters", "metrics"]
+    rec = out["parameters"]
+    assert "results_path" not in rec and "figures_dir" not in rec and "allow_fallback" not in rec
+    assert rec["profile"] == "test" and rec["device"] == "cpu" and "model" in rec
+    assert rec == json.loads(json.dumps({k: v for k, v in resolved.items()
+                                         if k not in ("results_path", "figures_dir", "allow_fallback")}))
+    plain = write_results(tmp_path / "p.json", {"notebook": "x"}, parameters={"a": 1, "results_path": "kept"})
+    assert json.loads(plain.read_text())["parameters"] == {"a": 1, "results_path": "kept"}   # a dict: as given
+    with pytest.raises(ValueError, match="given twice"):
+        write_results(tmp_path / "t.json", {"parameters": {}}, parameters=resolved)
+    assert not (tmp_path / "t.json").exists()

@@ -8,6 +8,7 @@ the real notebooks are never run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -42,7 +43,7 @@ from minilib.runner import (
 from minilib.runner.cluster import Placement, make_local_cluster, plan_placement
 from minilib.runner.spec import _cell_assignments
 from minilib.runner.state import fingerprint, library_hash, status
-from minilib.runner.sweep import execute_plan, print_plan
+from minilib.runner.sweep import ExecuteOptions, execute_plan, print_plan
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,7 +304,7 @@ def test_sweep_on_two_workers_equals_sequential_and_resumes(tmp_path, nb, client
     spec = _spec4(tmp_path, nb)
     par = run_plan(plan_sweep(spec, tmp_path / "par"), client=client)
     assert par.ok and len(par.ran) == 4
-    seq = run_plan(plan_sweep(spec, tmp_path / "seq"), workers=1)
+    seq = execute_plan(plan_sweep(spec, tmp_path / "seq"), ExecuteOptions(workers=1, threads=1, dashboard=None))
     assert seq.ok and len(seq.ran) == 4
     pd.testing.assert_frame_equal(par.table, seq.table)
     assert sorted(par.table["y"]) == [10.5, 11.5, 20.5, 21.5]
@@ -425,6 +426,22 @@ def test_second_runner_on_a_locked_run_skips_or_waits(tmp_path, nb):
 
 
 # --- reproduce --------------------------------------------------------------------------------------
+
+def test_execute_options_are_one_object_and_unknown_names_are_refused(tmp_path, nb):
+    opts = ExecuteOptions(workers=2, keep_going=True)
+    assert opts.local and opts.replace(scheduler="tcp://h:8786").local is False
+    assert ExecuteOptions.build(opts, retries=2) == ExecuteOptions(workers=2, keep_going=True, retries=2)
+    assert ExecuteOptions.build(None) == ExecuteOptions()
+    with pytest.raises(TypeError, match=r"unknown option\(s\) 'keepgoing'; ExecuteOptions has client, "):
+        ExecuteOptions.build(keepgoing=True)
+    plan = plan_sweep(_spec4(tmp_path, nb), tmp_path / "r")
+    with pytest.raises(TypeError, match="unknown option"):      # before anything starts
+        execute_plan(plan, worker=2)
+    with pytest.raises(TypeError, match="options must be an ExecuteOptions"):
+        execute_plan(plan, {"workers": 2})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.workers = 3
+
 
 def test_reproduce_cpu_placement_runs_two_notebooks_at_least(monkeypatch):
     from minilib.runner import cluster

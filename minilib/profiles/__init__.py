@@ -7,7 +7,8 @@ check cell reads it::
 
     from minilib.params import resolve
     from minilib.profiles import NOTEBOOKS
-    globals().update(resolve("SparseGPT_one_shot", globals(), *NOTEBOOKS["SparseGPT_one_shot"]))
+    resolved = resolve("SparseGPT_one_shot", globals(), *NOTEBOOKS["SparseGPT_one_shot"])
+    globals().update(resolved)     # and write_results(..., parameters=resolved) records them
 
 The profiles import constants from ``minilib.studies`` (method lists, protocols); the studies import
 nothing from here.  ``minilib.profiles.plan`` sizes a profile against the embedded data."""

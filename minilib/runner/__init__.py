@@ -35,9 +35,10 @@ from .nbtest import KERNEL, prepare_tests
 from .reproduce import export_html, plan_reproduce, reproduce
 from .spec import ROOT, RunSpec, SpecError, expand, load_spec, notebook_parameters, run_id
 from .state import RunLock, RunLocked, fingerprint, library_hash
-from .sweep import Plan, SweepResult, execute_plan, plan_sweep, print_plan, run_sweep
+from .sweep import ExecuteOptions, Plan, SweepResult, execute_plan, plan_sweep, print_plan, run_sweep
 
 __all__ = [
+           "ExecuteOptions",
            "KERNEL",
            "ROOT",
            "Plan",

@@ -52,12 +52,14 @@ def _exec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel", default="minilib", help="Jupyter kernel the notebooks run in")
 
 
-def _exec_kw(a) -> dict:
-    return {"scheduler": a.scheduler, "scheduler_file": a.scheduler_file, "workers": a.workers,
-            "threads": a.threads, "gpus": a.gpus, "resources": _resources(a.resources), "keep_going": a.keep_going,
-            "force": a.force, "wait_for_locks": not a.no_wait, "lock_timeout": a.lock_timeout,
-            "retries": a.retries, "allowed_failures": a.allowed_failures,
-            "dashboard": None if str(a.dashboard).lower() == "none" else a.dashboard}
+def _exec_options(a):
+    """The CLI's execution options as an ``ExecuteOptions``."""
+    from .sweep import ExecuteOptions
+    return ExecuteOptions(scheduler=a.scheduler, scheduler_file=a.scheduler_file, workers=a.workers,
+                          threads=a.threads, gpus=a.gpus, resources=_resources(a.resources), keep_going=a.keep_going,
+                          force=a.force, wait_for_locks=not a.no_wait, lock_timeout=a.lock_timeout,
+                          retries=a.retries, allowed_failures=a.allowed_failures,
+                          dashboard=None if str(a.dashboard).lower() == "none" else a.dashboard, kernel=a.kernel)
 
 
 def main(argv=None) -> int:
@@ -110,13 +112,12 @@ def main(argv=None) -> int:
             return 0
         if a.cmd == "sweep":
             from .sweep import run_sweep
-            res = run_sweep(a.spec, Path(a.runs_dir), dry_run=a.dry_run, kernel=a.kernel, **_exec_kw(a))
+            res = run_sweep(a.spec, Path(a.runs_dir), _exec_options(a), dry_run=a.dry_run)
             if a.dry_run:
                 return 0
         else:
             from .reproduce import reproduce
-            res = reproduce(a.profile, only=a.only, html=not a.no_html, dry_run=a.dry_run, kernel=a.kernel,
-                            **_exec_kw(a))
+            res = reproduce(a.profile, only=a.only, html=not a.no_html, dry_run=a.dry_run, options=_exec_options(a))
             if a.dry_run:
                 return 0
     except SpecError as e:

@@ -25,7 +25,7 @@ from minilib.io import write_text
 
 from .state import read_run_json
 from .spec import ROOT, SpecError, display_path, expand, load_spec, notebook_parameters, resolve_notebook
-from .sweep import Plan, PlannedRun, SweepResult, _fmt, execute_plan, plan_runs, print_plan
+from .sweep import ExecuteOptions, Plan, PlannedRun, SweepResult, _fmt, execute_plan, plan_runs, print_plan
 
 # Wall-clock guesses (seconds, 2 CPU cores) used for the time-left estimate and for the start order
 # (longest critical path first, ``sweep.priorities``) until a run of the notebook has been recorded
@@ -147,11 +147,14 @@ def _html(r: PlannedRun) -> str:
 
 def reproduce(profile: str = "default", *, specs=None, results_dir=ROOT / "results", figures_dir=ROOT / "figures",
               runs_dir=ROOT / "runs" / "reproduce", only: list[str] | None = None, html: bool = True,
-              dry_run: bool = False, **kw) -> SweepResult:
-    """Run the reproduce specs with ``profile``; see the module docstring for where outputs go."""
+              dry_run: bool = False, options: ExecuteOptions | None = None, **settings) -> SweepResult:
+    """Run the reproduce specs with ``profile``; see the module docstring for where outputs go.
+    ``options`` / ``settings``: how they run, as for ``execute_plan`` (with ``cpu_placement``'s
+    workers and threads when the caller chose none)."""
+    opts = ExecuteOptions.build(options, **settings)
     plan = plan_reproduce(profile, specs, results_dir, figures_dir, runs_dir, only)
     res_dir, fig_dir = output_dirs(profile, results_dir, figures_dir)
-    todo = [r for r in plan.runs if kw.get("force") or r.status != "done"]
+    todo = [r for r in plan.runs if opts.force or r.status != "done"]
     known = [r.estimate for r in todo]
     total = _fmt(sum(known)) if all(e is not None for e in known) else "unknown"
     print(f"[reproduce] profile {profile!r}: {len(plan.runs)} notebooks, {len(todo)} to run (estimated "
@@ -167,8 +170,8 @@ def reproduce(profile: str = "default", *, specs=None, results_dir=ROOT / "resul
             err = _html(r)
             if err:
                 html_errors[r.run_id] = err
-    kw.update(cpu_placement(**kw))
-    result = execute_plan(plan, after_run=after_run, **kw)
+    opts = opts.replace(**cpu_placement(**vars(opts)))
+    result = execute_plan(plan, opts, after_run=after_run)
     if html:
         for r in plan.runs:
             if r.run_id in result.done and r.run_id not in result.ran:

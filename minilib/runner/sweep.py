@@ -3,6 +3,7 @@
     plan = plan_sweep("sweeps/anatomy-grid.yaml")             # validates the spec; nothing runs
     print_plan(plan)                                          # --dry-run
     result = execute_plan(plan, workers=2)                    # LocalCluster, or client=/scheduler=
+    result = execute_plan(plan, ExecuteOptions(workers=2, keep_going=True))   # the same options as one object
     result.table                                              # as written to <sweep folder>/table.csv
 
 Runs whose dependencies (``after``) are finished are submitted to Dask; a run lost with its worker
@@ -13,6 +14,7 @@ is written for the runs that finished, also when others failed or the sweep was 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -301,135 +303,210 @@ class _Interrupted(KeyboardInterrupt):
     pass
 
 
-def execute_plan(plan: Plan, *, client=None, scheduler: str | None = None, scheduler_file: str | None = None,
-                 workers: int | None = None, threads: int | None = None, gpus=None,
-                 resources: dict | None = None, keep_going: bool = False, force: bool = False,
-                 wait_for_locks: bool = True, lock_timeout: float | None = None, retries: int = 0,
-                 allowed_failures: int = 3, dashboard: str | None = ":8787", status_every: float = 300.0,
-                 kernel: str | None = None, after_run=None) -> SweepResult:
+@dataclass(frozen=True)
+class ExecuteOptions:
+    """How ``execute_plan`` runs a plan (the runner CLI's options; ``python -m minilib.runner sweep -h``).
+
+    Where: ``client`` (a ``distributed.Client``), else ``scheduler`` (address) or ``scheduler_file``,
+    else a fresh ``LocalCluster`` of ``workers`` workers with ``threads`` threads each and ``gpus``
+    (``"none"``, a count or device list; see ``minilib.runner.cluster``), whose workers Dask may lose
+    ``allowed_failures`` times per run, with its dashboard at ``dashboard`` (None: none).
+    ``resources``: Dask resources every run asks for (a run's own ``resources`` are added).
+    Failures: ``retries`` (Dask retries of a failed run); ``keep_going``: run the rest after a failure.
+    Locks and done runs: ``force`` reruns runs that are done; ``wait_for_locks`` waits for a run folder
+    another process holds (``lock_timeout`` seconds at most, None: no limit), else the run is skipped.
+    Status: a progress line every ``status_every`` seconds.  ``kernel``: overrides the plan's kernel."""
+
+    client: object = None
+    scheduler: str | None = None
+    scheduler_file: str | None = None
+    workers: int | None = None
+    threads: int | None = None
+    gpus: object = None
+    resources: dict | None = None
+    allowed_failures: int = 3
+    dashboard: str | None = ":8787"
+    retries: int = 0
+    keep_going: bool = False
+    force: bool = False
+    wait_for_locks: bool = True
+    lock_timeout: float | None = None
+    status_every: float = 300.0
+    kernel: str | None = None
+
+    @property
+    def local(self) -> bool:
+        """A local cluster of our own (no client, scheduler or scheduler file given)."""
+        return self.client is None and not self.scheduler and not self.scheduler_file
+
+    @classmethod
+    def build(cls, options: "ExecuteOptions | None" = None, **changes) -> "ExecuteOptions":
+        """``options`` (None: the defaults) with ``changes`` by name; an unknown name is a ``TypeError``."""
+        if options is None:
+            options = cls()
+        elif not isinstance(options, cls):
+            raise TypeError(f"execute_plan: options must be an ExecuteOptions (or None), got {type(options).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in changes if k not in names]
+        if unknown:
+            raise TypeError(f"execute_plan: unknown option(s) {', '.join(map(repr, unknown))}; ExecuteOptions has "
+                            f"{', '.join(names)}")
+        return dataclasses.replace(options, **changes) if changes else options
+
+    def replace(self, **changes) -> "ExecuteOptions":
+        """A copy with ``changes`` (unknown names refused by name)."""
+        return self.build(self, **changes)
+
+
+def execute_plan(plan: Plan, options: ExecuteOptions | None = None, *, after_run=None, **settings) -> SweepResult:
     """Run every run of ``plan`` that is not done (all of them with ``force``) on Dask.
 
-    ``after_run(planned_run)`` is called (in the client) after each run that finished; ``kernel``
-    overrides the plan's Jupyter kernel."""
-    if kernel:
-        plan.kernel = kernel
-    from distributed import wait
-    from distributed.client import FIRST_COMPLETED
-
-    from .cluster import connect
-
+    ``options``: an ``ExecuteOptions`` (None: its defaults), any ``settings`` by name replacing its
+    fields (``execute_plan(plan, workers=2, keep_going=True)``).  ``after_run(planned_run)`` is called
+    (in the client) after each run that finished."""
+    opts = ExecuteOptions.build(options, **settings)
+    if opts.kernel:
+        plan.kernel = opts.kernel
     result = SweepResult(plan, None, None)
-    todo = [r for r in plan.runs if force or r.status != "done"]
-    finished = {r.run_id for r in plan.runs if r not in todo}
-    result.done = [r.run_id for r in plan.runs if r.run_id in finished]
-    by_index = {r.spec.index: r for r in plan.runs}
-    token = uuid.uuid4().hex[:12]
+    todo = [r for r in plan.runs if opts.force or r.status != "done"]
+    result.done = [r.run_id for r in plan.runs if r not in todo]
     if not todo:
         print(f"[{plan.label}] {plan.name}: all {len(plan.runs)} runs are done; nothing to run", flush=True)
     else:
-        with connect(client, scheduler, scheduler_file, workers, threads, gpus, dashboard,
-                     allowed_failures) as (c, placement, _owned):
-            local = client is None and not scheduler and not scheduler_file
-            where = placement.describe() if local else \
-                f"scheduler {c.scheduler.address} ({len(c.nthreads())} workers)"
-            result.where = where
-            print(f"[{plan.label}] {plan.name}: {len(todo)} of {len(plan.runs)} runs to run on {where}", flush=True)
-            if dashboard is not None or not local:
-                print(f"[{plan.label}] Dask dashboard: {c.dashboard_link}", flush=True)
-            res = dict(placement.resources)
-            res.update(resources or {})
-            progress = Progress(plan, todo, max(1, sum(c.nthreads().values())), status_every)
-            topic = f"minilib-runner-{token}"
-            c.subscribe_topic(topic, progress.event)
-            futures: dict = {}
-            pending = list(todo)
-            blocked: set[str] = set()
-            prio = priorities(plan)
-
-            def submit_ready():
-                # Highest priority first, and no more runs in flight than the workers have slots: Dask
-                # assigns a submitted run to a worker's queue at once, so a run submitted early would
-                # wait behind another on a busy worker while a later, longer one starts elsewhere.
-                capacity = max(1, sum(c.nthreads().values()))
-                for r in sorted(pending, key=lambda r: -prio[r.run_id]):
-                    deps = [by_index[i] for i in r.spec.after]
-                    if any(d.run_id in result.failed or d.run_id in blocked or d.run_id in result.skipped
-                           for d in deps):
-                        pending.remove(r)
-                        bad = [d.run_id for d in deps if d.run_id not in finished]
-                        result.skipped[r.run_id] = f"a run it depends on did not finish ({', '.join(bad)})"
-                        blocked.add(r.run_id)
-                        progress.done(r.run_id, None, False, result.skipped[r.run_id])
-                        continue
-                    if all(d.run_id in finished for d in deps):
-                        if len(futures) >= capacity:
-                            continue  # still check the rest for runs whose dependencies failed
-                        pending.remove(r)
-                        task = r.task(plan.kernel, placement.threads, token, force, wait_for_locks, lock_timeout)
-                        fut = c.submit(execute_run, task, key=f"run-{r.run_id}-{token}", pure=False,
-                                       resources=({**res, **r.spec.resources} or None), retries=retries,
-                                       priority=prio[r.run_id])
-                        futures[fut] = r
-
-            old_term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
-
-            def _on_term(signum, frame):
-                raise _Interrupted()
-
-            if old_term is not None:
-                signal.signal(signal.SIGTERM, _on_term)
-            try:
-                submit_ready()
-                while futures:
-                    try:
-                        done_now, _ = wait(list(futures), timeout=min(status_every, 30.0),
-                                           return_when=FIRST_COMPLETED)
-                    except TimeoutError:
-                        progress.tick()
-                        continue
-                    for fut in done_now:
-                        r = futures.pop(fut)
-                        if fut.status == "finished":
-                            out = fut.result()
-                            if out.status == "locked":
-                                result.skipped[r.run_id] = out.message
-                                progress.done(r.run_id, None, False, out.message)
-                            else:
-                                finished.add(r.run_id)
-                                result.done.append(r.run_id)
-                                if out.status == "ran":
-                                    result.ran.append(r.run_id)
-                                progress.done(r.run_id, out.seconds, True, "" if out.status == "ran" else out.message)
-                                if after_run is not None:
-                                    after_run(r)
-                        else:
-                            exc = fut.exception() if fut.status == "error" else None
-                            msg = str(exc) if isinstance(exc, RunFailed) else \
-                                f"{type(exc).__name__ if exc else fut.status}: {exc}"
-                            if type(exc).__name__ == "KilledWorker":
-                                msg = (f"its worker died each time it ran it (Dask's allowed-failures, here "
-                                       f"--allowed-failures {allowed_failures} on a local cluster; out of memory?); {exc}")
-                            result.failed[r.run_id] = msg
-                            progress.done(r.run_id, None, False, msg.splitlines()[0])
-                            print(msg, file=sys.stderr, flush=True)
-                            if not keep_going:
-                                _stop(c, token, futures, result, pending,
-                                      f"stopped after {r.run_id} failed (--keep-going runs the rest)")
-                                break
-                    submit_ready()
-            except KeyboardInterrupt:
-                result.interrupted = True
-                print(f"[{plan.label}] interrupted: stopping the running notebooks", flush=True)
-                _stop(c, token, futures, result, pending, "interrupted")
-            finally:
-                if old_term is not None:
-                    signal.signal(signal.SIGTERM, old_term)
-                with contextlib.suppress(Exception):  # the client may be closing already
-                    c.unsubscribe_topic(topic)
+        from .cluster import connect
+        with connect(opts.client, opts.scheduler, opts.scheduler_file, opts.workers, opts.threads, opts.gpus,
+                     opts.dashboard, opts.allowed_failures) as (c, placement, _owned):
+            _Execution(plan, todo, opts, c, placement, result, after_run).run()
     done_dirs = [r.run_dir for r in plan.runs if r.run_id in set(result.done)]
     result.table, result.table_path = write_table(plan, done_dirs)
     _summary(result)
     return result
+
+
+class _Execution:
+    """One ``execute_plan`` call on a connected client ``c``: submits the runs whose dependencies
+    finished (highest priority first, no more in flight than the workers have slots), records each
+    outcome in ``result``, stops on a failure (unless ``keep_going``), SIGTERM or Ctrl-C."""
+
+    def __init__(self, plan: Plan, todo: list[PlannedRun], opts: ExecuteOptions, c, placement, result: SweepResult,
+                 after_run=None):
+        self.plan, self.opts, self.c, self.placement, self.result, self.after_run = \
+            plan, opts, c, placement, result, after_run
+        self.finished = set(result.done)
+        self.by_index = {r.spec.index: r for r in plan.runs}
+        self.token = uuid.uuid4().hex[:12]
+        self.futures: dict = {}
+        self.pending = list(todo)
+        self.blocked: set[str] = set()
+        self.prio = priorities(plan)
+        self.resources = {**placement.resources, **(opts.resources or {})}
+        where = placement.describe() if opts.local else \
+            f"scheduler {c.scheduler.address} ({len(c.nthreads())} workers)"
+        result.where = where
+        print(f"[{plan.label}] {plan.name}: {len(todo)} of {len(plan.runs)} runs to run on {where}", flush=True)
+        if opts.dashboard is not None or not opts.local:
+            print(f"[{plan.label}] Dask dashboard: {c.dashboard_link}", flush=True)
+        self.progress = Progress(plan, todo, max(1, sum(c.nthreads().values())), opts.status_every)
+        self.topic = f"minilib-runner-{self.token}"
+
+    def run(self) -> None:
+        from distributed import wait
+        from distributed.client import FIRST_COMPLETED
+        c, result = self.c, self.result
+        c.subscribe_topic(self.topic, self.progress.event)
+        old_term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, _on_term)
+        try:
+            self.submit_ready()
+            while self.futures:
+                try:
+                    done_now, _ = wait(list(self.futures), timeout=min(self.opts.status_every, 30.0),
+                                       return_when=FIRST_COMPLETED)
+                except TimeoutError:
+                    self.progress.tick()
+                    continue
+                for fut in done_now:
+                    if not self.collect(fut):
+                        break
+                self.submit_ready()
+        except KeyboardInterrupt:
+            result.interrupted = True
+            print(f"[{self.plan.label}] interrupted: stopping the running notebooks", flush=True)
+            _stop(c, self.token, self.futures, result, self.pending, "interrupted")
+        finally:
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            with contextlib.suppress(Exception):  # the client may be closing already
+                c.unsubscribe_topic(self.topic)
+
+    def submit_ready(self) -> None:
+        # Highest priority first, and no more runs in flight than the workers have slots: Dask
+        # assigns a submitted run to a worker's queue at once, so a run submitted early would
+        # wait behind another on a busy worker while a later, longer one starts elsewhere.
+        result, opts = self.result, self.opts
+        capacity = max(1, sum(self.c.nthreads().values()))
+        for r in sorted(self.pending, key=lambda r: -self.prio[r.run_id]):
+            deps = [self.by_index[i] for i in r.spec.after]
+            if any(d.run_id in result.failed or d.run_id in self.blocked or d.run_id in result.skipped for d in deps):
+                self.pending.remove(r)
+                bad = [d.run_id for d in deps if d.run_id not in self.finished]
+                result.skipped[r.run_id] = f"a run it depends on did not finish ({', '.join(bad)})"
+                self.blocked.add(r.run_id)
+                self.progress.done(r.run_id, None, False, result.skipped[r.run_id])
+                continue
+            if all(d.run_id in self.finished for d in deps):
+                if len(self.futures) >= capacity:
+                    continue  # still check the rest for runs whose dependencies failed
+                self.pending.remove(r)
+                task = r.task(self.plan.kernel, self.placement.threads, self.token, opts.force, opts.wait_for_locks,
+                              opts.lock_timeout)
+                fut = self.c.submit(execute_run, task, key=f"run-{r.run_id}-{self.token}", pure=False,
+                                    resources=({**self.resources, **r.spec.resources} or None), retries=opts.retries,
+                                    priority=self.prio[r.run_id])
+                self.futures[fut] = r
+
+    def collect(self, fut) -> bool:
+        """Record the outcome of the finished future ``fut``; False when the sweep stops here."""
+        r = self.futures.pop(fut)
+        if fut.status == "finished":
+            self._finished(r, fut.result())
+            return True
+        msg = self._failure(fut)
+        self.result.failed[r.run_id] = msg
+        self.progress.done(r.run_id, None, False, msg.splitlines()[0])
+        print(msg, file=sys.stderr, flush=True)
+        if self.opts.keep_going:
+            return True
+        _stop(self.c, self.token, self.futures, self.result, self.pending,
+              f"stopped after {r.run_id} failed (--keep-going runs the rest)")
+        return False
+
+    def _finished(self, r: PlannedRun, out) -> None:
+        result = self.result
+        if out.status == "locked":
+            result.skipped[r.run_id] = out.message
+            self.progress.done(r.run_id, None, False, out.message)
+            return
+        self.finished.add(r.run_id)
+        result.done.append(r.run_id)
+        if out.status == "ran":
+            result.ran.append(r.run_id)
+        self.progress.done(r.run_id, out.seconds, True, "" if out.status == "ran" else out.message)
+        if self.after_run is not None:
+            self.after_run(r)
+
+    def _failure(self, fut) -> str:
+        exc = fut.exception() if fut.status == "error" else None
+        msg = str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__ if exc else fut.status}: {exc}"
+        if type(exc).__name__ == "KilledWorker":
+            msg = (f"its worker died each time it ran it (Dask's allowed-failures, here --allowed-failures "
+                   f"{self.opts.allowed_failures} on a local cluster; out of memory?); {exc}")
+        return msg
+
+
+def _on_term(signum, frame):
+    raise _Interrupted()
 
 
 def _stop(c, token: str, futures: dict, result: SweepResult, pending: list, why: str) -> None:
@@ -457,16 +534,17 @@ def _summary(result: SweepResult) -> None:
         print(f"[{plan.label}]   not run {rid}: {msg}", flush=True)
 
 
-def run_sweep(spec_path: str | os.PathLike, runs_dir: str | os.PathLike = DEFAULT_RUNS, *, dry_run: bool = False,
-              **kw) -> SweepResult:
-    """Validate, plan and execute a sweep spec (see ``execute_plan`` for the options)."""
+def run_sweep(spec_path: str | os.PathLike, runs_dir: str | os.PathLike = DEFAULT_RUNS,
+              options: ExecuteOptions | None = None, *, dry_run: bool = False, **settings) -> SweepResult:
+    """Validate, plan and execute a sweep spec (``options`` / ``settings``: as for ``execute_plan``)."""
+    opts = ExecuteOptions.build(options, **settings)
     plan = plan_sweep(spec_path, runs_dir)
-    if kw.get("kernel"):
-        plan.kernel = kw["kernel"]
+    if opts.kernel:
+        plan.kernel = opts.kernel
     if dry_run:
         print_plan(plan)
         return SweepResult(plan, None, None, done=[r.run_id for r in plan.runs if r.status == "done"])
-    return execute_plan(plan, **kw)
+    return execute_plan(plan, opts)
 
 
 def runs_json(plan: Plan) -> str:

@@ -31,6 +31,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -339,3 +340,33 @@ def ft_options(method: str, n_train: int, epochs: int, batch_size: int, lr: floa
     """The notebooks' fine-tuning parameters as ``decision_model``'s ``ft`` options."""
     return {"method": method, "n_train": n_train, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "init": init, "lora_r": lora_r}
+
+
+class DecisionSetup(NamedTuple):
+    """What the six decision notebooks (BERT/GPT2 anatomy, pruning baseline, pruning strategy) set up
+    from their parameters: ``m, task, tag, ft, majority = decision_setup(resolved)``."""
+    m: object            # the LoadedModel
+    task: object         # the DecisionTask
+    tag: str             # the model name as a file name part
+    ft: dict             # decision_model's fine-tuning options
+    majority: float      # the majority-class accuracy of the test part
+
+
+def decision_setup(params, verbose: bool = True) -> DecisionSetup:
+    """The decision notebooks' shared set-up from their resolved parameters (``params``: a mapping
+    with ``model``, ``device``, ``dataset``, ``n_train``, ``n_test``, ``seed``, ``template`` and the
+    fine-tuning ones ``ft_method``, ``ft_n_train``, ``ft_epochs``, ``ft_batch_size``, ``ft_lr``,
+    ``ft_init``, ``lora_r``): the model loaded on ``device``, the decision task, the file tag of the
+    model name, the ``ft`` options of ``decision_model`` and the majority-class test accuracy; with
+    ``verbose`` one line names the family, the size and the task."""
+    from minilib.eval.decision import decision_task
+    from minilib.models import load
+    p = params
+    m = load(p["model"], device=p["device"])
+    task = decision_task(p["dataset"], p["n_train"], p["n_test"], p["seed"], template=p["template"])
+    ft = ft_options(p["ft_method"], p["ft_n_train"], p["ft_epochs"], p["ft_batch_size"], p["ft_lr"], p["ft_init"],
+                    p["lora_r"])
+    majority = float(max(task.test.labels.mean(), 1 - task.test.labels.mean()))
+    if verbose:
+        print(m.adapter.family, f"{sum(p.numel() for p in m.model.parameters())/1e6:.1f}M params;", task.info)
+    return DecisionSetup(m, task, p["model"].replace("/", "_"), ft, majority)

@@ -56,6 +56,7 @@ from minilib.prune.masks import check_threshold, mask_threshold, mask_vocab
 from minilib.prune.report import PruneReport
 from minilib.prune.scores import score_neurons_l1
 from minilib.stats import format_ci, mcnemar
+from minilib.train.config import FinetuneConfig
 from minilib.train.finetune import finetune
 
 NOTEBOOK = "contextual_pruning"
@@ -248,6 +249,11 @@ class ContextualConfig:
             kw["mcq_n"] = None
         return cls(**kw)
 
+    def finetune_config(self) -> FinetuneConfig:
+        """The recovery fine-tuning recipe (the same for every model) as ``minilib.train.finetune`` takes it."""
+        return FinetuneConfig(seqlen=self.ft_seqlen, batch_size=self.ft_batch, lr=self.ft_lr, max_epochs=self.epochs,
+                              max_steps=self.ft_steps, eval_every=self.ft_eval_every, seed=self.seed)
+
     def settings(self, protocol: str = "ours") -> list[tuple[str, float]]:
         """``[(setting, ε), ...]`` of ``protocol`` in run order (without dense and the dense control)."""
         grid = self.authors_thresholds if protocol == "authors" else self.thresholds
@@ -343,6 +349,7 @@ def run_domain(model, tokenizer, domain: str, mcq: str | None = None, config: Co
     dense model: it is recorded (``identical_to = "dense"``, the dense chunks) but neither scored nor
     fine-tuned.  ``authors``: also run the authors' protocol (``ContextualConfig``)."""
     cfg = config or ContextualConfig()
+    ft_cfg = cfg.finetune_config()   # checked before any work
     items = validate_mcq(load_mcq(mcq, n=cfg.mcq_n), mcq) if mcq else None
     t0 = time.time()
     sp = corpus_splits(tokenizer, domain)
@@ -382,9 +389,7 @@ def run_domain(model, tokenizer, domain: str, mcq: str | None = None, config: Co
 
     def recover(m, tok, train, dev, target, protocol, base, eps, with_mcq):
         """Fine-tune ``m`` (the same recipe for every model), score it; the fine-tuned record."""
-        ft = finetune(m, train, train, target_ppl=target, seqlen=cfg.ft_seqlen, batch_size=cfg.ft_batch,
-                      lr=cfg.ft_lr, max_epochs=cfg.epochs, max_steps=cfg.ft_steps, eval_every=cfg.ft_eval_every,
-                      seed=cfg.seed, device=device, verbose=verbose,
+        ft = finetune(m, train, train, ft_cfg.replace(target_ppl=target), device=device, verbose=verbose,
                       dev_eval=lambda mm, t=tok: score(mm, t, dev).bpb, dev_name="dev_bpb")
         curves.extend({**tag, "protocol": protocol, "setting": base["setting"], "eps": eps, **h} for h in ft.history)
         s = score(m, tok, test_ch)

@@ -207,14 +207,15 @@ def recover(model_name: str, method: str, calib: torch.Tensor, train_ids: torch.
     after, paired bootstrap over chunks), gain_low, gain_high, chunks, sparsity_before, sparsity_after,
     finetune_s}``; one calibration draw and one fine-tuning seed (the intervals are over the text)."""
     from minilib.eval.bytes import bits_per_byte, bpb_difference, score_text
-    from minilib.train import finetune
+    from minilib.train import FinetuneConfig, finetune
+    ft_cfg = FinetuneConfig(seqlen=seqlen, batch_size=batch_size, lr=lr, max_steps=steps, eval_every=max(1, steps),
+                            seed=seed, method=ft_method, keep_sparsity=True)   # checked before any work
     model, tokenizer, _ = load(model_name, device=device)
     prune_model(model, method, sparsity, calib=calib, device=device, **{"measure_error": False, **prune_kwargs})
     before = score_text(model, tokenizer, chunks, seqlen=seqlen)
     timer = Timer(resolve_device(device))
     with timer("finetune_s"):
-        ft = finetune(model, train_ids, dev_ids, seqlen=seqlen, batch_size=batch_size, lr=lr, max_steps=steps,
-                      eval_every=max(1, steps), seed=seed, method=ft_method, keep_sparsity=True, verbose=False)
+        ft = finetune(model, train_ids, dev_ids, ft_cfg, verbose=False)
     after = score_text(model, tokenizer, chunks, seqlen=seqlen)
     b, a_, gain = bits_per_byte(before), bits_per_byte(after), bpb_difference(before, after)
     del model

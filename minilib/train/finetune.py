@@ -6,6 +6,13 @@ per epoch with a seed.  Every ``eval_every`` steps (and before the first step) t
 model's dev perplexity), or after ``max_epochs`` / ``max_steps``.  The best dev checkpoint is kept
 (in memory, and on disk with ``save_to``) and restored at the end.
 
+The hyper-parameters are one ``FinetuneConfig`` (``minilib.train.config``, checked when made); the
+model, the data and the runtime (``device``, ``verbose``, ``save_to``, ``dev_eval``) are arguments:
+
+    cfg = FinetuneConfig(seqlen=64, batch_size=4, max_steps=20, eval_every=5, method="lora")
+    res = finetune(model, train_ids, dev_ids, cfg, verbose=False)
+    res = finetune(model, train_ids, dev_ids, seqlen=64, max_steps=20)   # fields by name: the same
+
 ``dev_eval`` replaces dev perplexity by any dev measure where lower is better (a callable
 ``model -> float``, e.g. bits per byte on fixed dev text, which stays comparable when the model's
 tokenizer changes); ``target_ppl`` is then on that measure's scale, and the history rows carry it
@@ -29,8 +36,8 @@ the result reports the sparsity before and after (``sparsity_before``, ``sparsit
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -38,9 +45,10 @@ from torch import nn
 from minilib.data.corpora import CorpusError, eval_windows
 from minilib.device import model_device, resolve_device
 from minilib.eval.perplexity import check_seqlen, check_token_ids, lm_nll, perplexity, to_windows
-from minilib.train.checks import (DEFAULT_LR, check_int, check_lora, check_method, check_positive, check_seed,
-                                  check_unit)
-from minilib.train.masking import SparsityMasks, check_keep_sparsity
+from minilib.train.config import FinetuneConfig
+from minilib.train.masking import SparsityMasks
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "check_finetune_data", "finetune"]
 
 
 @dataclass
@@ -62,29 +70,6 @@ class FinetuneResult:
         return pd.DataFrame(self.history)
 
 
-def check_finetune_args(method, seqlen, batch_size, lr, weight_decay, max_epochs, max_steps, warmup_steps,
-                        eval_every, dev_windows, target_ppl, lora_r, lora_alpha, lora_dropout, keep_sparsity,
-                        seed=0) -> None:
-    """Clear errors, before any work, for arguments out of range."""
-    check_method(method)
-    check_int("seqlen", seqlen, 2)
-    check_int("batch_size", batch_size, 1)
-    check_positive("lr", lr)
-    check_unit("weight_decay", weight_decay)
-    check_int("max_epochs", max_epochs, 1)
-    check_int("max_steps", max_steps, 1, optional=True)
-    check_int("warmup_steps", warmup_steps, 0)
-    check_int("eval_every", eval_every, 1)
-    check_int("dev_windows", dev_windows, 1, optional=True)
-    if target_ppl is not None and (isinstance(target_ppl, bool) or not isinstance(target_ppl, numbers.Real)
-                                   or math.isnan(target_ppl)):
-        raise ValueError(f"target_ppl must be a number (or None: no early stopping), got {target_ppl!r}")
-    if method == "lora":
-        check_lora(lora_r, lora_alpha, lora_dropout)
-    check_keep_sparsity(keep_sparsity)
-    check_seed(seed)
-
-
 def check_finetune_data(model, train_ids, dev_ids, seqlen, dev_windows, dev_eval) -> torch.Tensor:
     """The training windows ``[n, seqlen]`` of ``train_ids`` (a 1-D LongTensor), every id within the
     model's vocabulary, and (without ``dev_eval``) ``dev_ids`` checked the same way, before any work."""
@@ -101,76 +86,98 @@ def check_finetune_data(model, train_ids, dev_ids, seqlen, dev_windows, dev_eval
     return eval_windows(train_ids, seqlen)
 
 
-def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, target_ppl: float | None = None,
-             seqlen: int = 128, batch_size: int = 4, lr: float | None = None, weight_decay: float = 0.0,
-             max_epochs: int = 1, max_steps: int | None = 40, warmup_steps: int = 0, eval_every: int = 10,
-             dev_windows: int | None = 8, seed: int = 0, save_to=None, tokenizer=None, device=None,
-             verbose: bool = True, dev_eval=None, dev_name: str = "dev_ppl", method: str = "full",
-             lora_r: int = 8, lora_alpha: float = 16, lora_dropout: float = 0.05,
-             keep_sparsity="auto") -> FinetuneResult:
-    """Fine-tune ``model`` in place on ``train_ids`` (1-D); see the module docstring.
+def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, config: FinetuneConfig | None = None,
+             *, save_to=None, tokenizer=None, device=None, verbose: bool = True, dev_eval=None,
+             dev_name: str = "dev_ppl", **settings) -> FinetuneResult:
+    """Fine-tune ``model`` in place on ``train_ids`` (1-D) with the hyper-parameters ``config`` (a
+    ``FinetuneConfig``; None: its defaults), any ``settings`` by name replacing its fields
+    (``finetune(m, train, dev, seqlen=64, method="lora")``; an unknown name is a ``TypeError``); see
+    the module docstring.
 
-    ``lr``: None is 5e-5 for ``method="full"`` and 1e-3 for ``"lora"``.  ``max_steps``: an integer
-    >= 1, or None (``max_epochs`` epochs).  ``seed``: an integer >= 0.  ``train_ids`` (and ``dev_ids``
-    unless ``dev_eval`` is given) must be LongTensors of ids within the model's vocabulary; everything
-    is checked before any work.  ``keep_sparsity``: ``"auto"`` (the layers with >= 1%
-    exact zeros keep them), ``True`` (every exact zero), ``False`` (none; the report still shows the
-    loss).  Raises ``SparsityLostError`` if a weight that should have stayed zero did not."""
-    lr = DEFAULT_LR.get(method, DEFAULT_LR["full"]) if lr is None else lr
-    check_finetune_args(method, seqlen, batch_size, lr, weight_decay, max_epochs, max_steps, warmup_steps,
-                        eval_every, dev_windows, target_ppl, lora_r, lora_alpha, lora_dropout, keep_sparsity, seed)
-    windows = check_finetune_data(model, train_ids, dev_ids, seqlen, dev_windows, dev_eval)
+    ``train_ids`` (and ``dev_ids`` unless ``dev_eval`` is given) must be LongTensors of ids within the
+    model's vocabulary; everything is checked before any work.  ``save_to``: the best checkpoint
+    (LoRA: the merged model, at the end), with ``tokenizer``.  ``device``: None / "auto" is the
+    model's.  Raises ``SparsityLostError`` if a weight that should have stayed zero did not."""
+    cfg = FinetuneConfig.build(config, "finetune", **settings)
+    windows = check_finetune_data(model, train_ids, dev_ids, cfg.seqlen, cfg.dev_windows, dev_eval)
     device = model_device(model) if device in (None, "auto") else resolve_device(device)
-    if len(windows) < batch_size:
-        raise CorpusError(f"train split has {len(windows)} windows of {seqlen}; need at least one batch of "
-                          f"{batch_size}")
-    masks = SparsityMasks.capture(model, keep_sparsity)
+    if len(windows) < cfg.batch_size:
+        raise CorpusError(f"train split has {len(windows)} windows of {cfg.seqlen}; need at least one batch of "
+                          f"{cfg.batch_size}")
+    masks = SparsityMasks.capture(model, cfg.keep_sparsity)
     before = masks.report(model)
-    per_epoch = len(windows) // batch_size
-    total = per_epoch * max_epochs if max_steps is None else min(max_steps, per_epoch * max_epochs)
-    lora = method == "lora"
+    lora = cfg.method == "lora"
     grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    peft_model = None
-    if lora:
-        from minilib.train.lora import add_lora
-        with torch.random.fork_rng(devices=[]):   # the adapters' initialisation follows ``seed``
-            torch.manual_seed(seed)
-            peft_model = add_lora(model, lora_r, lora_alpha, lora_dropout)   # in place: ``model`` holds them
+    peft_model = _attach_lora(model, cfg) if lora else None
+    run = _Run(dev_ids, dev_eval, dev_name, None if lora else save_to, tokenizer, device, verbose)
     try:
-        res = _train(model, windows, dev_ids, target_ppl, seqlen, batch_size, lr, weight_decay, max_epochs, total,
-                     per_epoch, warmup_steps, eval_every, dev_windows, seed, None if lora else save_to, tokenizer,
-                     device, verbose, dev_eval, dev_name, masks if masks.enforced and not lora else None,
-                     adapters_only=lora)
+        res = _train(model, windows, cfg, run, masks if masks.enforced and not lora else None, adapters_only=lora)
     except BaseException:
         if peft_model is not None:   # leave the caller's model as it was given: no adapters, same flags
             from minilib.train.lora import unload_lora
             unload_lora(peft_model)
             _restore_flags(model, grad_flags)
         raise
-    res.method = method
+    res.method = cfg.method
     if lora:
-        from minilib.train.lora import merge_lora
-        merged = merge_lora(peft_model, masks)   # the merged update is masked: zeros stay zeros
-        if merged is not model:
-            raise RuntimeError("peft returned a new model object on merge; finetune works in place")
-        _restore_flags(model, grad_flags)
-        res.final_dev_ppl = _dev_measure(model, dev_ids, dev_eval, seqlen, batch_size, dev_windows)
-        if save_to is not None:
-            from minilib.models.saving import save_model
-            save_model(model, tokenizer, save_to, extra={"finetune_step": res.best_step, dev_name: res.final_dev_ppl,
-                                                         "method": "lora"})
-        if verbose:
-            print(f"[finetune] LoRA merged{' (zeros kept)' if masks.enforced else ''}: "
-                  f"{dev_name.replace('_', ' ')} {res.final_dev_ppl:.3f}")
+        _merge_lora(model, peft_model, masks, grad_flags, res, cfg, run._replace(save_to=save_to))
     else:
         res.final_dev_ppl = res.best_dev_ppl
+    _report_sparsity(model, masks, before, res, verbose)
+    return res
+
+
+class _Run(NamedTuple):
+    """What a run measures and where it goes (everything of ``finetune`` but the model, data and config)."""
+    dev_ids: torch.Tensor | None
+    dev_eval: object
+    dev_name: str
+    save_to: object
+    tokenizer: object
+    device: object
+    verbose: bool
+
+
+def _planned_steps(cfg: FinetuneConfig, windows: torch.Tensor) -> tuple[int, int]:
+    """``(total, per_epoch)``: the steps planned (``max_steps`` capped by ``max_epochs`` epochs) and per epoch."""
+    per_epoch = len(windows) // cfg.batch_size
+    total = per_epoch * cfg.max_epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.max_epochs)
+    return total, per_epoch
+
+
+def _attach_lora(model: nn.Module, cfg: FinetuneConfig):
+    """LoRA adapters added to ``model`` in place, initialised from ``cfg.seed``; the peft model."""
+    from minilib.train.lora import add_lora
+    with torch.random.fork_rng(devices=[]):   # the adapters' initialisation follows ``seed``
+        torch.manual_seed(cfg.seed)
+        return add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)   # in place: ``model`` holds them
+
+
+def _merge_lora(model, peft_model, masks, grad_flags, res: FinetuneResult, cfg: FinetuneConfig, run: _Run) -> None:
+    """Merge the adapters into ``model`` (masked: zeros stay zeros), measure it once more, save it."""
+    from minilib.train.lora import merge_lora
+    merged = merge_lora(peft_model, masks)   # the merged update is masked: zeros stay zeros
+    if merged is not model:
+        raise RuntimeError("peft returned a new model object on merge; finetune works in place")
+    _restore_flags(model, grad_flags)
+    res.final_dev_ppl = _dev_measure(model, cfg, run)
+    if run.save_to is not None:
+        from minilib.models.saving import save_model
+        save_model(model, run.tokenizer, run.save_to, extra={"finetune_step": res.best_step,
+                                                             run.dev_name: res.final_dev_ppl, "method": "lora"})
+    if run.verbose:
+        print(f"[finetune] LoRA merged{' (zeros kept)' if masks.enforced else ''}: "
+              f"{run.dev_name.replace('_', ' ')} {res.final_dev_ppl:.3f}")
+
+
+def _report_sparsity(model, masks: SparsityMasks, before: dict, res: FinetuneResult, verbose: bool) -> None:
+    """The sparsity before and after into ``res``; ``SparsityLostError`` if a kept zero was lost."""
     after = masks.report(model)
     res.sparsity_before, res.sparsity_after = before["sparsity"], after["sparsity"]
     res.sparsity = {**after, "before": before["sparsity"], "after": after["sparsity"]}
     if verbose:
         print(f"[finetune] {SparsityMasks.describe(before, after)}")
     masks.check(model, "after fine-tuning")
-    return res
 
 
 def _restore_flags(model: nn.Module, flags: dict[str, bool]) -> None:
@@ -179,85 +186,99 @@ def _restore_flags(model: nn.Module, flags: dict[str, bool]) -> None:
             p.requires_grad_(flags[n])
 
 
-def _dev_measure(model, dev_ids, dev_eval, seqlen, batch_size, dev_windows) -> float:
-    if dev_eval is None:
-        return perplexity(model, dev_ids, seqlen, batch_size=batch_size, max_windows=dev_windows)
+def _dev_measure(model, cfg: FinetuneConfig, run: _Run) -> float:
+    if run.dev_eval is None:
+        return perplexity(model, run.dev_ids, cfg.seqlen, batch_size=cfg.batch_size, max_windows=cfg.dev_windows)
     was_training = model.training
     model.eval()
     try:
-        return float(dev_eval(model))
+        return float(run.dev_eval(model))
     finally:
         model.train(was_training)
 
 
-def _train(model, windows, dev_ids, target_ppl, seqlen, batch_size, lr, weight_decay, max_epochs, total, per_epoch,
-           warmup_steps, eval_every, dev_windows, seed, save_to, tokenizer, device, verbose, dev_eval, dev_name,
-           masks: SparsityMasks | None, adapters_only: bool = False) -> FinetuneResult:
-    """The training loop; ``masks``: masked gradients and masks re-applied after every step;
-    ``adapters_only``: the best checkpoint holds only the trainable parameters (LoRA adapters)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-    def lr_at(step):  # linear warmup, then cosine to zero over the planned steps
+def _lr_factor(warmup_steps: int, total: int):
+    """The schedule: linear warmup, then cosine to zero over the ``total`` planned steps."""
+    def lr_at(step):
         if step < warmup_steps:
             return (step + 1) / (warmup_steps + 1)
         return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total - warmup_steps)))
+    return lr_at
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    res = FinetuneResult()
-    best_state = None
-    full_state = not adapters_only
 
-    def evaluate(step, epoch, train_loss):
-        nonlocal best_state
-        ppl = _dev_measure(model, dev_ids, dev_eval, seqlen, batch_size, dev_windows)
-        res.history.append({"step": step, "epoch": epoch, "train_loss": train_loss, dev_name: ppl,
-                            "lr": sched.get_last_lr()[0]})
+class _BestCheckpoint:
+    """The dev evaluations: history rows, the start and best dev measure, the best state (in memory;
+    on disk with ``run.save_to``) and whether the target is reached.  ``adapters_only``: the state
+    holds only the trainable parameters (LoRA adapters)."""
+
+    def __init__(self, model, cfg: FinetuneConfig, run: _Run, res: FinetuneResult, sched, adapters_only: bool):
+        self.model, self.cfg, self.run, self.res, self.sched = model, cfg, run, res, sched
+        self.full_state = not adapters_only
+        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        self.state = None
+
+    def evaluate(self, step: int, epoch: int, train_loss: float | None) -> bool:
+        """Measure, record, keep the best; True when the target is reached."""
+        model, res, run, target = self.model, self.res, self.run, self.cfg.target_ppl
+        ppl = _dev_measure(model, self.cfg, run)
+        res.history.append({"step": step, "epoch": epoch, "train_loss": train_loss, run.dev_name: ppl,
+                            "lr": self.sched.get_last_lr()[0]})
         if step == 0:
             res.start_dev_ppl = ppl
         if ppl < res.best_dev_ppl:
             res.best_dev_ppl, res.best_step = ppl, step
-            if full_state:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            else:
-                best_state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if n in trainable}
-            if save_to is not None:
-                from minilib.models.saving import save_model
-                save_model(model, tokenizer, save_to, extra={"finetune_step": step, dev_name: ppl})
-        if verbose:
+            self._keep(step, ppl)
+        if run.verbose:
             print(f"[finetune] step {step:4d}  train loss {train_loss if train_loss is not None else float('nan'):.3f}  "
-                  f"{dev_name.replace('_', ' ')} {ppl:.3f}" + (f" (target {target_ppl:.3f})" if target_ppl else ""))
-        return target_ppl is not None and ppl <= target_ppl
+                  f"{run.dev_name.replace('_', ' ')} {ppl:.3f}" + (f" (target {target:.3f})" if target else ""))
+        return target is not None and ppl <= target
 
-    g = torch.Generator().manual_seed(seed)
-    step, done = 0, evaluate(0, 0, None)
+    def _keep(self, step: int, ppl: float) -> None:
+        model = self.model
+        if self.full_state:
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+                          if n in self.trainable}
+        run = self.run
+        if run.save_to is not None:
+            from minilib.models.saving import save_model
+            save_model(model, run.tokenizer, run.save_to, extra={"finetune_step": step, run.dev_name: ppl})
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.model.load_state_dict(self.state, strict=self.full_state)
+
+
+def _train(model, windows, cfg: FinetuneConfig, run: _Run, masks: SparsityMasks | None,
+           adapters_only: bool = False) -> FinetuneResult:
+    """The training loop; ``masks``: masked gradients and masks re-applied after every step;
+    ``adapters_only``: the best checkpoint holds only the trainable parameters (LoRA adapters)."""
+    total, per_epoch = _planned_steps(cfg, windows)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.warmup_steps, total))
+    res = FinetuneResult()
+    best = _BestCheckpoint(model, cfg, run, res, sched, adapters_only)
+    g = torch.Generator().manual_seed(cfg.seed)
+    step, done = 0, best.evaluate(0, 0, None)
     res.stopped = "dev perplexity at target before training" if done else ""
     model.train()
     try:
-        for epoch in range(max_epochs):
+        for epoch in range(cfg.max_epochs):
             if done or step >= total:
                 break
             order = torch.randperm(len(windows), generator=g)
             for b in range(per_epoch):
                 if step >= total:
                     break
-                x = windows[order[b * batch_size:(b + 1) * batch_size]].to(device)
-                loss = lm_nll(model, x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if masks is not None:
-                    masks.mask_grads(model)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                if masks is not None:
-                    masks.apply(model)
-                sched.step()
+                x = windows[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]].to(run.device)
+                loss = _step(model, x, opt, sched, params, masks)
                 step += 1
-                res.history.append({"step": step, "epoch": epoch, "train_loss": loss.item(), dev_name: None,
+                res.history.append({"step": step, "epoch": epoch, "train_loss": loss.item(), run.dev_name: None,
                                     "lr": sched.get_last_lr()[0]})
-                if step % eval_every == 0 or step == total:
-                    if evaluate(step, epoch, loss.item()):
+                if step % cfg.eval_every == 0 or step == total:
+                    if best.evaluate(step, epoch, loss.item()):
                         done = True
                         res.stopped = f"dev perplexity reached the target at step {step}"
                         break
@@ -266,7 +287,21 @@ def _train(model, windows, dev_ids, target_ppl, seqlen, batch_size, lr, weight_d
         opt.zero_grad(set_to_none=True)
     res.steps = step
     if not res.stopped:
-        res.stopped = f"budget spent ({step} steps, {max_epochs} epoch(s) max)"
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=full_state)
+        res.stopped = f"budget spent ({step} steps, {cfg.max_epochs} epoch(s) max)"
+    best.restore()
     return res
+
+
+def _step(model, x, opt, sched, params, masks: SparsityMasks | None) -> torch.Tensor:
+    """One optimizer step on the batch ``x`` (gradients masked and masks re-applied with ``masks``); the loss."""
+    loss = lm_nll(model, x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if masks is not None:
+        masks.mask_grads(model)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    if masks is not None:
+        masks.apply(model)
+    sched.step()
+    return loss

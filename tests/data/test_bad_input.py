@@ -418,4 +418,4 @@ def test_finetune_classifier_checks_its_data_before_any_compute():
             (["good film", "bad film", "ok"], [1, 0, 2], torch.nn.Linear(32, 2),
              r"labels\[2\] = 2 is >= num_labels=2")]:
         with pytest.raises(SchemaError, match=match):
-            finetune_classifier(m.model, never_called, texts, labels, "lora", init_head=head, verbose=False)
+            finetune_classifier(m.model, never_called, texts, labels, method="lora", init_head=head, verbose=False)

@@ -225,3 +225,18 @@ def test_decision_model_under_both_protocols(tmp_path, monkeypatch):
         decision_model(m, task, "zero-shot")
     with pytest.raises(ValueError, match="init"):
         decision_model(m, task, "finetuned", ft={**ft, "init": "warm"})
+
+
+def test_decision_setup_is_the_notebooks_set_up_block(capsys):
+    """``decision_setup(resolved)`` is what the six decision notebooks' set-up cell did inline."""
+    from minilib.eval.decision import decision_task
+    from minilib.studies.anatomy import decision_setup, ft_options
+    p = {"model": "tiny-gpt2", "device": "cpu", "dataset": "sst2", "n_train": 16, "n_test": 12, "seed": 3,
+         "template": "{text}\nok?", "ft_method": "lora", "ft_n_train": 8, "ft_epochs": 1, "ft_batch_size": 4,
+         "ft_lr": 1e-3, "ft_init": "probe", "lora_r": 4, "unused": 1}
+    m, task, tag, ft, majority = decision_setup(p)
+    ref = decision_task("sst2", 16, 12, 3, template="{text}\nok?")
+    assert task.texts("test") == ref.texts("test") and list(task.train.labels) == list(ref.train.labels)
+    assert ft == ft_options("lora", 8, 1, 4, 1e-3, "probe", 4)
+    assert majority == float(max(ref.test.labels.mean(), 1 - ref.test.labels.mean())) and tag == "tiny-gpt2"
+    assert m.adapter.family and "M params;" in capsys.readouterr().out

@@ -21,7 +21,8 @@ def test_lora_changes_only_the_targets_and_leaves_the_input_model(name, toy_sent
     m = load(name)
     before = {k: v.clone() for k, v in m.model.state_dict().items()}
     texts, labels = toy_sentiment(16)
-    model, head, info = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, verbose=False)
+    model, head, info = finetune_classifier(m.model, m.tokenizer, texts, labels, method="lora", batch_size=8,
+                                            verbose=False)
     assert all(torch.equal(before[k], v) for k, v in m.model.state_dict().items()), "the caller's model changed"
     changed = _changed(m.model, model)
     targets = lora_targets(m.model)
@@ -38,7 +39,7 @@ def test_full_finetuning_learns_a_separable_task(toy_sentiment):
     task = decision_task(ClassificationSet(texts, labels, ("neg", "pos")), n_train=48, n_test=16, seed=0,
                          test_fraction=0.25)
     probe = decision_accuracy(m.model, m.tokenizer, torch.nn.Linear(64, 2), task, "train")
-    model, head, info = finetune_classifier(m.model, m.tokenizer, task.texts("train"), task.train.labels, "full",
+    model, head, info = finetune_classifier(m.model, m.tokenizer, task.texts("train"), task.train.labels, method="full",
                                             epochs=4, batch_size=8, lr=1e-3, head_lr=1e-2, verbose=False)
     acc = decision_accuracy(model, m.tokenizer, head, task, "train")
     assert acc["acc"] >= 0.95 and acc["acc"] > probe["acc"] + 0.2, (acc, probe)   # measured 1.0 vs 0.40
@@ -67,9 +68,9 @@ def test_cache_round_trip_and_key(tmp_path):
 def test_seeded_and_deterministic(toy_sentiment):
     m = load("tiny-opt")
     texts, labels = toy_sentiment(16)
-    a = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, seed=3, verbose=False)
-    b = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, seed=3, verbose=False)
-    c = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, seed=4, verbose=False)
+    a = finetune_classifier(m.model, m.tokenizer, texts, labels, method="lora", batch_size=8, seed=3, verbose=False)
+    b = finetune_classifier(m.model, m.tokenizer, texts, labels, method="lora", batch_size=8, seed=3, verbose=False)
+    c = finetune_classifier(m.model, m.tokenizer, texts, labels, method="lora", batch_size=8, seed=4, verbose=False)
     assert not _changed(a[0], b[0]) and torch.equal(a[1].weight, b[1].weight)
     assert _changed(a[0], c[0])
 
@@ -78,12 +79,13 @@ def test_init_head_is_the_starting_point(toy_sentiment):
     m = load("tiny-gpt2")
     texts, labels = toy_sentiment(8)
     init = torch.nn.Linear(64, 2)
-    _, head, info = finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", batch_size=8, lr=1e-12,
+    _, head, info = finetune_classifier(m.model, m.tokenizer, texts, labels, method="lora", batch_size=8, lr=1e-12,
                                         head_lr=1e-12, init_head=init, warmup=0.0, verbose=False)
     torch.testing.assert_close(head.weight, init.weight, atol=1e-6, rtol=0)
     assert info["init_head"] == "given"
     with pytest.raises(ValueError, match="init_head has shape"):
-        finetune_classifier(m.model, m.tokenizer, texts, labels, "lora", init_head=torch.nn.Linear(32, 2), verbose=False)
+        finetune_classifier(m.model, m.tokenizer, texts, labels, method="lora", init_head=torch.nn.Linear(32, 2),
+                            verbose=False)
 
 
 @pytest.mark.parametrize("kw,match", [({"method": "qlora"}, "method"), ({"epochs": 0}, "epochs"),

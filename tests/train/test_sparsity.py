@@ -99,7 +99,7 @@ def test_lm_finetuning_keeps_pruned_weights_zero(name, prune, method):
 def test_classifier_finetuning_keeps_pruned_weights_zero(name, prune, method, toy_sentiment):
     m, tok, ad, before = pruned(name, prune)
     texts, labels = toy_sentiment(8)
-    model, _, info = finetune_classifier(m, tok, texts, labels, method, batch_size=4, lr=1e-3 if method == "full"
+    model, _, info = finetune_classifier(m, tok, texts, labels, method=method, batch_size=4, lr=1e-3 if method == "full"
                                          else 1e-2, warmup=0.0, verbose=False)
     assert info["steps"] == 2
     assert all(torch.equal(before[k], w) for k, w in _weights(m, ad).items()), "the caller's model changed"
@@ -118,7 +118,7 @@ def test_without_masks_the_zeros_are_lost_and_reported(how, toy_sentiment):
         model = m
     else:
         texts, labels = toy_sentiment(8)
-        model, _, rep = finetune_classifier(m, tok, texts, labels, method, batch_size=4, lr=1e-3, warmup=0.0,
+        model, _, rep = finetune_classifier(m, tok, texts, labels, method=method, batch_size=4, lr=1e-3, warmup=0.0,
                                             keep_sparsity=False, verbose=False)
     after = _weights(model, ad)
     lost = sum(int((after[k][w == 0] != 0).sum()) for k, w in before.items())
