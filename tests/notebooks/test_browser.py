@@ -271,7 +271,7 @@ def test_notebook_runs_in_jupyterlab_with_inline_figures(lab, browser):
     assert not errors, f"cells show errors (screenshot: {shot}): {errors}"
     unrun = [i for i, c in enumerate(cells) if not re.fullmatch(r"\[\d+\]:", c["prompt"].strip())]
     assert not unrun, f"code cells {unrun} did not run (screenshot: {shot})"
-    figure_cells = [c for c in cells if "save_figure(" in c["source"]]
+    figure_cells = [c for c in cells if "save_all(" in c["source"] or "save_figure(" in c["source"]]
     assert figure_cells, "no figure cell found in the notebook"
     assert all(c["images"] >= 1 for c in figure_cells), f"a figure cell shows no image (screenshot: {shot})"
     # every figure saved (PDF + PNG) is shown exactly once, and only figure cells show images

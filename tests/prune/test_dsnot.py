@@ -50,16 +50,20 @@ def _loop(w, mask, scores, mean, var, seqlen, cycles, thr, vp):
     return torch.from_numpy(out)
 
 
+def _layer(seed, rows, cols):
+    """A random layer, its input moments over 8-token windows and Wanda's scores."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g)
+    mean = torch.randn(cols, generator=g) * 0.3 + 0.1
+    var = torch.rand(cols, generator=g) + 0.1
+    sq = (mean ** 2 + var) * 256
+    return w, mean, var, w.abs() * sq.sqrt(), Moments(sq, mean, var, seqlen=8)
+
+
 @pytest.mark.parametrize("seed,thr,vp", [(0, 0.1, 1.0), (1, 0.0, 0.5), (2, 1.0, 0.0)])
 def test_refinement_matches_the_row_by_row_loop(seed, thr, vp):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(12, 40, generator=g)
-    mean = torch.randn(40, generator=g) * 0.3 + 0.1
-    var = torch.rand(40, generator=g) + 0.1
-    sq = (mean ** 2 + var) * 256
-    scores = w.abs() * sq.sqrt()
+    w, mean, var, scores, stat = _layer(seed, 12, 40)
     mask = mask_unstructured(scores, 0.6, per="row")
-    stat = Moments(sq, mean, var, seqlen=8)
     got = refine_dsnot(w, mask, scores, stat, max_cycles=30, threshold=thr, var_power=vp)
     want = _loop(w, mask, scores, mean, var, 8, 30, thr, vp)
     assert torch.equal(got, want)
@@ -147,14 +151,8 @@ def _loop_nm(w, mask, scores, mean, var, seqlen, n, m, cycles, thr, vp):
 @pytest.mark.parametrize("seed,nm,thr", [(0, (2, 4), 0.1), (1, (2, 4), 0.0), (2, (4, 8), 0.05)])
 def test_nm_refinement_matches_the_row_by_row_loop_and_keeps_the_pattern(seed, nm, thr):
     from minilib.prune.masks import is_nm, mask_nm
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(10, 32, generator=g)
-    mean = torch.randn(32, generator=g) * 0.3 + 0.1
-    var = torch.rand(32, generator=g) + 0.1
-    sq = (mean ** 2 + var) * 256
-    scores = w.abs() * sq.sqrt()
+    w, mean, var, scores, stat = _layer(seed, 10, 32)
     mask = mask_nm(scores, *nm)
-    stat = Moments(sq, mean, var, seqlen=8)
     got = refine_dsnot(w, mask, scores, stat, max_cycles=20, threshold=thr, var_power=1.0, nm=nm)
     assert torch.equal(got, _loop_nm(w, mask, scores, mean, var, 8, *nm, 20, thr, 1.0))
     assert not torch.equal(got, mask)
