@@ -96,11 +96,14 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, c
 
     ``train_ids`` (and ``dev_ids`` unless ``dev_eval`` is given) must be LongTensors of ids within the
     model's vocabulary; everything is checked before any work.  ``save_to``: the best checkpoint
-    (LoRA: the merged model, at the end), with ``tokenizer``.  ``device``: None / "auto" is the
-    model's.  Raises ``SparsityLostError`` if a weight that should have stayed zero did not."""
+    (LoRA: the merged model, at the end), with ``tokenizer``.  ``device``: None is the model's own;
+    ``"auto"`` means what it means everywhere (``minilib.device.resolve_device``: CUDA when present,
+    else the CPU), and the model is moved there.  Raises ``SparsityLostError`` if a weight that should have stayed zero did not."""
     cfg = FinetuneConfig.build(config, "finetune", **settings)
     windows = check_finetune_data(model, train_ids, dev_ids, cfg.seqlen, cfg.dev_windows, dev_eval)
-    device = model_device(model) if device in (None, "auto") else resolve_device(device)
+    device = model_device(model) if device is None else resolve_device(device)
+    if model_device(model) != device:
+        model.to(device)   # fine-tuned in place: it stays where it was trained
     if len(windows) < cfg.batch_size:
         raise CorpusError(f"train split has {len(windows)} windows of {cfg.seqlen}; need at least one batch of "
                           f"{cfg.batch_size}")

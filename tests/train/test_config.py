@@ -121,3 +121,19 @@ def test_classifier_refuses_a_method_as_its_fifth_positional_argument(toy_sentim
     m, tok, _ = load("tiny-llama")
     with pytest.raises(TypeError, match=r"config must be a ClassifierConfig.*method='lora'"):
         finetune_classifier(m, tok, *toy_sentiment(8), "lora")
+
+
+def test_device_auto_means_what_it_means_everywhere(monkeypatch):
+    """``finetune(device="auto")`` resolves like ``minilib.device`` (CUDA when present), None keeps the
+    model's device."""
+    import importlib
+    ft = importlib.import_module("minilib.train.finetune")  # the module (the package exports the function)
+    asked = []
+    real = ft.resolve_device
+    monkeypatch.setattr(ft, "resolve_device", lambda d: asked.append(d) or real(d))
+    m, tok, _ = load("tiny-llama")
+    ids = torch.randint(0, 1000, (4 * 32 * 2,), generator=torch.Generator().manual_seed(0))
+    ft.finetune(m, ids, ids, seqlen=32, batch_size=2, max_steps=1, eval_every=1, dev_windows=2, verbose=False,
+                device="auto")
+    ft.finetune(m, ids, ids, seqlen=32, batch_size=2, max_steps=1, eval_every=1, dev_windows=2, verbose=False)
+    assert asked == ["auto"]
