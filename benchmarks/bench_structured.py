@@ -5,7 +5,7 @@
 On CPU (always): fp32, batch 1.  On CUDA (when present) also fp16 with a batch of ``--gpu-batch``
 sequences: 30% random removal with the kept widths as they fall, and rounded to multiples of 8
 (``remove_neurons(..., multiple_of=8, scores=...)``), because fp16 tensor-core GEMMs are slow on
-widths that are not multiples of 8 (issue 12: 1.35x the dense latency unrounded, 0.93x rounded).
+widths that are not multiples of 8 (measured on an H100: 1.35x the dense latency unrounded, 0.93x rounded).
 
 Neurons are removed physically (random, seeded, independently per layer) at 10/30/50%.  The ideal
 ratio is FLOPs(pruned)/FLOPs(dense) per forward: 2 * (weights of every linear layer, LM head

@@ -70,7 +70,7 @@ def _frame(res: dict, key: str = "records", kind: str | None = None) -> pd.DataF
 
 def anatomy_figures(res: dict) -> list:
     """Per protocol: layer curves for each decision vector, the neuron heatmap and histogram (these two
-    from ``res["neurons"][protocol]``, a ``plotting.neuron_summary``, written since issue 19)."""
+    from ``res["neurons"][protocol]``, a ``plotting.neuron_summary``; results written before the notebooks saved it have none)."""
     p, nb = res["parameters"], res["notebook"]
     tag, chosen = _tag(res), p.get("decision_state", "head")
     layers = _frame(res)

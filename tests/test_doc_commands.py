@@ -1,4 +1,4 @@
-"""Every fenced block of README.md and docs/*.md runs (issue 19): a documented command that fails, fails here.
+"""Every fenced block of README.md and docs/*.md runs: a documented command that fails, fails here.
 
 Each block is one test case (id ``file:line``), looked up in ``BLOCKS`` by a stable key: the file and the
 block's first command (shell: its first command with comments stripped; Python and text: its first line).

@@ -1,4 +1,4 @@
-"""minilib.figures (issue 19): every figure re-rendered from the results JSON alone, the --paper PDFs,
+"""minilib.figures: every figure re-rendered from the results JSON alone, the --paper PDFs,
 and each plot function of minilib.plotting on small synthetic frames (intervals named, sizes in the
 titles, fixed colour-blind-safe colours, legends outside the data, reference lines labelled)."""
 

@@ -1,4 +1,4 @@
-"""The paper profiles plan clean against the embedded data (issue 21), and the planner reports each
+"""The paper profiles plan clean against the embedded data, and the planner reports each
 kind of defect by the parameter to change: fine-tuning steps capped by epochs, test chunks beyond the
 split, heavily overlapping calibration windows, examples or items beyond the set, a hub fallback.
 
@@ -48,7 +48,7 @@ def test_plan_resolves_as_the_check_cell_does():
         plan("SparseGPT", "paper")
 
 
-def test_former_contextual_paper_profile_reports_every_defect_of_issue_21():
+def test_former_contextual_paper_profile_reports_every_defect_it_had():
     old = dict(calib_windows=128, seqlen=2048, test_chunks=400, dev_chunks=64, chunk_bytes=2048, ft_steps=1000,
                ft_seqlen=512, ft_batch=8, ft_eval_every=50)
     p = plan("contextual_pruning", "paper", **old)

@@ -706,7 +706,7 @@ def test_cli_dry_run_and_spec_errors(tmp_path, nb, capsys):
     assert load_spec(spec)["name"] == "four"
 
 
-# --- issue 17: types from the notebook's parameter spec, missing values over seeds, truncated results ------
+# --- types from the notebook's parameter spec, missing values over seeds, truncated results ------
 
 SPEC_PARAMS = '''profile = "default"
 nsamples = None        # from the profile

@@ -1,5 +1,5 @@
 """Scheduling of a plan's runs: longest critical path first, and a time left that never reads ~0s
-while a run is still going (issue 21: the wall time of `make reproduce`; issue 19: quiet, true output)."""
+while a run is still going (the wall time of `make reproduce`; a quiet, true progress output)."""
 from __future__ import annotations
 
 import time

@@ -3,7 +3,7 @@
 Only ``nn.Linear`` layers whose weight holds at least 2 zeros in every 4 inputs and whose shape the
 kernels accept are converted; the rest stay dense.
 
-**It does not always pay.**  Issue 12 measured the converted model at 4.7-9.7x the dense latency on
+**It does not always pay.**  Measured on an H100 (``benchmarks/bench_sparsegpt.py``): the converted model at 4.7-9.7x the dense latency on
 an H100, and cuSPARSELt at 0.61x the dense speed on a single 11008x4096 fp16 linear; PyTorch's
 CUTLASS kernels need compute capability 8.x (A100-class), cuSPARSELt must be present for 9.x.  So
 every conversion times each layer, dense against sparse, on a probe input of ``tokens`` rows

@@ -243,7 +243,7 @@ def test_classification_empty_file_and_split_arguments(tmp_path):
     assert (len(train), len(test)) == (3, 2) and sorted(train.texts + test.texts) == list("abcde")
 
 
-# --- issue 17: data that cannot be what the user meant ---------------------------------------------
+# --- data that cannot be what the user meant ---------------------------------------------
 
 
 @pytest.mark.parametrize("data,line,col", [

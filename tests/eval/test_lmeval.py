@@ -1,4 +1,4 @@
-"""Parity with lm-evaluation-harness (issue 11): the same requests from the same items, and the same
+"""Parity with lm-evaluation-harness: the same requests from the same items, and the same
 per-choice log-likelihoods from lm-eval's own HF wrapper on an already-loaded tiny model.  No
 network: lm-eval's tasks are built on the embedded data."""
 

@@ -1,5 +1,5 @@
-"""MCQ items and prompts as lm-evaluation-harness builds them (issue 9), 95% intervals, and the
-choice between the two scoring paths (issue 12)."""
+"""MCQ items and prompts as lm-evaluation-harness builds them, 95% intervals, and the
+choice between the two scoring paths."""
 
 import numpy as np
 import pytest

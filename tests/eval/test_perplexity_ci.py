@@ -1,4 +1,4 @@
-"""Perplexity windows, input checks (issue 12) and bootstrap intervals over windows (issue 9)."""
+"""Perplexity windows, input checks and bootstrap intervals over windows."""
 
 import math
 

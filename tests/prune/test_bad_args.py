@@ -1,6 +1,6 @@
 """Bad arguments to one-shot pruning and FFN surgery: a clear error naming the argument, raised
 before anything runs, the model left exactly as it was; valid N:M calls still give exact N:M; a
-Ctrl-C half-way through says which blocks were already pruned (issue 17: nothing silently wrong)."""
+Ctrl-C half-way through says which blocks were already pruned (nothing silently wrong)."""
 
 import numpy as np
 import pytest

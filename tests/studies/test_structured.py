@@ -481,7 +481,7 @@ def test_collapsed_baselines_are_flagged_not_counted(tmp_path):
 
 
 def test_profiles_size_the_decoder_like_the_encoder():
-    """Issue 21: the GPT2 default runs >= 1,000 test items and ratios up to >= 30% with the uniform-budget
+    """The GPT2 default runs >= 1,000 test items and ratios up to >= 30% with the uniform-budget
     ablation and both weight-score baselines; its protocol is head-only (the LoRA run was no fine-tuning)."""
     from minilib.profiles import NOTEBOOKS
     for nb in ("GPT2_pruning_baseline", "GPT2_pruning_strategy", "BERT_pruning_baseline", "BERT_pruning_strategy"):
