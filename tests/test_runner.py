@@ -457,7 +457,7 @@ def test_reproduce_cpu_placement_runs_two_notebooks_at_least(monkeypatch):
 
 
 def test_reproduce_wall_clock_only_when_it_measures_one_call():
-    from minilib.runner.reproduce import wall_clock
+    from minilib.tables.reproduce import wall_clock
     run = lambda start, sec, status="done": {"status": status, "started": start, "finished": start + sec,  # noqa: E731
                                              "seconds": sec}
     overlapped = {"runs": [run(0, 100), run(10, 100), run(100, 50)]}      # 2 workers: span 150 s < sum 250 s
@@ -471,7 +471,8 @@ def test_reproduce_wall_clock_only_when_it_measures_one_call():
 
 
 def test_timings_table_shows_cpu_time_and_share_only_when_recorded(tmp_path):
-    from minilib.runner.reproduce import TIMINGS, table_timings
+    from minilib.runner.reproduce import TIMINGS
+    from minilib.tables.reproduce import table_timings
     run = {"notebook": "a", "status": "done", "seconds": 600.0, "threads": 1, "started": 0, "finished": 600,
            "load_start": 1.0, "load_end": 2.0}
     (tmp_path / TIMINGS).write_text(json.dumps({"profile": "default", "cpu_count": 2, "runs": [run]}))
@@ -511,7 +512,7 @@ def test_reproduce_profile_outputs_html_and_progress(tmp_path, nb, client, capsy
     assert all(r["load_start"] >= 0 and r["load_end"] >= 0 for r in timings["runs"])  # how shared the machine was
     # the notebook process and its kernel did work: their CPU seconds are recorded (imports alone take > 0.5 s)
     assert all(0.5 < r["cpu_seconds"] < r["seconds"] * 3 for r in timings["runs"]), timings["runs"]
-    from minilib.runner.reproduce import table_timings
+    from minilib.tables.reproduce import table_timings
     table = table_timings(tmp_path / "results" / "test")
     assert "| `tiny2` | done |" in table and "**sum of the notebooks' times**" in table and "CPU time (min)" in table
     assert timings["invocation"]["ran"] == 2 and all(r["started"] < r["finished"] for r in timings["runs"])
@@ -939,7 +940,8 @@ def test_a_partial_reproduce_keeps_the_other_notebooks_timings(tmp_path):
     shows no wall clock for rows of different invocations."""
     from types import SimpleNamespace
 
-    from minilib.runner.reproduce import TIMINGS, table_timings, write_timings
+    from minilib.runner.reproduce import TIMINGS, write_timings
+    from minilib.tables.reproduce import table_timings
     res = tmp_path / "results"
     res.mkdir()
     earlier = {"profile": "default", "runs": [

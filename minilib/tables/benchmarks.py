@@ -309,19 +309,6 @@ def table_memory(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def table_reproduce_timings(results_dir: Path) -> str:
-    """The wall times of the last ``make reproduce`` (``results/reproduce_runs.json``, written by the runner)."""
-    from minilib.runner.reproduce import table_timings
-    return table_timings(results_dir)
-
-
-def table_reproduce_timings_test(results_dir: Path) -> str:
-    """The wall times of the last ``reproduce --profile test`` (``results/test/reproduce_runs.json``,
-    committed beside the ignored test-profile results)."""
-    from minilib.runner.reproduce import table_timings
-    return table_timings(Path(results_dir) / "test")
-
-
 def table_inference(results_dir: Path) -> str:
     """Per format: parameters, bytes, and latency relative to dense per phase (median over rounds)."""
     res = load_bench(results_dir, "bench_inference", ("rows", "formats"))
@@ -347,5 +334,4 @@ def table_inference(results_dir: Path) -> str:
 
 
 TABLES = {"bench_inference": table_inference, "bench_sparsegpt": table_speed, "bench_sparsegpt_precision": table_block_precision,
-          "sparsegpt_precision": table_model_precision, "bench_memory": table_memory,
-          "reproduce_timings": table_reproduce_timings, "reproduce_timings_test": table_reproduce_timings_test}
+          "sparsegpt_precision": table_model_precision, "bench_memory": table_memory}
