@@ -545,10 +545,3 @@ def run_sweep(spec_path: str | os.PathLike, runs_dir: str | os.PathLike = DEFAUL
         print_plan(plan)
         return SweepResult(plan, None, None, done=[r.run_id for r in plan.runs if r.status == "done"])
     return execute_plan(plan, opts)
-
-
-def runs_json(plan: Plan) -> str:
-    """The plan as JSON (for tools): run id, status, reason, notebook, parameters."""
-    return json.dumps([{"run": r.run_id, "status": r.status, "reason": r.reason,
-                        "notebook": display_path(r.spec.notebook), "parameters": r.spec.parameters}
-                       for r in plan.runs], indent=1)
