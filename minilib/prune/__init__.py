@@ -20,7 +20,7 @@ from minilib.prune.apply import (PartialPruneError, remove_neurons, remove_vocab
 from minilib.prune.masks import (DEFAULT_SPARSITY, SparsityError, check_fraction, check_nm, check_ratio,
                                  check_sparsity, check_sparsity_nm, check_threshold, is_nm, layer_budgets,
                                  layer_profile, mask_neuron_weights, mask_neurons, mask_nm, mask_smallest,
-                                 mask_threshold, mask_unstructured, mask_vocab, parse_nm, protect_top, widths_equal,
+                                 mask_threshold, mask_unstructured, mask_vocab, parse_nm, preserve_top, widths_equal,
                                  widths_multiple)
 from minilib.prune.methods import METHODS, Method, Option, get_method, register
 from minilib.prune.oneshot import prune_model
@@ -37,7 +37,7 @@ __all__ = ["Allocation", "check_layer_sparsities", "implied_sparsity", "owl_from
            "DEFAULT_SPARSITY", "SparsityError", "check_fraction", "check_nm", "check_ratio", "check_sparsity",
            "check_sparsity_nm", "check_threshold", "is_nm",
            "layer_budgets", "layer_profile", "mask_neuron_weights", "mask_neurons", "mask_nm", "mask_smallest", "mask_threshold",
-           "mask_unstructured", "mask_vocab", "parse_nm", "protect_top", "widths_equal", "widths_multiple", "METHODS", "Method", "Option",
+           "mask_unstructured", "mask_vocab", "parse_nm", "preserve_top", "widths_equal", "widths_multiple", "METHODS", "Method", "Option",
            "get_method", "register", "prune_model",
            "ChannelQuantizer", "check_wbits", "fit_quantizer", "quantize_rtn", "PruneReport", "reconstruction_stats",
            "snapshot", "score_magnitude", "score_neurons_anatomy", "score_neurons_l1", "score_neurons_maxprod",

@@ -5,7 +5,7 @@ From scores (``minilib.prune.scores``, low score = pruned first) to masks:
 * weights ``[out, in]``: ``mask_unstructured`` (per layer or per row), ``mask_nm`` (N:M along the
   inputs), ``mask_smallest`` (the k lowest);
 * FFN neurons (one score vector per block): ``mask_neurons`` (a global ratio split into per-layer
-  budgets, uniformly or by a layer profile, never touching protected neurons), ``mask_threshold``
+  budgets, uniformly or by a layer profile, never touching preserved neurons), ``mask_threshold``
   (every neuron under ε);
 * vocabulary: ``mask_vocab`` (tokens a domain does not use, never special or byte tokens).
 
@@ -183,10 +183,10 @@ def layer_profile(per_neuron) -> np.ndarray:
     return v / v.mean()
 
 
-def protect_top(per_neuron, fraction: float) -> list[torch.Tensor]:
-    """Per layer, the top ``fraction`` of neurons by score: bool masks, ``True`` = protected (never
+def preserve_top(per_neuron, fraction: float) -> list[torch.Tensor]:
+    """Per layer, the top ``fraction`` of neurons by score: bool masks, ``True`` = preserved (never
     pruned).  Not a prune mask."""
-    fraction = check_fraction(fraction, "protected fraction")
+    fraction = check_fraction(fraction, "preserved fraction")
     out = []
     for row in per_neuron:
         row = torch.as_tensor(np.asarray(row))
@@ -199,12 +199,12 @@ def protect_top(per_neuron, fraction: float) -> list[torch.Tensor]:
 
 
 def layer_budgets(widths: list[int], ratio: float, profile=None, strength: float = 1.0, max_layer_ratio: float = 0.9,
-                  protected_counts: list[int] | None = None) -> list[int]:
+                  preserved_counts: list[int] | None = None) -> list[int]:
     """Number of neurons to remove from each layer so that the total is ``round(ratio * sum(widths))``.
 
     Uniform without ``profile``.  With a profile (importance per layer, mean 1) layer ``l`` gets a share
     proportional to ``profile[l] ** -strength``, capped at ``max_layer_ratio`` of its width and at its
-    unprotected neurons; what a capped layer cannot take is spread over the others.
+    unpreserved neurons; what a capped layer cannot take is spread over the others.
     """
     ratio = check_ratio(ratio)
     widths = np.asarray(widths, dtype=np.int64)
@@ -218,12 +218,12 @@ def layer_budgets(widths: list[int], ratio: float, profile=None, strength: float
     profile = np.asarray(profile, dtype=np.float64)
     if len(profile) != L:
         raise ValueError(f"layer profile has {len(profile)} entries for {L} layers")
-    pres = np.zeros(L, dtype=np.int64) if protected_counts is None else np.asarray(protected_counts)
+    pres = np.zeros(L, dtype=np.int64) if preserved_counts is None else np.asarray(preserved_counts)
     cap = np.minimum(np.floor(max_layer_ratio * widths), widths - np.maximum(pres, 1)).astype(np.float64)
     total = int(round(ratio * widths.sum()))
     if total > cap.sum():
         raise SparsityError(f"ratio {ratio} needs {total} neurons removed but the layer caps (max_layer_ratio="
-                            f"{max_layer_ratio}, protected neurons) allow only {int(cap.sum())}")
+                            f"{max_layer_ratio}, preserved neurons) allow only {int(cap.sum())}")
     w = np.clip(profile, 1e-6, None) ** (-strength) * widths
     share = np.zeros(L)
     free = np.ones(L, dtype=bool)
@@ -252,24 +252,24 @@ def layer_budgets(widths: list[int], ratio: float, profile=None, strength: float
     return n.tolist()
 
 
-def mask_neurons(scores: list[torch.Tensor], ratio: float, profile=None, protected: list[torch.Tensor] | None = None,
+def mask_neurons(scores: list[torch.Tensor], ratio: float, profile=None, preserved: list[torch.Tensor] | None = None,
                  strength: float = 1.0, max_layer_ratio: float = 0.9) -> list[torch.Tensor]:
     """Prune masks, one per layer: in each layer its budget (``layer_budgets``) of lowest-scoring,
-    unprotected neurons."""
+    unpreserved neurons."""
     ratio = check_ratio(ratio)
     widths = [len(s) for s in scores]
-    if protected is not None and [len(p) for p in protected] != widths:
-        raise ValueError("protected masks do not match the score shapes")
-    pres_counts = [int(p.sum()) for p in protected] if protected is not None else None
+    if preserved is not None and [len(p) for p in preserved] != widths:
+        raise ValueError("preserved masks do not match the score shapes")
+    pres_counts = [int(p.sum()) for p in preserved] if preserved is not None else None
     budgets = layer_budgets(widths, ratio, profile, strength, max_layer_ratio, pres_counts)
     masks = []
     for l, (s, k) in enumerate(zip(scores, budgets)):
         s = torch.as_tensor(s).detach().float().cpu().clone()
-        if protected is not None:
-            s[protected[l].cpu()] = float("inf")  # never among the lowest
+        if preserved is not None:
+            s[preserved[l].cpu()] = float("inf")  # never among the lowest
             if k > widths[l] - pres_counts[l]:
                 raise SparsityError(f"layer {l}: {k} neurons to remove but only {widths[l] - pres_counts[l]} "
-                                    "unprotected")
+                                    "not preserved")
         prune = torch.zeros(widths[l], dtype=torch.bool)
         if k:
             prune[torch.argsort(s, stable=True)[:k]] = True

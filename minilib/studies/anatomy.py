@@ -45,7 +45,7 @@ from minilib.io import atomic_file
 from minilib.models.adapters import adapter_for
 from minilib.models.linear import weight_oi
 from minilib.prune.masks import layer_profile as _profile
-from minilib.prune.masks import protect_top
+from minilib.prune.masks import preserve_top
 
 LAYER_ARRAYS = ("layer_hidden_cos", "layer_attn_cos", "layer_ffn_cos")          # [n, L]
 NEURON_ARRAYS = ("neuron_cos", "neuron_abs_cos", "neuron_proj", "neuron_abs_proj",
@@ -292,9 +292,9 @@ def decision_layer_profile(anatomy: Anatomy, kind: str = "neuron_abs_proj") -> n
 
 
 def preserved_neurons(anatomy: Anatomy, fraction: float = 0.01, kind: str = "neuron_abs_cos") -> list[torch.Tensor]:
-    """The neurons the strategy protects: per layer, the top ``fraction`` by mean |cos| with the
+    """The neurons the strategy preserves: per layer, the top ``fraction`` by mean |cos| with the
     decision vector (the most decision-aligned neurons).  Bool masks, True = preserved."""
-    return protect_top(np.asarray(anatomy[kind]), fraction)
+    return preserve_top(np.asarray(anatomy[kind]), fraction)
 
 
 # --- the two protocols of the decision --------------------------------------------------------

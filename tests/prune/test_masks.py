@@ -1,5 +1,5 @@
 """Masks (minilib.prune.masks): selections equal a stable sort's first k, ties included; N:M checks;
-protected neurons; kept widths rounded to a multiple by score."""
+preserved neurons; kept widths rounded to a multiple by score."""
 import pytest
 import torch
 
@@ -35,9 +35,9 @@ def test_mask_unstructured_per_row_prunes_each_row_exactly():
         mask_unstructured(scores, 0.3, per="column")
 
 
-# --- whole-tensor selection, N:M checks, protection, rounded widths ------------------------------
+# --- whole-tensor selection, N:M checks, preserved neurons, rounded widths ------------------------------
 
-from minilib.prune.masks import (SparsityError, check_nm, mask_nm, mask_smallest, protect_top,  # noqa: E402
+from minilib.prune.masks import (SparsityError, check_nm, mask_nm, mask_smallest, preserve_top,  # noqa: E402
                                  widths_multiple)
 
 
@@ -67,18 +67,18 @@ def test_check_nm_names_what_is_wrong():
         mask_nm(torch.zeros(3, 10), 2, 4)
 
 
-def test_protect_top_keeps_the_highest_fraction_of_every_layer():
+def test_preserve_top_keeps_the_highest_fraction_of_every_layer():
     g = torch.Generator().manual_seed(2)
     rows = [torch.randn(w, generator=g) for w in (10, 37, 100)]
     for frac in (0.0, 0.01, 0.1, 0.5, 0.99):
-        masks = protect_top([r.numpy() for r in rows], frac)
+        masks = preserve_top([r.numpy() for r in rows], frac)
         for r, m in zip(rows, masks):
             k = int(round(frac * len(r)))
             assert m.dtype == torch.bool and int(m.sum()) == k
-            if k:  # every protected neuron scores at least as high as every other one
+            if k:  # every preserved neuron scores at least as high as every other one
                 assert float(r[m].min()) >= max(r[~m].tolist(), default=-float("inf"))
-    with pytest.raises(SparsityError, match="protected fraction"):
-        protect_top(rows, 1.0)
+    with pytest.raises(SparsityError, match="preserved fraction"):
+        preserve_top(rows, 1.0)
 
 
 def test_widths_multiple_rounds_every_kept_width_by_score():
