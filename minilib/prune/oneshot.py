@@ -7,6 +7,8 @@
     report = prune_model(model, "sparsegpt", calib=windows, masks={"3.mlp.up_proj": m, ...})
     report = prune_model(model, "wanda", 0.5, calib=windows, heldout=other_windows)  # + held-out error
     report = prune_model(model, "ria", 0.5, calib=windows, options={"a": 0.5})   # a method's own options
+    report = prune_model(model, "ria", nm="2:4", calib=windows, options={"permute": "lsa"})  # N:M along a
+    report.permutations    # channel permutation per layer: {key: LongTensor [in]} (weights stay in memory order)
     report = prune_model(model, "sparsegpt", 0.5, calib=windows, forward_dtype="bfloat16")  # GPU-style
     report.layers          # DataFrame: block, group, layer, out, in, params, zeros, sparsity, error, rel_error
                            # (+ heldout_error, heldout_rel_error with heldout=...)
