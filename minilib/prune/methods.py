@@ -28,6 +28,11 @@ group of ``m`` inputs whatever ``compare`` says.  A method with a ``refine`` ste
 mask (``refine(w, mask, scores, stat, **options)``; DSnoT's swaps); with ``refine_nm`` it refines N:M
 masks too (called with ``nm=(n, m)``, keeping the pattern), else it refuses N:M.  Each option
 says which step reads it (``stage``: ``score``, ``mask`` or ``refine``).
+
+A mask option ``permute`` (RIA's; ``minilib.prune.permute``) makes the N:M groups run along a
+permutation of the input columns chosen to keep more score; the pruned weight stays in memory order,
+N:M only along that permutation, which ``prune_model`` records per layer (``PruneReport.permutations``).
+It is an error without ``nm``: for unstructured sparsity it would do nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import torch
 
 from minilib.data.corpora import check_count
 from minilib.prune.dsnot import refine_dsnot, score_dsnot
+from minilib.prune.permute import check_permute
 from minilib.prune.scores import score_magnitude, score_ria, score_wanda
 from minilib.prune.sparsegpt import check_percdamp
 
@@ -188,7 +194,11 @@ register(Method("ria", "RIA", "input_sq_norms", "Zhang et al., 2024",
                 score=score_ria, compare="layer",
                 options={"a": Option(0.5, _nonneg, "exponent of the input norm"),
                          "compare": Option("layer", _compare, "prune the lowest per 'layer' or per output 'row'",
-                                           stage="mask")}))
+                                           stage="mask"),
+                         "permute": Option("none", check_permute,
+                                           "N:M only: permute the input channels so the pattern keeps more score: "
+                                           "'none', 'heuristic' (channel reallocation) or 'lsa' (then linear sum "
+                                           "assignment; True = 'lsa'); refused without nm", stage="mask")}))
 register(Method("dsnot", "DSnoT", "input_moments", "Zhang et al., 2024",
                 "Wanda's (or |W|'s, or SparseGPT's saliency's) per-row or N:M mask, then swaps that shrink each row's "
                 "expected error",

@@ -7,6 +7,8 @@
     report = prune_model(model, "sparsegpt", calib=windows, masks={"3.mlp.up_proj": m, ...})
     report = prune_model(model, "wanda", 0.5, calib=windows, heldout=other_windows)  # + held-out error
     report = prune_model(model, "ria", 0.5, calib=windows, options={"a": 0.5})   # a method's own options
+    report = prune_model(model, "ria", nm="2:4", calib=windows, options={"permute": "lsa"})  # N:M along a
+    report.permutations    # channel permutation per layer: {key: LongTensor [in]} (weights stay in memory order)
     report = prune_model(model, "sparsegpt", 0.5, calib=windows, forward_dtype="bfloat16")  # GPU-style
     report.layers          # DataFrame: block, group, layer, out, in, params, zeros, sparsity, error, rel_error
                            # (+ heldout_error, heldout_rel_error with heldout=...)
@@ -57,25 +59,48 @@ from minilib.models.adapters import adapter_for
 from minilib.models.linear import in_features, weight_oi
 from minilib.prune.allocation import check_layer_sparsities, implied_sparsity, is_layer_list
 from minilib.prune.apply import PartialPruneError, zero_weights
-from minilib.prune.masks import (SparsityError, check_nm, check_sparsity_nm, mask_nm,
+from minilib.prune.masks import (SparsityError, check_nm, check_sparsity_nm, is_nm, mask_nm,
                                  mask_unstructured, parse_nm)
 from minilib.prune.quant import check_wbits
 from minilib.prune.dsnot import Moments, obs_diagonal
 from minilib.prune.methods import Method, get_method
+from minilib.prune.permute import is_nm_permuted, mask_nm_permuted, nm_permutation, set_layer_permutation
 from minilib.prune.report import PruneReport, reconstruction_stats, snapshot
 from minilib.prune.sparsegpt import SparseGPT, heldout_stats
 
 
+def check_permute_nm(method: Method, options: dict, nm) -> None:
+    """A ``permute`` option (RIA's channel permutation) other than ``"none"`` needs an N:M pattern:
+    for unstructured sparsity it would change nothing, so asking for it there is refused."""
+    mode = options.get("permute", "none")
+    if mode != "none" and not nm:
+        raise SparsityError(f"method {method.name!r}: option permute={mode!r} permutes the input channels for an "
+                            "N:M pattern and has no effect on unstructured sparsity; give nm=(n, m) (e.g. '2:4') "
+                            "or leave permute at 'none'")
+
+
 def score_mask(method: Method | str, w: torch.Tensor, stat, sparsity: float, nm: tuple[int, int] | None, name: str,
-               options: dict | None = None, part: str | None = None) -> torch.Tensor:
+               options: dict | None = None, part: str | None = None,
+               permutations: dict | None = None) -> torch.Tensor:
     """The prune mask of one layer by a score method (``method.score`` with its score options), compared
-    per layer or per output row as the method (or its ``compare`` option) says, or within N:M groups;
+    per layer or per output row as the method (or its ``compare`` option) says, or within N:M groups
+    (along a permutation of the input columns with the ``permute`` option, stored in
+    ``permutations[name]`` where that dict is given; the mask is returned in memory order);
     then the method's ``refine`` step, unless it skips this ``part`` of the block (``"ffn"``,
     ``"attention"`` or ``None``)."""
     method = get_method(method)
     opts = method.resolve_options(options)
     mask_opts = method.stage_options(opts, "mask")
+    check_permute_nm(method, mask_opts, nm)
     score = method.score(w, stat, **method.stage_options(opts, "score"))
+    if nm and mask_opts.get("permute", "none") != "none":
+        check_nm(nm[0], nm[1], score.shape[1], name)
+        if method.refine is not None:  # no registered method has both; a refinement would break the pattern
+            raise SparsityError(f"{method.label}: permute does not combine with a refine step")
+        perm = nm_permutation(score, nm[0], nm[1], mask_opts["permute"])
+        if permutations is not None:
+            permutations[name] = perm
+        return mask_nm_permuted(score, perm, nm[0], nm[1])
     if nm:
         mask = mask_nm(score, nm[0], nm[1], name)
         if method.refine is None:
@@ -106,11 +131,12 @@ def _moments(acc, seqlen: int, hessian: bool = False, name: str = "layer") -> Mo
 
 
 def _validate(model, adapter, method: Method, sparsity, nm, wbits, calib, needs_calib, masks, heldout=None,
-              batch_size=8, hessian_precision="fp32") -> list[float]:
+              batch_size=8, hessian_precision="fp32", options=None) -> list[float]:
     """Every argument checked before anything runs (the method's options by ``resolve_options``);
     returns the sparsity each block will be pruned to."""
     if nm is not None and not method.supports_nm:
         raise SparsityError(f"{method.label} refines unstructured masks only; its N:M variant is not implemented")
+    check_permute_nm(method, method.stage_options(options or {}, "mask"), nm)
     if is_layer_list(sparsity):
         if nm is not None:
             raise SparsityError(f"a per-block sparsity list cannot be combined with nm={nm[0]}:{nm[1]}: an N:M "
@@ -227,7 +253,7 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
     needs_calib = method.calibrated or bool(measure_error) or heldout is not None
     masks = dict(masks or {})
     block_sparsity = _validate(model, adapter, method, sparsity, nm, wbits, calib, needs_calib, masks, heldout,
-                               batch_size, hessian_precision)
+                               batch_size, hessian_precision, options)
     per_block = is_layer_list(sparsity)
     eff_sparsity = implied_sparsity(model, block_sparsity) if per_block else block_sparsity[0]
     dev = resolve_device(device)
@@ -235,6 +261,7 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
     timer = Timer(dev)
     before = snapshot(model)
     rows: list[dict] = []
+    perms: dict[str, torch.Tensor] = {}  # layer key -> the column order its N:M pattern runs along
     touched: set[int] = set()  # blocks whose weights may have been changed in place
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -244,11 +271,11 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
         with timer("total_s"):
             if not needs_calib:  # magnitude without calibration: no forward pass at all
                 _prune_by_weights(model, adapter, method, options, block_sparsity, nm, wbits, masks, dev, timer, rows,
-                                  progress, touched)
+                                  progress, touched, perms)
             else:
                 opts = dict(method=method, options=options, sparsity=block_sparsity, nm=nm, wbits=wbits,
                             measure_error=bool(measure_error), masks=masks, precision=hessian_precision, rows=rows,
-                            touched=touched)
+                            touched=touched, perms=perms)
                 sequential_pass(model, calib, lambda step: _prune_block(step, **opts), dev, batch_size, timer=timer,
                                 progress=progress, desc=method.name, heldout=heldout, forward_dtype=forward_dtype,
                                 store="cpu" if offload else None)
@@ -286,13 +313,28 @@ def prune_model(model: nn.Module, method: str = "sparsegpt", sparsity: float | N
         notes["forward_dtype"] = str(forward_dtype).removeprefix("torch.")
     if hessian_precision != "fp32":
         notes["hessian_precision"] = hessian_precision
-    rep = PruneReport(method.name, target, before, snapshot(model), pd.DataFrame(rows), timings, notes)
+    if perms:
+        notes["nm_order"] = "permuted"  # N:M along rep.permutations, not in memory order
+    rep = PruneReport(method.name, target, before, snapshot(model), pd.DataFrame(rows), timings, notes,
+                      permutations=perms)
     rep.nm, rep.sparsity, rep.wbits = nm, eff_sparsity, wbits
     return rep
 
 
+def _nm_columns(layer, k: str, w_new: torch.Tensor, nm, perms: dict) -> dict:
+    """Mark the layer with its permutation (or clear an old one) and, for N:M, the report's columns:
+    along which order the pattern runs (``nm_order``: ``memory`` or ``permuted``) and whether the
+    pruned weight holds it there (``nm_ok``)."""
+    perm = perms.get(k)
+    set_layer_permutation(layer, perm)
+    if not nm:
+        return {}
+    ok = is_nm_permuted(w_new, perm, *nm) if perm is not None else is_nm(w_new, *nm)
+    return {"nm_order": "permuted" if perm is not None else "memory", "nm_ok": bool(ok)}
+
+
 def _prune_by_weights(model, adapter, method, options, sparsity, nm, wbits, masks, dev, timer, rows, progress,
-                      touched):
+                      touched, perms):
     """A method that needs no statistic, without calibration data: one block at a time on ``dev``, no
     forward pass."""
     from tqdm.auto import tqdm
@@ -305,16 +347,18 @@ def _prune_by_weights(model, adapter, method, options, sparsity, nm, wbits, mask
                 with timer("solve_s"):
                     mask = masks.get(k)
                     if mask is None:
-                        mask = score_mask(method, weight_oi(layer).float(), None, sparsity[bi], nm, k, options)
+                        mask = score_mask(method, weight_oi(layer).float(), None, sparsity[bi], nm, k, options,
+                                          permutations=perms)
                     touched.add(bi)
                     w_old, w_new = zero_weights(layer, mask.to(dev), wbits)
-                rows.append({"block": bi, "group": name, **reconstruction_stats(name, w_old, w_new)})
+                rows.append({"block": bi, "group": name, **reconstruction_stats(name, w_old, w_new),
+                             **_nm_columns(layer, k, w_new, nm, perms)})
         finally:
             block.to(home)
 
 
 def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, measure_error, masks, precision, rows,
-                 touched):
+                 touched, perms):
     bi, layers = step.index, step.linear_keys()
     sparsity = sparsity[bi]  # this block's
     statistic = method.statistic_for(options)
@@ -355,7 +399,9 @@ def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, 
                 st = acc.prune(sparsity, *(nm or (0, 0)), wbits=wbits, **options,
                                mask={k: masks[k] for k in g} if fixed else None, measure_error=measure_error,
                                heldout=ho)
-            rows.extend({"block": bi, "group": "+".join(map(name, g)), **s, "layer": name(s["layer"])} for s in st)
+            rows.extend({"block": bi, "group": "+".join(map(name, g)), **s, "layer": name(s["layer"]),
+                         **_nm_columns(layers[s["layer"]], s["layer"], weight_oi(layers[s["layer"]]), nm, perms)}
+                        for s in st)
         else:
             stat = acc.input_sq_norms() if statistic == "input_sq_norms" else \
                 _moments(acc, step.inputs[0].shape[1], statistic == "hessian_moments", g[0]) \
@@ -364,10 +410,11 @@ def _prune_block(step: BlockStep, method: Method, options, sparsity, nm, wbits, 
                 with step.timer("solve_s"):
                     w = weight_oi(layers[k]).float()
                     mask = masks[k] if k in masks else score_mask(method, w, stat, sparsity, nm, k, options,
-                                                                  block_part(step.adapter, name(k)))
+                                                                  block_part(step.adapter, name(k)), perms)
                     w_old, w_new = zero_weights(layers[k], mask.to(w.device), wbits)
                 row = {"block": bi, "group": "+".join(map(name, g)),
-                       **reconstruction_stats(name(k), w_old, w_new, acc.H if measure_error else None, acc.tokens)}
+                       **reconstruction_stats(name(k), w_old, w_new, acc.H if measure_error else None, acc.tokens),
+                       **_nm_columns(layers[k], k, w_new, nm, perms)}
                 if ho is not None:
                     row.update(heldout_stats(w_old, w_new, ho))
                 rows.append(row)

@@ -4,7 +4,15 @@ Every ``apply``/``remove``/``prune_model`` call returns a ``PruneReport``: what 
 (``target``), the model's size by part before and after, the FFN widths and vocabulary before and
 after, one row per touched layer (``layers``: out, in, params, zeros, sparsity, and the
 reconstruction error where it was measured), and timings.  ``check()`` compares the achieved
-sparsity or ratio with the one asked for; reports of successive steps ``merge`` into one.
+sparsity or ratio with the one asked for, and for an N:M target that every layer holds the pattern;
+reports of successive steps ``merge`` into one.
+
+N:M along a permutation (RIA's ``permute`` option): the pruned weights stay in memory order, so
+their pattern holds only along the column order ``permutations[layer key]`` (a LongTensor ``[in]``;
+a kernel stores ``W[:, perm]`` and gathers ``x[:, perm]``).  Such a layer's row says
+``nm_order="permuted"`` (``"memory"`` otherwise) and ``nm_ok`` whether the pattern holds in that
+order; ``nm_memory_order`` is ``True`` only when every layer is N:M in memory order (what the 2:4
+semi-structured kernels need).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ class PruneReport:
     layers: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per touched layer
     timings: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)     # anything else (e.g. attention rows masked)
+    permutations: dict = field(default_factory=dict)  # layer key -> column order its N:M pattern runs along
 
     # --- the numbers ---------------------------------------------------------------------------
     @property
@@ -78,6 +87,17 @@ class PruneReport:
         err = self.layers["rel_error"] if "rel_error" in self.layers else pd.Series(dtype=float)
         return {"params": p, "zeros": z, "nonzeros": p - z, "sparsity": z / p if p else 0.0,
                 "mean_rel_error": float(err.mean()) if err.notna().any() else float("nan")}
+
+    @property
+    def nm_memory_order(self) -> bool | None:
+        """For an N:M target: whether every layer holds the pattern in memory order (``False`` when
+        some layer holds it only along its permutation); ``None`` without an N:M target."""
+        if "nm" not in self.target:
+            return None
+        if "nm_order" not in self.layers:
+            return not self.permutations
+        ok = self.layers["nm_ok"].fillna(False).astype(bool) if "nm_ok" in self.layers else True
+        return bool(((self.layers["nm_order"] == "memory") & ok).all())
 
     def table(self) -> pd.DataFrame:
         """Parameters by part of the model, before and after."""
@@ -123,6 +143,13 @@ class PruneReport:
             slack = tol + len(self.layers) / max(1, self.overall["params"])
             if abs(got - want) > slack:
                 raise AssertionError(f"{self.method}: asked for sparsity {want}, achieved {got:.6f}")
+        if "nm" in self.target and "nm_ok" in self.layers:
+            bad = self.layers[~self.layers["nm_ok"].fillna(False).astype(bool)]
+            if len(bad):
+                r = bad.iloc[0]
+                order = r.get("nm_order", "memory")
+                raise AssertionError(f"{self.method}: asked for N:M {self.target['nm']}, but {len(bad)} layer(s) do not "
+                                     f"hold it, e.g. block {r['block']} {r['layer']} (in {order} order)")
         if "ratio" in self.target:
             want, got = float(self.target["ratio"]), self.ffn_ratio
             slack = tol + len(self.before["ffn_widths"]) / max(1, sum(self.before["ffn_widths"]))
@@ -137,8 +164,11 @@ class PruneReport:
         timings = dict(self.timings)
         for k, v in later.timings.items():
             timings[k] = timings.get(k, 0.0) + v
+        redone = {f"{b}.{l}" for b, l in zip(later.layers.get("block", []), later.layers.get("layer", []))}
+        perms = {k: v for k, v in self.permutations.items() if k not in redone}  # a later mask replaces it
+        perms.update(later.permutations)
         return PruneReport(f"{self.method}+{later.method}", {**self.target, **later.target}, self.before,
-                           later.after, layers, timings, {**self.notes, **later.notes})
+                           later.after, layers, timings, {**self.notes, **later.notes}, permutations=perms)
 
 
 @torch.no_grad()

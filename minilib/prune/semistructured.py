@@ -1,7 +1,10 @@
 """2:4 weights to PyTorch's semi-structured sparse format (CUDA sparse tensor cores).
 
 Only ``nn.Linear`` layers whose weight holds at least 2 zeros in every 4 inputs and whose shape the
-kernels accept are converted; the rest stay dense.
+kernels accept are converted; the rest stay dense.  A layer pruned 2:4 along a permutation of its
+input columns (RIA's ``permute`` option, ``minilib.prune.permute``) is 2:4 only in that order, not in
+memory order; converting it would need ``W[:, perm]`` and a gather of the inputs, which this module
+does not do, so such a model is refused (``PermutedNMError``) before anything is converted.
 
 **It does not always pay.**  Measured on an H100 (``benchmarks/bench_sparsegpt.py``): the converted model at 4.7-9.7x the dense latency on
 an H100, and cuSPARSELt at 0.61x the dense speed on a single 11008x4096 fp16 linear; PyTorch's
@@ -24,11 +27,36 @@ from torch import nn
 
 from minilib.device import Timer
 from minilib.models.adapters import Adapter, adapter_for
-from minilib.prune.masks import is_nm
+from minilib.prune.masks import SparsityError, is_nm
+from minilib.prune.permute import layer_permutation
 
 
 class SlowSparseWarning(UserWarning):
     """Semi-structured 2:4 layers measured slower than their dense originals."""
+
+
+class PermutedNMError(SparsityError):
+    """A layer is 2:4 only along a permutation of its input columns, not in memory order."""
+
+
+def check_memory_order(model: nn.Module, adapter: Adapter | None = None) -> None:
+    """Raise ``PermutedNMError`` naming the layers that ``prune_model`` pruned N:M along a channel
+    permutation and whose weight is not 2:4 in memory order (the kernels read memory order: they would
+    drop weights the mask kept, or keep the pattern nowhere)."""
+    adapter = adapter or adapter_for(model)
+    bad = []
+    for bi, block in enumerate(adapter.blocks(model)):
+        for name, layer in adapter.linear_layers(block).items():
+            w = getattr(layer, "weight", None)
+            if layer_permutation(layer) is not None and isinstance(w, torch.Tensor) and w.dim() == 2 \
+                    and type(w) in (torch.Tensor, nn.Parameter) and not is_nm(w.detach(), 2, 4):
+                bad.append(f"{bi}.{name}")
+    if bad:
+        raise PermutedNMError(f"{len(bad)} layer(s) were pruned N:M along a permutation of their input channels "
+                              f"(e.g. {bad[0]}; prune_model's permute option, the order in "
+                              "PruneReport.permutations) and are not 2:4 in memory order; the semi-structured "
+                              "kernels would not hold their mask.  Prune with permute='none' for 2:4 kernels, or "
+                              "store W[:, perm] and gather x[:, perm] yourself")
 
 
 def time_call(fn, device: torch.device | str, repeats: int = 5, inner: int = 10, warmup: int = 3) -> float:
@@ -98,6 +126,8 @@ def to_semi_structured(model: nn.Module, adapter: Adapter | None = None, check_s
     (warns when sparse is slower); ``min_speedup``: keep a layer dense unless it gains at least that
     factor (e.g. 1.0: convert only what is faster).  Returns ``{"backend", "converted": [...],
     "skipped": {name: reason}, "speedup": {name: dense/sparse}, "overall_speedup"}``."""
+    adapter = adapter or adapter_for(model)
+    check_memory_order(model, adapter)  # before the backend check: the refusal does not depend on the GPU
     backend = check_backend()
     from torch.sparse import to_sparse_semi_structured
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
@@ -106,7 +136,6 @@ def to_semi_structured(model: nn.Module, adapter: Adapter | None = None, check_s
         raise ValueError(f"min_speedup must be a number > 0 or None, got {min_speedup!r}")
     if min_speedup is not None and not check_speed:
         raise ValueError("min_speedup needs check_speed=True (the speed-up is measured)")
-    adapter = adapter or adapter_for(model)
     converted, skipped, dense_s, sparse_s = [], {}, {}, {}
     for bi, block in enumerate(adapter.blocks(model)):
         for name, layer in adapter.linear_layers(block).items():
@@ -121,7 +150,7 @@ def to_semi_structured(model: nn.Module, adapter: Adapter | None = None, check_s
                 raise RuntimeError(f"{full}: semi-structured kernels need fp16 or bf16 weights, got {w.dtype} "
                                    "(convert the model with .half() or .bfloat16() first)")
             if not is_nm(w, 2, 4):
-                skipped[full] = "weight is not 2:4 sparse"
+                skipped[full] = "weight is not 2:4 sparse (in memory order)"
                 continue
             try:
                 sw = to_sparse_semi_structured(w)
