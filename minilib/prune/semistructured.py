@@ -6,8 +6,8 @@ input columns (RIA's ``permute`` option, ``minilib.prune.permute``) is 2:4 only 
 memory order; converting it would need ``W[:, perm]`` and a gather of the inputs, which this module
 does not do, so such a model is refused (``PermutedNMError``) before anything is converted.
 
-**It does not always pay.**  Measured on an H100 (``benchmarks/bench_sparsegpt.py``): the converted model at 4.7-9.7x the dense latency on
-an H100, and cuSPARSELt at 0.61x the dense speed on a single 11008x4096 fp16 linear; PyTorch's
+**It does not always pay.**  Measured on an H100 (``benchmarks/bench_sparsegpt.py``): the converted model ran at 4.7-9.7x the dense latency
+and cuSPARSELt at 0.61x the dense speed on a single 11008x4096 fp16 linear; PyTorch's
 CUTLASS kernels need compute capability 8.x (A100-class), cuSPARSELt must be present for 9.x.  So
 every conversion times each layer, dense against sparse, on a probe input of ``tokens`` rows
 (CUDA-synchronized ``minilib.device.Timer``), returns the speed-ups, warns (``SlowSparseWarning``)
