@@ -964,3 +964,23 @@ def test_a_partial_reproduce_keeps_the_other_notebooks_timings(tmp_path):
     (res / TIMINGS).write_text(json.dumps({**earlier, "profile": "test"}))
     write_timings(plan, res, "default", {"ran": 1, "where": "1 CPU worker(s)"})
     assert [r["notebook"] for r in json.loads((res / TIMINGS).read_text())["runs"]] == ["b"]
+
+
+def test_a_fresh_clone_estimates_each_notebook_from_the_committed_timings(tmp_path, nb):
+    """With no run folders yet, a reproduce plan takes each notebook's estimate from its finished row in
+    the profile's reproduce_runs.json (measured, not a typed-in table); a row that did not finish, another
+    profile's file or an unreadable one gives none (the test profile's one minute)."""
+    from minilib.runner.reproduce import TIMINGS, recorded_seconds
+    spec = write_spec(tmp_path / "reproduce-x.yaml", {"runs": [{"notebook": str(nb)}]})
+    dirs = {"results_dir": tmp_path / "results", "figures_dir": tmp_path / "figures", "runs_dir": tmp_path / "runs"}
+    res = tmp_path / "results" / "test"
+    res.mkdir(parents=True)
+    rows = [{"notebook": nb.stem, "status": "done", "seconds": 1234.5}, {"notebook": "other", "status": "failed",
+                                                                          "seconds": 9.0}]
+    (res / TIMINGS).write_text(json.dumps({"profile": "test", "runs": rows}))
+    assert recorded_seconds(res, "test") == {nb.stem: 1234.5}
+    assert plan_reproduce("test", specs=[spec], **dirs).runs[0].estimate == 1234.5
+    assert recorded_seconds(res, "default") == {}                        # another profile's timings
+    (res / TIMINGS).write_text("{not json")
+    assert recorded_seconds(res, "test") == {}
+    assert plan_reproduce("test", specs=[spec], **dirs).runs[0].estimate == 60.0

@@ -27,19 +27,10 @@ from .state import read_run_json
 from .spec import ROOT, SpecError, display_path, expand, load_spec, notebook_parameters, resolve_notebook
 from .sweep import ExecuteOptions, Plan, PlannedRun, SweepResult, _fmt, execute_plan, plan_runs, print_plan
 
-# Wall-clock guesses (seconds, 2 CPU cores) used for the time-left estimate and for the start order
-# (longest critical path first, ``sweep.priorities``) until a run of the notebook has been recorded
-# (runs/reproduce/<profile>/<notebook>/run.json); "paper" has none.  The default ones are the
-# invocation of 2026-12-02 08:06 (all nine notebooks, two at once of 1 thread each, cold caches, a
-# 2-core Intel Xeon), rounded; GPT2_anatomy's is its head-only share of that run (the default has run
-# head-only alone since).
-ESTIMATES = {
-    "default": {"dense_baselines": 230, "BERT_anatomy": 120, "GPT2_anatomy": 170,
-                "BERT_pruning_baseline": 240, "GPT2_pruning_baseline": 930, "BERT_pruning_strategy": 110,
-                "GPT2_pruning_strategy": 340, "SparseGPT_one_shot": 2100, "contextual_pruning": 990},
-    "test": {},
-    "paper": {},
-}
+# A notebook's estimated wall time (for the time-left line and the start order, longest critical path
+# first: ``sweep.priorities``) is its last recorded run: runs/reproduce/<profile>/<notebook>/run.json,
+# else its row in the profile's committed reproduce_runs.json (the README's timing table; measured, not
+# typed in), else, for the test profile, ``TEST_ESTIMATE``.
 TEST_ESTIMATE = 60.0
 
 
@@ -112,12 +103,27 @@ def plan_reproduce(profile: str = "default", specs=None, results_dir=ROOT / "res
     folder = Path(runs_dir) / profile
     planned = plan_runs(runs, [folder / r.notebook.stem for r in runs],
                         [res_dir / f"{r.notebook.stem}.json" for r in runs], [fig_dir] * len(runs))
+    recorded = recorded_seconds(res_dir, profile)
     for p in planned:
         p.html_path = res_dir / "html" / f"{p.spec.notebook.stem}.html"
         if p.estimate is None:
-            p.estimate = ESTIMATES.get(profile, {}).get(p.spec.notebook.stem,
-                                                         TEST_ESTIMATE if profile == "test" else None)
+            p.estimate = recorded.get(p.spec.notebook.stem, TEST_ESTIMATE if profile == "test" else None)
     return Plan(f"reproduce ({profile})", folder, planned, label="reproduce")
+
+
+def recorded_seconds(res_dir: Path, profile: str) -> dict[str, float]:
+    """Notebook -> wall seconds of its last finished run in ``<res_dir>/reproduce_runs.json`` for
+    ``profile`` ({} when there is no such file or it cannot be read: estimates are only guesses)."""
+    from minilib.results import read_json
+    path = Path(res_dir) / TIMINGS
+    try:
+        timings = read_json(path, "") if path.is_file() else {}
+    except ValueError:
+        return {}
+    if not isinstance(timings, dict) or timings.get("profile") != profile:
+        return {}
+    return {r["notebook"]: float(r["seconds"]) for r in timings.get("runs", [])
+            if isinstance(r, dict) and r.get("status") == "done" and isinstance(r.get("seconds"), (int, float))}
 
 
 def export_html(executed: str | os.PathLike, html: str | os.PathLike) -> Path:
