@@ -1,7 +1,9 @@
 """Fine-tuning of a (pruned) language model: AdamW, cosine schedule, early stopping on a dev split.
 
 Training windows are the non-overlapping ``seqlen`` windows of the domain's *train* split, shuffled
-per epoch with a seed.  Every ``eval_every`` steps (and before the first step) the perplexity on the
+per epoch with ``seed``; dropout (the model's and LoRA's) draws from generators seeded with ``seed``
+too, so a run is the same whatever the caller drew before, and the caller's global generators are
+left as they were.  Every ``eval_every`` steps (and before the first step) the perplexity on the
 *dev* split is measured; training stops as soon as it is at or below ``target_ppl`` (the unpruned
 model's dev perplexity), or after ``max_epochs`` / ``max_steps``.  The best dev checkpoint is kept
 (in memory, and on disk with ``save_to``) and restored at the end.
@@ -35,6 +37,7 @@ the result reports the sparsity before and after (``sparsity_before``, ``sparsit
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -114,7 +117,8 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, c
     peft_model = _attach_lora(model, cfg) if lora else None
     run = _Run(dev_ids, dev_eval, dev_name, None if lora else save_to, tokenizer, device, verbose)
     try:
-        res = _train(model, windows, cfg, run, masks if masks.enforced and not lora else None, adapters_only=lora)
+        with _seeded(cfg.seed, device):
+            res = _train(model, windows, cfg, run, masks if masks.enforced and not lora else None, adapters_only=lora)
     except BaseException:
         if peft_model is not None:   # leave the caller's model as it was given: no adapters, same flags
             from minilib.train.lora import unload_lora
@@ -148,11 +152,21 @@ def _planned_steps(cfg: FinetuneConfig, windows: torch.Tensor) -> tuple[int, int
     return total, per_epoch
 
 
+@contextlib.contextmanager
+def _seeded(seed: int, device=None):
+    """torch's global generators (the CPU's, and ``device``'s when it is CUDA) seeded with ``seed`` inside,
+    restored to the caller's state after: what draws from them (dropout, initialisation) follows ``seed``."""
+    device = torch.device(device if device is not None else "cpu")
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
 def _attach_lora(model: nn.Module, cfg: FinetuneConfig):
     """LoRA adapters added to ``model`` in place, initialised from ``cfg.seed``; the peft model."""
     from minilib.train.lora import add_lora
-    with torch.random.fork_rng(devices=[]):   # the adapters' initialisation follows ``seed``
-        torch.manual_seed(cfg.seed)
+    with _seeded(cfg.seed):   # the adapters' initialisation follows ``seed``
         return add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)   # in place: ``model`` holds them
 
 
