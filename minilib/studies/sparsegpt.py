@@ -393,6 +393,33 @@ COMPARISONS = (("sparsegpt", "wanda"), ("wanda", "magnitude"), ("ria", "wanda"),
                ("sparsegpt+owl", "sparsegpt"))
 
 
+OWL_CLAIM_SPARSITY = 0.7   # OWL's headline (LLaMA-7B at 70%: Wanda 85.8 -> 24.6, SparseGPT 26.3 -> 19.5)
+
+
+def allocation_summary(entries: list[dict]) -> list[dict]:
+    """What the decided ``verdict_block`` entries say of OWL against uniform sparsity, per method: one
+    dict ``{"method", "lower", "higher", "not resolved", "too few to test"}`` (each a sorted list of the
+    sparsities with that outcome; "lower" = the OWL run has the lower perplexity) and ``"claim"``: the
+    outcome at ``OWL_CLAIM_SPARSITY`` ("holds", "contradicted", "not resolved", "too few to test", or
+    "not run"), in the order the methods first appear."""
+    out: dict[str, dict] = {}
+    for e in entries:
+        base, alloc = split_method(e["a"])
+        if e.get("block") != "setting" or alloc != "owl" or e["b"] != base or e["key"].get("nm"):
+            continue
+        d = out.setdefault(base, {"method": base, "lower": [], "higher": [], "not resolved": [],
+                                  "too few to test": [], "claim": "not run"})
+        sp = float(e["key"]["sparsity"])
+        kind = {"a lower": "lower", "a higher": "higher"}.get(e["outcome"], e["outcome"])
+        d[kind].append(sp)
+        if math.isclose(sp, OWL_CLAIM_SPARSITY):
+            d["claim"] = {"lower": "holds", "higher": "contradicted"}.get(kind, kind)
+    for d in out.values():
+        for k in ("lower", "higher", "not resolved", "too few to test"):
+            d[k].sort()
+    return list(out.values())
+
+
 def verdict_block(runs: pd.DataFrame, budget: pd.DataFrame | None = None) -> list[dict]:
     """Every method comparison the SparseGPT verdicts print, decided as one family (Holm over all of
     their tests): the ``COMPARISONS`` per setting (where both methods ran), SparseGPT / Wanda per

@@ -10,8 +10,8 @@ import pandas as pd
 
 from minilib.prune.methods import METHODS
 from minilib.stats import describe, format_p, wilson_interval
-from minilib.studies.sparsegpt import (NOTEBOOK, budget_summary, error_summary, is_calibrated, method_label,
-                                       setting_label, setting_summary, split_method, verdict_block)
+from minilib.studies.sparsegpt import (NOTEBOOK, OWL_CLAIM_SPARSITY, allocation_summary, budget_summary,
+                                       error_summary, is_calibrated, method_label, setting_label, setting_summary, split_method, verdict_block)
 from minilib.tables.common import ResultsMissing, ci, load, num, or_missing
 
 label = method_label
@@ -182,6 +182,24 @@ def _sentence(e: dict) -> str:
             f"{describe(e['windows'])}.")
 
 
+def _owl_sentence(entries: list[dict]) -> str:
+    """One line on OWL against uniform sparsity (``allocation_summary``), and whether the paper's 70%
+    claim holds here, method by method; '' when no OWL run was compared."""
+    summary = allocation_summary(entries)
+    if not summary:
+        return ""
+    words = {"lower": "lower", "higher": "higher", "not resolved": "not resolved", "too few to test": "too few to test"}
+    parts, claims = [], []
+    for d in summary:
+        name = label(f"{d['method']}+owl")
+        said = [f"{words[k]} at {', '.join(f'{s:.0%}' for s in d[k])}" for k in words if d[k]]
+        parts.append(f"{name} is {'; '.join(said)}")
+        claims.append(f"{d['claim']} for {label(d['method'])}")
+    return (f"* **In short, OWL against uniform sparsity** (same method, same calibration draws; 'lower' = OWL has "
+            f"the lower perplexity): {'. '.join(parts)}. OWL's claim on LLaMA-7B, lower perplexity at "
+            f"{OWL_CLAIM_SPARSITY:.0%} for Wanda and SparseGPT: {', '.join(claims)} on this model and protocol.")
+
+
 @or_missing(NOTEBOOK)
 def table_verdict(results_dir: Path) -> str:
     """The conclusions the evidence supports: every comparison at both levels of replication, one
@@ -195,6 +213,9 @@ def table_verdict(results_dir: Path) -> str:
            "direction; 'resolvable' is the smallest effect each test would detect with 80% power at the "
            "family's Bonferroni level."]
     out += [_sentence(e) for e in entries]
+    owl = _owl_sentence(entries)
+    if owl:
+        out.append(owl)
     try:
         layers = _records(res, "layer", ("rel_error", "heldout_rel_error"))
     except ResultsMissing:

@@ -215,3 +215,24 @@ def test_recovery_keeps_the_pruned_zeros_and_scores_the_same_chunks(tiny_text):
     assert r["gain"] == pytest.approx(r["bpb_before"] - r["bpb_after"], rel=1e-6)
     assert r["gain_low"] <= r["gain"] <= r["gain_high"] and r["bpb_after"] > 0
     assert r["bpb_after"] < r["bpb_before"]   # three steps on the very text it is scored on must help
+
+
+def test_allocation_summary_says_where_owl_helps_and_whether_the_70_percent_claim_holds():
+    """Wanda + OWL 20% better at 70%, the same as uniform at 50% (not resolved); SparseGPT + OWL 20% worse at
+    70% (the claim contradicted); an N:M row and the budget block are not OWL comparisons."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for s in (0.5, 0.7):
+        seeded = _seeded(-0.05, s=s)
+        rows += seeded
+        for r in [r for r in seeded if r["method"] in ("wanda", "sparsegpt")]:
+            f = {("wanda", 0.7): 0.8, ("sparsegpt", 0.7): 1.2}.get((r["method"], s), 1.0)
+            nll = np.asarray(r["nll"]) * (f + rng.normal(0, 0.01 if f == 1.0 else 0.002, len(r["nll"])))
+            rows.append({**r, "method": f"{r['method']}+owl", "nll": list(nll),
+                         "perplexity": math.exp(nll.sum() / (100 * len(nll)))})
+    summary = {d["method"]: d for d in study.allocation_summary(study.verdict_block(pd.DataFrame(rows)))}
+    assert list(summary) == ["wanda", "sparsegpt"]
+    assert summary["wanda"]["lower"] == [0.7] and summary["wanda"]["not resolved"] == [0.5]
+    assert summary["wanda"]["claim"] == "holds"
+    assert summary["sparsegpt"]["higher"] == [0.7] and summary["sparsegpt"]["claim"] == "contradicted"
+    assert study.allocation_summary(study.verdict_block(pd.DataFrame(_seeded(-0.05)))) == []

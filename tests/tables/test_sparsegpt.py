@@ -111,3 +111,22 @@ def test_the_committed_history_records_the_committed_results():
     assert hist["runs"][-1]["summary"] == json.loads(json.dumps(tables.run_summary(now))), (
         "results/SparseGPT_one_shot_history.json does not end with the committed results: run "
         ".venv/bin/python -m tools.results_history, then .venv/bin/python -m tools.tables")
+
+
+def test_the_verdict_says_in_short_where_owl_helps(tmp_path):
+    """With Wanda + OWL runs at 50%, 20% lower in NLL than uniform Wanda on the same draws, the verdict
+    block ends with the OWL line: lower at 50%, and OWL's 70% claim not run (no 70% OWL run); without OWL
+    runs there is no such line."""
+    d = _results(tmp_path, budget=False)
+    assert "In short, OWL" not in tables.table_verdict(d)
+    res = json.loads((d / "SparseGPT_one_shot.json").read_text())
+    rng = np.random.default_rng(4)
+    res["records"] += [{**r, "method": "wanda+owl", "nll": list(np.asarray(r["nll"]) * (0.8 + rng.normal(0, 0.002, 16)))}
+                       for r in res["records"] if r.get("method") == "wanda" and r["kind"] == "run"]
+    for r in res["records"]:
+        if r.get("method") == "wanda+owl":
+            r["perplexity"] = math.exp(np.sum(r["nll"]) / (100 * len(r["nll"])))
+    (d / "SparseGPT_one_shot.json").write_text(json.dumps(res))
+    v = tables.table_verdict(d)
+    assert "* **In short, OWL against uniform sparsity**" in v and "Wanda + OWL is lower at 50%" in v
+    assert "not run for Wanda" in v
