@@ -188,14 +188,10 @@ def choice_loglikelihoods_shared(model, tokenizer, items: list[MCQItem], progres
     return out
 
 
-# The CPU rule of ``pick_method``, from benchmarks/bench_eval.py (SmolLM2-135M, 24 items per task,
-# medians of 2 interleaved runs, 2-core machine, 2026-11-23).  Time of the shared path over the
-# batched one, 2 torch threads / 1 thread, with the token ratio (batched tokens / shared tokens):
-# PIQA (1.22) 1.41 / 1.43; OpenBookQA (2.62) 0.73 / 0.68; ARC-Challenge (2.81) 0.59 / 0.59; ARC-Easy
-# (2.90) 0.60 / 0.58; SciQ (3.85) 0.34 / 0.37; MMLU anatomy (3.86) 0.27 / 0.29.  Per computed token
-# the shared path cost 1.3-1.9x the batched one at either thread count, so it wins from a ratio of
-# about 2.  (The batch-1 shared path it replaced lost 2.7x on OpenBookQA with 2 threads.)  GPUs keep
-# the batched path: the shared one is not measured there.
+# The CPU rule of ``pick_method``: per computed token the shared-prefix path costs 1.3-1.9x the batched
+# one (benchmarks/bench_eval.py, SmolLM2-135M, at 1 and 2 threads), so it is faster once the batched
+# path would compute at least about twice as many tokens (every choice with its own copy of the
+# context).  GPUs keep the batched path: the shared one is not measured there.
 SHARED_MIN_RATIO = 2.0
 METHODS = ("auto", "batched", "shared")
 
