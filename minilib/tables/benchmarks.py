@@ -13,7 +13,10 @@ typed by hand:
 * ``results/bench_memory.json`` (``benchmarks/bench_memory.py``): the memory model of block-by-block
   pruning, predicted vs measured peak (``bench_memory``);
 * ``results/bench_inference.json`` (``benchmarks/bench_inference.py``): latency per output format and
-  phase relative to dense, parameter and checkpoint bytes (``bench_inference``).
+  phase relative to dense, parameter and checkpoint bytes (``bench_inference``);
+* ``results/bench_sparsegpt_cuda.json``, ``results/bench_inference_cuda.json``: the same two benchmarks
+  on a lent GPU (``benchmarks/device_check.py``, one device call; TinyLlama-shaped block, random-weight
+  SmolLM2 with the 2:4 semi-structured format); until one has come back their blocks say so.
 
 A missing JSON raises ``MissingBenchResults`` (both a ``FileNotFoundError`` and a ``ValueError``), a
 JSON of another format a ``ValueError``; both say which command re-creates it.
@@ -36,7 +39,14 @@ COMMANDS = {  # the command that (re)creates each file, as the docs were generat
     "sparsegpt_precision": "python benchmarks/bench_sparsegpt.py --threads 1 --repeats 3 --model-precision",
     "bench_memory": "python benchmarks/bench_memory.py --threads 1 --sizes 8x256,64x256 --repeats 2",
     "bench_inference": "python benchmarks/bench_inference.py --threads 1 --repeats 3",
+    # on a lent GPU, one device call: ``benchmarks/device_check.py`` (its docstring); the files come back
+    # under these names
+    "bench_sparsegpt_cuda": "python3 benchmarks/device_check.py run --out-dir $OUT",
+    "bench_inference_cuda": "python3 benchmarks/device_check.py run --out-dir $OUT",
 }
+NOT_ON_A_GPU = ("Not measured on a GPU yet: no session has been lent one since this benchmark was prepared. "
+                "`benchmarks/device_check.py` runs it in one device call (its docstring says how); the file "
+                "then goes to `results/{file}.json` and this block is regenerated from it.")
 
 MIB = 2 ** 20
 
@@ -83,11 +93,13 @@ def write_bench(path: str | os.PathLike, name: str, env: dict, data: dict) -> Pa
 
 # --- reading ------------------------------------------------------------------------------------
 
-def load_bench(results_dir: str | os.PathLike, name: str, need: tuple = ()) -> dict:
-    """``results/<name>.json``; missing, of another format, or without the keys ``need`` -> an error
-    naming the command that re-creates it."""
-    p = Path(results_dir) / f"{name}.json"
-    again = f"re-run `{COMMANDS[name]}`"
+def load_bench(results_dir: str | os.PathLike, name: str, need: tuple = (), file: str | None = None) -> dict:
+    """``results/<file>.json`` (``file``: ``name``, else e.g. ``bench_inference_cuda`` for benchmark
+    ``bench_inference`` run on a GPU); missing, of another format or benchmark, or without the keys
+    ``need`` -> an error naming the command that re-creates it."""
+    file = file or name
+    p = Path(results_dir) / f"{file}.json"
+    again = f"re-run `{COMMANDS[file]}`"
     if not p.is_file():
         raise MissingBenchResults(f"{p} is missing: {again} to create it")
     try:
@@ -134,10 +146,10 @@ def _noisy(env: dict) -> str:
 
 # --- part 1: ours vs the reference port -------------------------------------------------------
 
-def table_speed(results_dir: Path) -> str:
+def table_speed(results_dir: Path, file: str = "bench_sparsegpt") -> str:
     """Ours vs the plain reference port on one synthetic block: times (median and range of the
     repeats), peak memory, reconstruction error; ratios ours / reference."""
-    res = load_bench(results_dir, "bench_sparsegpt", ("shape", "variants", "groups", "input_widths"))
+    res = load_bench(results_dir, "bench_sparsegpt", ("shape", "variants", "groups", "input_widths"), file)
     env, sh, v = res["env"], res["shape"], res["variants"]
     o, r = v["ours"], v["reference"]
     n_rep = len(o["accumulate_s"])
@@ -309,9 +321,9 @@ def table_memory(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def table_inference(results_dir: Path) -> str:
+def table_inference(results_dir: Path, file: str = "bench_inference") -> str:
     """Per format: parameters, bytes, and latency relative to dense per phase (median over rounds)."""
-    res = load_bench(results_dir, "bench_inference", ("rows", "formats"))
+    res = load_bench(results_dir, "bench_inference", ("rows", "formats"), file)
     rows, info = res["rows"], res["formats"]
     cases = list(dict.fromkeys((r["phase"], r["tokens"], r["batch"]) for r in rows))
     head = [f"prefill {t}" if p == "prefill" else f"decode, batch {b}" for p, t, b in cases]
@@ -333,5 +345,19 @@ def table_inference(results_dir: Path) -> str:
     return "\n".join(out + [""] + notes)
 
 
-TABLES = {"bench_inference": table_inference, "bench_sparsegpt": table_speed, "bench_sparsegpt_precision": table_block_precision,
+def on_a_gpu(table, file: str):
+    """``table`` of ``results/<file>.json`` (a GPU run of ``benchmarks/device_check.py``), or, while no
+    GPU run has come back, the sentence that says so and how to run it."""
+    def render(results_dir: Path) -> str:
+        try:
+            return table(results_dir, file)
+        except MissingBenchResults:
+            return NOT_ON_A_GPU.format(file=file)
+    render.__doc__ = f"{table.__doc__.splitlines()[0]} On a GPU: results/{file}.json."
+    return render
+
+
+TABLES = {"bench_inference_cuda": on_a_gpu(table_inference, "bench_inference_cuda"),
+          "bench_sparsegpt_cuda": on_a_gpu(table_speed, "bench_sparsegpt_cuda"),
+          "bench_inference": table_inference, "bench_sparsegpt": table_speed, "bench_sparsegpt_precision": table_block_precision,
           "sparsegpt_precision": table_model_precision, "bench_memory": table_memory}
