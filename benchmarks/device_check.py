@@ -103,7 +103,8 @@ def run(out_dir: Path, bundle: Path = BUNDLE, smoke: bool = False, step_timeout:
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MINILIB_CACHE": str(bundle / "cache"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MINILIB_CACHE": str(bundle / "cache"), "PYTHONUNBUFFERED": "1",   # minilib from this
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}  # tree: not installed there
     py = sys.executable
     cuda = torch.cuda.is_available()
     log: dict = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,

@@ -2,6 +2,7 @@
 random-weight model of SmolLM2's shapes, the commands it runs, and the tables that say what came back."""
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ def test_run_needs_cuda_unless_smoke_and_runs_both_benchmarks(bundle, tmp_path, 
 
     def fake_step(name, cmd, log, env, timeout):
         seen.append((name, cmd, env["MINILIB_CACHE"]))
+        assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)   # minilib is not installed on the device
         log[name] = {"returncode": 0}
         if name == "bench_inference":
             out = Path(cmd[cmd.index("--out") + 1])
