@@ -8,7 +8,7 @@ Formats (each from the same dense model, on the device the benchmark runs on):
 * ``dense with zeros``     -- 50% unstructured (magnitude: which weights are zero does not change the
   dense kernels' work), still dense tensors;
 * ``2:4 semi-structured``  -- 2:4 (magnitude) in PyTorch's semi-structured format (``to_semi_structured``;
-  CUDA with fp16 only: recorded as not measured elsewhere);
+  CUDA only, in fp16 or bf16: recorded as not measured elsewhere);
 * ``FFN uniform``          -- 30% of every FFN's neurons removed (max-product score), equal widths;
 * ``FFN non-uniform``      -- 30% overall, later blocks pruned harder (a linear layer profile);
 * ``vocabulary``           -- the embedding and LM head cut to the tokens of the wiki corpus;
@@ -16,7 +16,9 @@ Formats (each from the same dense model, on the device the benchmark runs on):
   (``export_hf``) and loaded back by stock transformers: non-uniform FFN widths come back padded to the
   widest layer, so what the export saves is measured, not assumed.
 
-Phases: prefill of one sequence at each ``--prefill`` length (no KV cache), and decoding (KV cache,
+Every format is timed in one dtype (``--dtype``; ``auto``: float16 on CUDA, so that the 2:4 format's
+ratio is to a dense model of its own dtype, float32 on the CPU); sizes are those of the models as built
+and saved.  Phases: prefill of one sequence at each ``--prefill`` length (no KV cache), and decoding (KV cache,
 greedy) of ``--new-tokens`` tokens after a 16-token prompt at each ``--batch`` size, reported as
 seconds per token step and tokens per second.  Rounds are interleaved over the formats (a shared
 machine's drift hits each alike); the ratio to dense is the median over rounds of format / dense in
@@ -59,8 +61,10 @@ def folder_weight_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*.safetensors"))
 
 
-def build_formats(model_name: str, device: torch.device, tmp: Path) -> tuple[dict, dict]:
-    """``{name: model}`` and ``{name: info}`` (params, bytes, checkpoint bytes, what was done)."""
+def build_formats(model_name: str, device: torch.device, tmp: Path,
+                  half: torch.dtype = torch.float16) -> tuple[dict, dict]:
+    """``{name: model}`` and ``{name: info}`` (params, bytes, checkpoint bytes, what was done); the 2:4
+    semi-structured format (CUDA only) is built in ``half`` (float16 or bfloat16, what its kernels take)."""
     from transformers import AutoModelForCausalLM
 
     from minilib.data import corpus_splits
@@ -92,9 +96,9 @@ def build_formats(model_name: str, device: torch.device, tmp: Path) -> tuple[dic
         from minilib.prune import to_semi_structured
         m = load(model_name, device="cpu")
         prune_model(m.model, "magnitude", nm=(2, 4), device="cpu")
-        half = m.model.half().to(device)
-        to_semi_structured(half)
-        add("2:4 semi-structured", half, note="fp16, torch semi-structured sparse")
+        semi = m.model.to(device=device, dtype=half)
+        to_semi_structured(semi)
+        add("2:4 semi-structured", semi, note=f"{str(half).removeprefix('torch.')}, torch semi-structured sparse")
     for name, profile in (("FFN uniform", None), ("FFN non-uniform", "linear")):
         m = load(model_name, device="cpu")
         scores = score_neurons_maxprod(m.model)
@@ -178,6 +182,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="prefill 128 and 512 (unless --prefill), decode 8 tokens, "
                     "3 rounds")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                    help="dtype every format is timed in ('auto': float16 on CUDA, where the 2:4 semi-structured "
+                         "kernels need it, so that its ratio is to a dense model of the same dtype; float32 on the CPU)")
     ap.add_argument("--out", default="results/bench_inference.json")
     ap.add_argument("--figures-dir", default=None)
     a = ap.parse_args(argv)
@@ -193,10 +200,15 @@ def main(argv=None) -> dict:
     from minilib.device import resolve_device
     device = resolve_device(a.device)
     t0 = time.perf_counter()
+    dtype = (torch.float16 if device.type == "cuda" else torch.float32) if a.dtype == "auto" else getattr(torch, a.dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        models, info = build_formats(a.model, device, Path(tmp))
+        half = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float16
+        models, info = build_formats(a.model, device, Path(tmp), half)   # sizes as built and saved
+        for name, m in models.items():   # timed in one dtype: a ratio to dense is the format's, not the dtype's
+            if name != "2:4 semi-structured":
+                m.to(dtype)
         rows = measure(models, device, a.prefill, a.batch, a.new_tokens, a.repeats)
-    res = {"model": a.model, "repeats": a.repeats, "new_tokens": a.new_tokens,
+    res = {"model": a.model, "dtype": str(dtype).removeprefix("torch."), "repeats": a.repeats, "new_tokens": a.new_tokens,
            "prompt": PROMPT, "formats": info, "rows": rows, "not_measured": [] if device.type == "cuda" else
            [{"format": "2:4 semi-structured", "why": "PyTorch's semi-structured kernels need CUDA"}],
            "numerics": numerics_record(), "wall_s": time.perf_counter() - t0}

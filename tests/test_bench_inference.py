@@ -38,3 +38,27 @@ def test_tiny_run_writes_every_format_phase_and_the_sizes(tmp_path):
 def test_bad_sizes_are_refused():
     with pytest.raises(SystemExit):
         bench_inference.main(["--model", "tiny-llama", "--prefill", "0"])
+
+
+def test_every_format_is_timed_in_the_dtype_asked_for(tmp_path, monkeypatch):
+    """--dtype bfloat16: every model is cast before timing (a ratio to dense is then the format's, not the
+    dtype's), the JSON and the table say so, and the sizes stay those of the saved models."""
+    import torch
+
+    import bench_inference as bi
+    from minilib.tables.benchmarks import table_inference
+    seen = {}
+    real = bi.measure
+
+    def spy(models, *args, **kw):
+        seen.update({n: {p.dtype for p in m.parameters()} for n, m in models.items()})
+        return real(models, *args, **kw)
+
+    monkeypatch.setattr(bi, "measure", spy)
+    out = tmp_path / "bench_inference.json"
+    bi.main(["--model", "tiny-llama", "--device", "cpu", "--dtype", "bfloat16", "--prefill", "8", "--batch", "1",
+             "--new-tokens", "1", "--repeats", "1", "--threads", "1", "--out", str(out), "--figures-dir", str(tmp_path)])
+    assert seen and all(d == {torch.bfloat16} for d in seen.values())
+    res = json.loads(out.read_text())
+    assert res["dtype"] == "bfloat16" and res["formats"]["dense"]["param_bytes"] == 4 * res["formats"]["dense"]["params"]
+    assert "every format timed in bfloat16" in table_inference(tmp_path)

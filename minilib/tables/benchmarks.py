@@ -327,7 +327,8 @@ def table_inference(results_dir: Path, file: str = "bench_inference") -> str:
     rows, info = res["rows"], res["formats"]
     cases = list(dict.fromkeys((r["phase"], r["tokens"], r["batch"]) for r in rows))
     head = [f"prefill {t}" if p == "prefill" else f"decode, batch {b}" for p, t, b in cases]
-    out = [f"{res['model']} on {_where(res['env'])}{_noisy(res['env'])}. Latency / dense: median over "
+    timed = f", every format timed in {res['dtype']}" if res.get("dtype") else ""
+    out = [f"{res['model']} on {_where(res['env'])}{timed}{_noisy(res['env'])}. Latency / dense: median over "
            f"{res['repeats']} interleaved rounds of format / dense in the same round (below 1 = faster); decoding "
            f"{res['new_tokens']} tokens with the KV cache after a {res['prompt']}-token prompt.", "",
            "| format | params | parameter MiB | checkpoint MiB | " + " | ".join(head) + " |",
