@@ -57,6 +57,7 @@ budget_nsamples = None           # calibration budgets (windows) of the sweep; [
 budget_seeds = None              # calibration seeds of the sweep
 recovery_steps = None            # recovery fine-tuning steps after one-shot pruning (0: none; default profile: none on CPU)
 recovery_method = "full"         # "full" or "lora"; the pruned zeros are kept either way
+recovery_allocation = "uniform"  # "uniform" or "owl": the recovered model at OWL's per-block sparsities
 recovery_chunks = None           # held-out 1 kB chunks of eval_corpus's test split for bits per byte before/after
 forward_dtype = "auto"           # block forwards: "auto" (bfloat16 on CUDA, else the model's dtype), "" (model's dtype), "bfloat16", "float16"
 device = "auto"                  # "auto": CUDA when present, else CPU
@@ -213,7 +214,8 @@ extra[["setting", "params", "nonzeros", "achieved_sparsity", "perplexity", "ppl_
 # %% [markdown]
 # ## Recovery fine-tuning (when `recovery_steps` > 0)
 #
-# The detailed method at `sparsity` (calibration seed `seed`) is fine-tuned `recovery_steps` steps on
+# The detailed method at `sparsity` (calibration seed `seed`; with `recovery_allocation = "owl"` at OWL's
+# per-block sparsities, `owl_m` and `owl_lambda`) is fine-tuned `recovery_steps` steps on
 # the `train` split of `calib_corpus` (`recovery_method`: full or LoRA, `minilib.train.finetune` with
 # every pruned zero kept: it raises if one is lost), and bits per byte are measured on the same
 # `recovery_chunks` held-out chunks of `eval_corpus`'s test split before and after (95% bootstrap
@@ -225,9 +227,11 @@ if recovery_steps:
     from minilib.eval.bytes import split_text, text_chunks
     sp_ = corpus_splits(tokenizer, calib_corpus)
     chunks_ = text_chunks(split_text(tokenizer, test_ids), 1024, recovery_chunks)
-    recovery = pd.DataFrame([study.recover(model, method, calib, sp_["train"], sp_["dev"], chunks_, sparsity=sparsity,
+    recovered = method if recovery_allocation == "uniform" else f"{method}+{recovery_allocation}"
+    recovery = pd.DataFrame([study.recover(model, recovered, calib, sp_["train"], sp_["dev"], chunks_, sparsity=sparsity,
                                            steps=recovery_steps, ft_method=recovery_method, seqlen=eval_seqlen,
-                                           device=device, forward_dtype=forward_dtype or None)])
+                                           device=device, owl_m=owl_m, owl_lambda=owl_lambda,
+                                           forward_dtype=forward_dtype or None)])
 else:
     recovery = pd.DataFrame()
 recovery.round(4)

@@ -101,12 +101,14 @@ SPEC = Spec({
     "budget_seeds": List(Int(0), help="calibration seeds of the budget sweep"),
     "recovery_steps": Int(0, help="recovery fine-tuning steps of the detailed method at `sparsity`; 0 = none"),
     "recovery_method": Str(("full", "lora"), help="recovery fine-tuning: 'full' or 'lora' (masks kept either way)"),
+    "recovery_allocation": Str(("uniform", "owl"), help="sparsity of the recovered model: 'uniform' or 'owl' (OWL's "
+                               "per-block sparsities for `sparsity`, owl_m and owl_lambda)"),
     "recovery_chunks": Int(1, help="held-out text chunks (1 kB of the eval corpus's test split) for bits per byte"),
     "forward_dtype": Str(check=_check_dtype, help="'' (model dtype), 'auto' (bf16 on CUDA), 'bfloat16', 'float16'"),
 }, checks=[_check_relations])
 PROFILES = {
     "test": dict(model="tiny-llama", nsamples=4, seqlen=64, calib_seeds=[0, 1], sweep_sparsities=[0.5], owl_sparsities=[0.5],
-                 recovery_steps=4, recovery_chunks=8, eval_seqlen=64, eval_windows=4,
+                 recovery_steps=4, recovery_chunks=8, recovery_allocation="owl", eval_seqlen=64, eval_windows=4,
                  mcq_set="sciq", mcq_n=4, heldout_windows=2, budget_corpus="c4", budget_seqlen=64, budget_nsamples=[4],
                  budget_seeds=[0, 1]),
     # default: sized so that the method comparisons can be resolved on 2 CPU cores.  Every SparseGPT /
