@@ -124,10 +124,11 @@ PROFILES = {
     # pruning at 32 x 128 calibration tokens 34 s and SparseGPT's 50 s; with 37 evaluations and 24
     # calibrated prunings the 256/128-token sizes came to about an hour alone, these to about half.
     # ARC-Easy (60 items) for the detailed runs.
-    # OWL at 70% only: the sparsity of its headline claim (LLaMA-7B: Wanda 85.8 -> 24.6, SparseGPT 26.3
-    # -> 19.5); 6 prunings more.
+    # Sparsities 50 / 60 / 70% (and 2:4, which every run prunes), each with OWL beside uniform: 70% is the
+    # sparsity of OWL's headline claim (LLaMA-7B: Wanda 85.8 -> 24.6, SparseGPT 26.3 -> 19.5), 50 / 60% say
+    # where its gain starts.  OWL allocates unstructured sparsity per block, so it does not apply to N:M.
     "default": dict(model="smollm2-135m", nsamples=32, seqlen=64, calib_seeds=[0, 1, 2],
-                    sweep_sparsities=[0.5, 0.7], owl_sparsities=[0.7], recovery_steps=0, recovery_chunks=64, eval_seqlen=128, eval_windows=32, mcq_set="arc_easy", mcq_n=60,
+                    sweep_sparsities=[0.5, 0.6, 0.7], owl_sparsities=[0.5, 0.6, 0.7], recovery_steps=0, recovery_chunks=64, eval_seqlen=128, eval_windows=32, mcq_set="arc_easy", mcq_n=60,
                     heldout_windows=8, budget_corpus="c4", budget_seqlen=64, budget_nsamples=[24, 32, 128],
                     budget_seeds=[0, 1, 2]),
     # paper: SparseGPT calibrates on 128 random 2,048-token windows of C4; the embedded C4's calib split
