@@ -119,11 +119,11 @@ PROFILES = {
     # windows CPU-feasible: 24 / 32 / 128 windows = 1,536 / 2k / 8k tokens.  24 windows is the smallest
     # budget SparseGPT accepts here: its Hessian needs at least as many tokens as the widest layer input
     # (SmolLM2's down_proj, 1,536) to be full rank (the planner checks it); the comparison's own runs are
-    # the budget-32 runs (reused, not recomputed).  Evaluation windows of 128 tokens: 32 x 128 = 4k tokens per evaluation.  Sizing
-    # (2026-12-02, 1 thread, this 2-core VM): one evaluation of 32 x 256 tokens took 44 s, Wanda's
-    # pruning at 32 x 128 calibration tokens 34 s and SparseGPT's 50 s; with 37 evaluations and 24
-    # calibrated prunings the 256/128-token sizes came to about an hour alone, these to about half.
-    # ARC-Easy (60 items) for the detailed runs.
+    # the budget-32 runs (reused, not recomputed).  Evaluation windows of 128 tokens (32 x 128 = 4k tokens
+    # per evaluation) and calibration windows of 64 take about half the time of 256 / 128 (an evaluation
+    # and a calibrated pruning cost about the same on one CPU thread, and there are dozens of each);
+    # the notebook's measured wall time is its row of results/reproduce_runs.json.  ARC-Easy (60 items)
+    # for the detailed runs.
     # Sparsities 50 / 60 / 70% (and 2:4, which every run prunes), each with OWL beside uniform: 70% is the
     # sparsity of OWL's headline claim (LLaMA-7B: Wanda 85.8 -> 24.6, SparseGPT 26.3 -> 19.5), 50 / 60% say
     # where its gain starts.  OWL allocates unstructured sparsity per block, so it does not apply to N:M.
