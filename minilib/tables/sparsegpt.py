@@ -345,7 +345,8 @@ def table_across_runs(results_dir: Path) -> str:
             if not _calibrated(x["method"]):
                 fixed.setdefault((x["method"], x["setting"]), []).append(x["ppl"])
     if fixed:
-        agree = [f"{m if m == 'dense' else f'{label(m)} {st}'} " + ("agrees to the printed digits"
+        agree = [f"{m if m == 'dense' else f'{label(m)} {st}'} " + (
+                 "ran in one run only" if len(vals) == 1 else f"agrees to the printed digits in {len(vals)} runs"
                  if len({num(v) for v in vals}) == 1 else "differs: " + ", ".join(num(v) for v in vals))
                  for (m, st), vals in fixed.items()]
         out.append("* Without calibration (no calibration pass, deterministic): " + "; ".join(agree) + ".")

@@ -90,11 +90,14 @@ def test_across_runs_says_where_an_outcome_did_not_hold(tmp_path):
     assert "2 run(s) of this protocol" in out and "| comparison | 2026-12-01 c1 (host not recorded) |" in out
     assert "**the outcome differs between runs** (Wanda lower: 1, SparseGPT lower: 1): read it as not resolved" in out
     assert "8 calibration windows (budget sweep): SparseGPT / Wanda: **Wanda lower in all 2 run(s)**" in out
-    assert "dense agrees to the printed digits; magnitude 50% unstructured agrees to the printed digits" in out
+    assert ("dense agrees to the printed digits in 2 runs; magnitude 50% unstructured agrees to the printed digits "
+            "in 2 runs") in out
     # the current results file not yet recorded: it is added as a column of its own
     _history(d, flipped)
     out = tables.table_across_runs(d)
     assert "2 run(s) of this protocol" in out and "this results file" in out
+    _history(d, now)                        # one run: nothing to agree with
+    assert "dense ran in one run only" in tables.table_across_runs(d)
 
 
 def test_across_runs_without_a_history_says_so(tmp_path):
