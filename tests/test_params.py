@@ -241,8 +241,8 @@ def test_parameters_that_contradict_each_other_stop_resolve(tmp_path):
     base = {k: v for k, v in _parameters_cell(nb).items() if not k.startswith("__")}
     base.update(profile="default", results_path="")
     before = set((ROOT / "runs").glob(f"{nb}/*"))
-    for bad, match in (({"owl_sparsities": [0.6]}, r"'owl_sparsities': 0.6 is not one of the unstructured sparsities "
-                                                  r"compared \(\[0.5, 0.7\]"),
+    for bad, match in (({"owl_sparsities": [0.8]}, r"'owl_sparsities': 0.8 is not one of the unstructured sparsities "
+                                                  r"compared \(\[0.5, 0.6, 0.7\]"),
                        ({"seed": 7}, r"'seed' = 7 must be one of calib_seeds = \[0, 1, 2\]"),
                        ({"method": "ria"}, r"'method' = 'ria' must be one of methods"),
                        ({"methods": ["magnitude", "wanda"], "method": "wanda"},
