@@ -231,6 +231,19 @@ def serial_cpu(device=None):
         torch.set_num_threads(n)
 
 
+@contextmanager
+def seeded(seed: int, device=None):
+    """torch's global generators (the CPU's, and ``device``'s when it is CUDA) seeded with ``seed`` inside
+    the block and restored to the caller's state after: what draws from them there (dropout, a layer's
+    initialisation) follows ``seed``, and the caller's own draws are not moved."""
+    import torch
+    device = torch.device(device if device is not None else "cpu")
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
 # --- comparing runs --------------------------------------------------------------------------------
 
 def zero_digests(model, adapter=None) -> dict[str, str]:

@@ -227,10 +227,9 @@ if recovery_steps:
     from minilib.eval.bytes import split_text, text_chunks
     sp_ = corpus_splits(tokenizer, calib_corpus)
     chunks_ = text_chunks(split_text(tokenizer, test_ids), 1024, recovery_chunks)
-    recovered = method if recovery_allocation == "uniform" else f"{method}+{recovery_allocation}"
-    recovery = pd.DataFrame([study.recover(model, recovered, calib, sp_["train"], sp_["dev"], chunks_, sparsity=sparsity,
+    recovery = pd.DataFrame([study.recover(model, method, calib, sp_["train"], sp_["dev"], chunks_, sparsity=sparsity,
                                            steps=recovery_steps, ft_method=recovery_method, seqlen=eval_seqlen,
-                                           device=device, owl_m=owl_m, owl_lambda=owl_lambda,
+                                           device=device, allocation=recovery_allocation, owl_m=owl_m, owl_lambda=owl_lambda,
                                            forward_dtype=forward_dtype or None)])
 else:
     recovery = pd.DataFrame()

@@ -78,3 +78,9 @@ def test_the_gpu_tables_say_not_measured_until_a_file_comes_back(tmp_path):
     assert "NVIDIA H100 80GB HBM3" in t and "| dense |" in t
     shutil.copy(ROOT / "results" / "bench_sparsegpt.json", tmp_path / "bench_sparsegpt_cuda.json")
     assert "ours / reference" in bench_tables.TABLES["bench_sparsegpt_cuda"](tmp_path)
+
+
+def test_run_without_a_prepared_bundle_names_it(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        device_check.main(["run", "--out-dir", str(tmp_path / "out"), "--bundle", str(tmp_path / "nothing")])
+    assert "no shape/config.json there" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -197,11 +197,11 @@ def run_setting(model_name: str, method: str | None, test_ids: torch.Tensor, cal
 def recover(model_name: str, method: str, calib: torch.Tensor, train_ids: torch.Tensor, dev_ids: torch.Tensor,
             chunks: list[str], sparsity: float = 0.5, steps: int = 40, ft_method: str = "full", seqlen: int = 128,
             batch_size: int = 4, lr: float | None = None, seed: int = 0, device: str = "auto",
-            owl_m: float = 5.0, owl_lambda: float = 0.08, **prune_kwargs) -> dict:
+            allocation: str = "uniform", owl_m: float = 5.0, owl_lambda: float = 0.08, **prune_kwargs) -> dict:
     """Recovery fine-tuning after one-shot pruning: prune a fresh ``model_name`` with ``method`` at
-    ``sparsity`` (``"<method>+owl"``: at OWL's per-block sparsities for that target, ``owl_m`` and
-    ``owl_lambda``, on the same ``calib``, as ``run_setting`` prunes them), score bits per byte on the
-    held-out ``chunks`` (``minilib.eval.bytes``), fine-tune
+    ``sparsity`` (``allocation="owl"``: at OWL's per-block sparsities for that target, ``owl_m`` and
+    ``owl_lambda``, on the same ``calib``, as ``run_setting`` prunes them; the row's method is then
+    ``<method>+owl``), score bits per byte on the held-out ``chunks`` (``minilib.eval.bytes``), fine-tune
     ``steps`` steps on ``train_ids`` (``ft_method`` "full" or "lora"; every pruned zero kept:
     ``keep_sparsity=True``, ``SparsityLostError`` otherwise), score the same chunks again.
 
@@ -212,15 +212,14 @@ def recover(model_name: str, method: str, calib: torch.Tensor, train_ids: torch.
     from minilib.train import FinetuneConfig, finetune
     ft_cfg = FinetuneConfig(seqlen=seqlen, batch_size=batch_size, lr=lr, max_steps=steps, eval_every=max(1, steps),
                             seed=seed, method=ft_method, keep_sparsity=True)   # checked before any work
-    base, allocation = split_method(method)
     if allocation not in ALLOCATIONS:
-        raise ValueError(f"recover: method {method!r}: the allocation after '+' must be one of {ALLOCATIONS[1:]}")
+        raise ValueError(f"recover: allocation must be one of {ALLOCATIONS}, got {allocation!r}")
     model, tokenizer, _ = load(model_name, device=device)
     target = sparsity
     if allocation == "owl":
         target = owl_sparsities(model, calib, sparsity, m=owl_m, lam=owl_lambda, device=device,
                                 forward_dtype=prune_kwargs.get("forward_dtype")).sparsities
-    prune_model(model, base, target, calib=calib, device=device, **{"measure_error": False, **prune_kwargs})
+    prune_model(model, method, target, calib=calib, device=device, **{"measure_error": False, **prune_kwargs})
     before = score_text(model, tokenizer, chunks, seqlen=seqlen)
     timer = Timer(resolve_device(device))
     with timer("finetune_s"):
@@ -228,7 +227,8 @@ def recover(model_name: str, method: str, calib: torch.Tensor, train_ids: torch.
     after = score_text(model, tokenizer, chunks, seqlen=seqlen)
     b, a_, gain = bits_per_byte(before), bits_per_byte(after), bpb_difference(before, after)
     del model
-    return {"method": method, "sparsity": float(sparsity), "steps": int(ft.steps), "ft_method": ft_method,
+    return {"method": method if allocation == "uniform" else f"{method}+{allocation}", "sparsity": float(sparsity),
+            "steps": int(ft.steps), "ft_method": ft_method,
             "bpb_before": b.estimate, "bpb_before_low": b.low, "bpb_before_high": b.high,
             "bpb_after": a_.estimate, "bpb_after_low": a_.low, "bpb_after_high": a_.high,
             "gain": gain.estimate, "gain_low": gain.low, "gain_high": gain.high, "chunks": len(chunks),

@@ -188,11 +188,11 @@ def _owl_sentence(entries: list[dict]) -> str:
     summary = allocation_summary(entries)
     if not summary:
         return ""
-    words = {"lower": "lower", "higher": "higher", "not resolved": "not resolved", "too few to test": "too few to test"}
     parts, claims = [], []
     for d in summary:
         name = label(f"{d['method']}+owl")
-        said = [f"{words[k]} at {', '.join(f'{s:.0%}' for s in d[k])}" for k in words if d[k]]
+        said = [f"{k} at {', '.join(f'{s:.0%}' for s in d[k])}"
+                for k in ("lower", "higher", "not resolved", "too few to test") if d[k]]
         parts.append(f"{name} is {'; '.join(said)}")
         claims.append(f"{d['claim']} for {label(d['method'])}")
     return (f"* **In short, OWL against uniform sparsity** (same method, same calibration draws; 'lower' = OWL has "

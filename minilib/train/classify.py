@@ -42,6 +42,7 @@ from torch import nn
 
 from minilib import assets
 from minilib.data.tasks import check_training_data
+from minilib.determinism import seeded
 from minilib.device import model_device
 from minilib.eval.decision import DecisionTask
 from minilib.models.adapters import adapter_for
@@ -102,8 +103,7 @@ def finetune_classifier(model: nn.Module, tokenizer, texts: list[str], labels, c
     n_cls = int(y_all.max()) + 1
     device = model_device(model)
     g = torch.Generator().manual_seed(cfg.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed, device):   # head initialisation and dropout follow ``seed``; the caller's draws are kept
         work = copy.deepcopy(model)
         head = _start_head(init_head, n_cls, int(work.config.hidden_size), device)
         masks = SparsityMasks.capture(work, cfg.keep_sparsity)

@@ -37,7 +37,6 @@ the result reports the sparsity before and after (``sparsity_before``, ``sparsit
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -46,6 +45,7 @@ import torch
 from torch import nn
 
 from minilib.data.corpora import CorpusError, eval_windows
+from minilib.determinism import seeded
 from minilib.device import model_device, resolve_device
 from minilib.eval.perplexity import check_seqlen, check_token_ids, lm_nll, perplexity, to_windows
 from minilib.train.config import FinetuneConfig
@@ -117,7 +117,7 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, dev_ids: torch.Tensor, c
     peft_model = _attach_lora(model, cfg) if lora else None
     run = _Run(dev_ids, dev_eval, dev_name, None if lora else save_to, tokenizer, device, verbose)
     try:
-        with _seeded(cfg.seed, device):
+        with seeded(cfg.seed, device):
             res = _train(model, windows, cfg, run, masks if masks.enforced and not lora else None, adapters_only=lora)
     except BaseException:
         if peft_model is not None:   # leave the caller's model as it was given: no adapters, same flags
@@ -152,21 +152,10 @@ def _planned_steps(cfg: FinetuneConfig, windows: torch.Tensor) -> tuple[int, int
     return total, per_epoch
 
 
-@contextlib.contextmanager
-def _seeded(seed: int, device=None):
-    """torch's global generators (the CPU's, and ``device``'s when it is CUDA) seeded with ``seed`` inside,
-    restored to the caller's state after: what draws from them (dropout, initialisation) follows ``seed``."""
-    device = torch.device(device if device is not None else "cpu")
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
-
-
 def _attach_lora(model: nn.Module, cfg: FinetuneConfig):
     """LoRA adapters added to ``model`` in place, initialised from ``cfg.seed``; the peft model."""
     from minilib.train.lora import add_lora
-    with _seeded(cfg.seed):   # the adapters' initialisation follows ``seed``
+    with seeded(cfg.seed):   # the adapters' initialisation follows ``seed``
         return add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)   # in place: ``model`` holds them
 
 

@@ -215,13 +215,13 @@ def test_recovery_keeps_the_pruned_zeros_and_scores_the_same_chunks(tiny_text):
     assert r["gain"] == pytest.approx(r["bpb_before"] - r["bpb_after"], rel=1e-6)
     assert r["gain_low"] <= r["gain"] <= r["gain_high"] and r["bpb_after"] > 0
     assert r["bpb_after"] < r["bpb_before"]   # three steps on the very text it is scored on must help
-    owl = study.recover("tiny-llama", "wanda+owl", calib, ids, ids[:1024], chunks, sparsity=0.5, steps=1, seqlen=64,
-                        batch_size=2, lr=1e-3, device="cpu", owl_lambda=0.2)
+    owl = study.recover("tiny-llama", "wanda", calib, ids, ids[:1024], chunks, sparsity=0.5, steps=1, seqlen=64,
+                        batch_size=2, lr=1e-3, device="cpu", allocation="owl", owl_lambda=0.2)
     assert owl["method"] == "wanda+owl" and len(owl["layer_sparsity"]) == 2            # one per block
     assert owl["layer_sparsity"] != [0.5, 0.5] and np.mean(owl["layer_sparsity"]) == pytest.approx(0.5)
     assert owl["sparsity_after"] == owl["sparsity_before"] == pytest.approx(0.5, abs=0.02)
-    with pytest.raises(ValueError, match="allocation after"):
-        study.recover("tiny-llama", "wanda+dense", calib, ids, ids[:1024], chunks, steps=1, device="cpu")
+    with pytest.raises(ValueError, match="allocation must be one of"):
+        study.recover("tiny-llama", "wanda", calib, ids, ids[:1024], chunks, steps=1, device="cpu", allocation="dense")
 
 
 def test_allocation_summary_says_where_owl_helps_and_whether_the_70_percent_claim_holds():

@@ -69,7 +69,10 @@ def test_seeded_and_deterministic(toy_sentiment):
     m = load("tiny-opt")
     texts, labels = toy_sentiment(16)
     a = finetune_classifier(m.model, m.tokenizer, texts, labels, method="lora", batch_size=8, seed=3, verbose=False)
+    torch.rand(5)                              # the caller's own draws neither change the run nor are moved by it
+    state = torch.get_rng_state()
     b = finetune_classifier(m.model, m.tokenizer, texts, labels, method="lora", batch_size=8, seed=3, verbose=False)
+    assert torch.equal(torch.get_rng_state(), state)
     c = finetune_classifier(m.model, m.tokenizer, texts, labels, method="lora", batch_size=8, seed=4, verbose=False)
     assert not _changed(a[0], b[0]) and torch.equal(a[1].weight, b[1].weight)
     assert _changed(a[0], c[0])
